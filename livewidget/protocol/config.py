@@ -1,0 +1,100 @@
+"""Per-app settings and limits of the embedded server.
+
+Defaults follow the hosted Pusher Channels limits (reference §3) so that code that works here works
+there; each limit is configurable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..exceptions import ConfigurationError
+
+__all__ = ["AppConfig"]
+
+_APP_ID_RE = re.compile(r"\A[0-9]+\Z")
+_TOKEN_RE = re.compile(r"\A[A-Za-z0-9_.\-]+\Z")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One Pusher app served by the embedded server.
+
+    Sizes are in bytes, times in seconds. ``None`` for a limit disables it.
+    """
+
+    app_id: str
+    key: str
+    secret: str
+    enabled: bool = True
+
+    # Features
+    client_events: bool = True  # hosted Pusher: off by default; the embedded server: on (issue #2)
+    subscription_count: bool = False  # opt-in pusher_internal:subscription_count (reference §1.10)
+    webhook_urls: tuple[str, ...] = ()
+
+    # Timeouts
+    activity_timeout: int = 120  # seconds of silence before either side pings (reference §1.3)
+    pong_timeout: float = 30.0  # seconds to wait for a pong before closing 4201
+    cache_ttl: float = 30 * 60  # cache channels keep their last event this long (reference §1.8)
+    webhook_delay: float = 3.0  # delay before channel_vacated / member_removed (reference §2.3)
+
+    # Limits (hosted defaults, reference §3)
+    max_data_size: int | None = 10 * 1024  # event `data`, REST and client events -> HTTP 413
+    max_channels_per_trigger: int = 100
+    max_batch_size: int = 10
+    max_channel_name_length: int = 200  # 164 on hosted Pusher; the Python SDK allows 200
+    max_event_name_length: int = 200
+    max_presence_members: int | None = 100
+    max_presence_user_info: int | None = 1024
+    max_user_id_length: int = 128
+    max_client_events_per_second: float | None = 10
+    max_watchlist: int = 100
+    max_frame_size: int = 256 * 1024  # largest WebSocket frame accepted from a client
+    max_send_buffer: int = 4 * 1024 * 1024  # unread bytes queued to one client before 4100
+    max_request_size: int = 1024 * 1024  # largest REST body
+    max_connections: int | None = None  # over it: close 4004
+
+    def __post_init__(self) -> None:
+        if not _APP_ID_RE.match(self.app_id):
+            raise ConfigurationError(
+                f"app_id must be all digits (the official pusher SDK requires it), got {self.app_id!r}"
+            )
+        for name in ("key", "secret"):
+            value = getattr(self, name)
+            if not value or not _TOKEN_RE.match(value):
+                raise ConfigurationError(
+                    f"{name} must be a non-empty string of letters, digits, '_', '-' or '.'"
+                )
+        if self.activity_timeout <= 0:
+            raise ConfigurationError("activity_timeout must be a positive number of seconds")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> AppConfig:
+        """Build from a config-file mapping (``id``/``app_id``, ``key``, ``secret``, limits...)."""
+        data = dict(data)
+        if "id" in data and "app_id" not in data:
+            data["app_id"] = data.pop("id")
+        if "webhooks" in data and "webhook_urls" not in data:
+            data["webhook_urls"] = data.pop("webhooks")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown app setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        for required in ("app_id", "key", "secret"):
+            if required not in data:
+                raise ConfigurationError(f"an app in the config file has no {required!r}")
+        data["app_id"] = str(data["app_id"])
+        if "webhook_urls" in data:
+            urls = data["webhook_urls"]
+            data["webhook_urls"] = (urls,) if isinstance(urls, str) else tuple(urls)
+        return cls(**data)
+
+    @property
+    def masked_secret(self) -> str:
+        """The secret with all but its first four characters hidden, for logs."""
+        return self.secret[:4] + "…" if len(self.secret) > 4 else "…"

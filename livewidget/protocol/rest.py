@@ -1,0 +1,356 @@
+"""The REST API, sans-I/O: request in (method, path, query, raw body, now), answer and actions out.
+
+Endpoints and rules: library_auth_reference/rest-api.md (reference §2). Every refusal is a
+:class:`~livewidget.exceptions.RestError` turned into ``{"error": message}`` with its status.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import RestError
+from . import signatures
+from .channels import ChannelKind, channel_kind, is_cache, is_valid_channel_name, is_valid_socket_id
+from .config import AppConfig
+from .hub import Hub, _new_socket_id
+from .messages import Action, dumps
+
+__all__ = ["Apps", "RestResponse", "handle_rest"]
+
+TIMESTAMP_WINDOW = 600  # seconds either side of the server's clock (rest-api.md *Authentication*)
+
+# A path prefix (a proxy's, or jupyter-server-proxy's) is tolerated before /apps/ or /users/.
+_APPS_RE = re.compile(r"\A(?:.*?)(/apps/(?P<app_id>[^/]+)(?P<rest>/.*)?)\Z")
+_USERS_RE = re.compile(r"\A(?:.*?)(/users/(?P<user_id>[^/]+)/terminate_connections)\Z")
+
+
+class Apps:
+    """The apps one server serves, found by id (REST) or key (WebSocket, ``auth_key``)."""
+
+    def __init__(
+        self, configs: Iterable[AppConfig], *, new_socket_id: Callable[[], str] = _new_socket_id
+    ) -> None:
+        self.by_id: dict[str, Hub] = {}
+        self.by_key: dict[str, Hub] = {}
+        for config in configs:
+            if config.app_id in self.by_id or config.key in self.by_key:
+                raise ValueError(f"app id {config.app_id} or key {config.key} is configured twice")
+            hub = Hub(config, new_socket_id=new_socket_id)
+            self.by_id[config.app_id] = hub
+            self.by_key[config.key] = hub
+        if not self.by_id:
+            raise ValueError("at least one app is needed")
+
+    def __iter__(self) -> Any:
+        return iter(self.by_id.values())
+
+
+@dataclass
+class RestResponse:
+    """An answer: HTTP ``status``, a JSON ``body``, and what the transport must then do."""
+
+    status: int
+    body: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    hub: Hub | None = None
+
+
+def handle_rest(
+    apps: Apps,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    body: bytes,
+    now: float,
+    raw_path: str | None = None,
+) -> RestResponse:
+    """Answer one REST request. Never raises: errors come back as 4xx responses."""
+    try:
+        return _handle(apps, method.upper(), path, query, body, now, raw_path or path)
+    except RestError as exc:
+        return RestResponse(exc.status, {"error": exc.message})
+
+
+def _handle(
+    apps: Apps,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    body: bytes,
+    now: float,
+    raw_path: str,
+) -> RestResponse:
+    params = dict(query)
+    m_apps = _APPS_RE.match(path)
+    m_users = _USERS_RE.match(path) if m_apps is None else None
+    if m_apps is not None:
+        app_id = m_apps["app_id"]
+        hub = apps.by_id.get(app_id)
+        if hub is None:
+            raise RestError(404, f"Unknown app id {app_id}")
+        signed_path = m_apps.group(1)
+    elif m_users is not None:
+        # pusher-http-python's terminate_user_connections omits /apps/{id} (reference §2.1):
+        # the app is the one whose key signed the request.
+        key = params.get("auth_key", "")
+        found = apps.by_key.get(key)
+        if found is None:
+            raise RestError(401, f"Unknown auth_key {key!r}")
+        hub = found
+        signed_path = m_users.group(1)
+    else:
+        raise RestError(404, f"No such endpoint: {method} {path}")
+
+    _authenticate(hub.config, method, [path, raw_path, signed_path], query, params, body, now)
+    if not hub.config.enabled:
+        raise RestError(403, "App is disabled")
+
+    if m_users is not None:
+        _expect(method, "POST")
+        return RestResponse(200, {}, hub.terminate_user(m_users["user_id"]), hub)
+
+    assert m_apps is not None
+    rest = (m_apps["rest"] or "/").rstrip("/")
+    if rest == "/events":
+        _expect(method, "POST")
+        return _events(hub, _json_body(body), now)
+    if rest == "/batch_events":
+        _expect(method, "POST")
+        return _batch(hub, _json_body(body), now)
+    if rest == "/channels":
+        _expect(method, "GET")
+        return _channels(hub, params)
+    m = re.fullmatch(r"/channels/([^/]+)(/users)?", rest)
+    if m is not None:
+        _expect(method, "GET")
+        name = m[1]
+        if not is_valid_channel_name(name, hub.config.max_channel_name_length):
+            raise RestError(400, f"Invalid channel name {name!r}")
+        if m[2]:
+            return _users(hub, name)
+        return _channel(hub, name, params, now)
+    m = re.fullmatch(r"/users/([^/]+)/terminate_connections", rest)
+    if m is not None:
+        _expect(method, "POST")
+        return RestResponse(200, {}, hub.terminate_user(m[1]), hub)
+    raise RestError(404, f"No such endpoint: {method} {path}")
+
+
+def _expect(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise RestError(405, f"Method {method} not allowed here; use {allowed}")
+
+
+def _authenticate(
+    config: AppConfig,
+    method: str,
+    paths: list[str],
+    query: Sequence[tuple[str, str]],
+    params: dict[str, str],
+    body: bytes,
+    now: float,
+) -> None:
+    """Check a request's signature per rest-api.md *Authentication* (reference §2.2)."""
+    for required in ("auth_key", "auth_timestamp", "auth_signature"):
+        if required not in params:
+            raise RestError(401, f"Missing {required}: sign the request (rest-api.md)")
+    if params["auth_key"] != config.key:
+        raise RestError(401, f"Unknown auth_key {params['auth_key']!r} for app {config.app_id}")
+    if params.get("auth_version", "1.0") != "1.0":
+        raise RestError(401, "Unsupported auth_version; use 1.0")
+    try:
+        timestamp = int(params["auth_timestamp"])
+    except ValueError:
+        raise RestError(401, "auth_timestamp must be an integer (unix seconds)") from None
+    if abs(now - timestamp) > TIMESTAMP_WINDOW:
+        raise RestError(
+            401,
+            f"Timestamp expired: given timestamp ({timestamp}) not within {TIMESTAMP_WINDOW}s "
+            f"of server time ({int(now)}); check the clock",
+        )
+    # body_md5 is recomputed whenever the body is non-empty or it was sent (GET included: the
+    # Python SDK sends the MD5 of the empty body), and must match (poxa valid_body?).
+    if body or "body_md5" in params:
+        actual = signatures.body_md5(body)
+        if params.get("body_md5") != actual:
+            raise RestError(401, "body_md5 does not match the MD5 of the request body")
+    given = params["auth_signature"]
+    pairs = [(k, v) for k, v in query if k != "auth_signature"]
+    first = None
+    for path in dict.fromkeys(paths):
+        to_sign = signatures.rest_string_to_sign(method, path, pairs)
+        if signatures.verify_auth(signatures.hmac_hex(config.secret, to_sign), given):
+            return
+        first = first or to_sign
+    raise RestError(
+        401,
+        "Invalid signature: you should have sent HmacSHA256Hex("
+        f"{first!r}, your_secret_key), but you sent {given!r}",
+    )
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body or b"null")
+    except ValueError:
+        raise RestError(400, "Request body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise RestError(400, "Request body must be a JSON object")
+    return parsed
+
+
+@dataclass
+class _Event:
+    name: str
+    data: str
+    channels: list[str]
+    socket_id: str | None
+    info: list[str]
+
+
+def _parse_event(hub: Hub, raw: object, where: str, single: bool) -> _Event:
+    cfg = hub.config
+    if not isinstance(raw, dict):
+        raise RestError(400, f"{where}must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise RestError(400, f"{where}'name' must be a non-empty string")
+    if len(name) > cfg.max_event_name_length:
+        raise RestError(400, f"{where}event name longer than {cfg.max_event_name_length} characters")
+    if "data" not in raw:
+        raise RestError(400, f"{where}'data' is required (a string, usually JSON)")
+    data = raw["data"]
+    # The SDKs send a string; anything else is accepted and JSON-encoded for the clients.
+    text = data if isinstance(data, str) else dumps(data)
+    if cfg.max_data_size is not None and len(text.encode()) > cfg.max_data_size:
+        raise RestError(
+            413, f"{where}event data is {len(text.encode())} bytes; the limit is {cfg.max_data_size}"
+        )
+    channels: Any
+    if single:
+        channel = raw.get("channel")
+        channels = [channel] if channel is not None else []
+    else:
+        channels = raw.get("channels")
+        if channels is None and "channel" in raw:
+            channels = [raw["channel"]]
+    if not isinstance(channels, list) or not channels:
+        raise RestError(400, f"{where}'channels' must be a non-empty list of channel names")
+    if len(channels) > cfg.max_channels_per_trigger:
+        raise RestError(
+            400,
+            f"{where}{len(channels)} channels; at most {cfg.max_channels_per_trigger} per trigger",
+        )
+    for ch in channels:
+        if not is_valid_channel_name(ch, cfg.max_channel_name_length):
+            raise RestError(400, f"{where}invalid channel name {ch!r}")
+    if len(channels) > 1 and any(channel_kind(c) is ChannelKind.ENCRYPTED for c in channels):
+        raise RestError(400, f"{where}cannot trigger on several channels when one is encrypted")
+    socket_id = raw.get("socket_id")
+    if socket_id is not None and not is_valid_socket_id(socket_id):
+        raise RestError(400, f"{where}invalid socket_id {socket_id!r}")
+    info = raw.get("info") or ""
+    if not isinstance(info, str):
+        raise RestError(400, f"{where}'info' must be a comma-separated string")
+    attrs = [a for a in info.split(",") if a]
+    for a in attrs:
+        if a not in ("user_count", "subscription_count"):
+            raise RestError(400, f"{where}unknown info attribute {a!r}")
+    return _Event(name, text, list(dict.fromkeys(channels)), socket_id, attrs)
+
+
+def _event_info(hub: Hub, event: _Event) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for ch in event.channels:
+        attrs: dict[str, int] = {}
+        if "user_count" in event.info and channel_kind(ch) is ChannelKind.PRESENCE:
+            attrs["user_count"] = hub.user_count(ch)
+        if "subscription_count" in event.info:
+            attrs["subscription_count"] = hub.subscription_count(ch)
+        out[ch] = attrs
+    return out
+
+
+def _events(hub: Hub, body: dict[str, Any], now: float) -> RestResponse:
+    event = _parse_event(hub, body, "", single=False)
+    actions = hub.trigger(event.name, event.data, event.channels, now, event.socket_id)
+    answer: dict[str, Any] = {"channels": _event_info(hub, event)} if event.info else {}
+    return RestResponse(200, answer, actions, hub)
+
+
+def _batch(hub: Hub, body: dict[str, Any], now: float) -> RestResponse:
+    batch = body.get("batch")
+    if not isinstance(batch, list) or not batch:
+        raise RestError(400, "'batch' must be a non-empty list of events")
+    if len(batch) > hub.config.max_batch_size:
+        raise RestError(400, f"Batch of {len(batch)} events; at most {hub.config.max_batch_size} per batch")
+    # Validate everything first: a bad batch delivers nothing.
+    events = [_parse_event(hub, raw, f"batch[{i}]: ", single=True) for i, raw in enumerate(batch)]
+    actions: list[Action] = []
+    for event in events:
+        actions += hub.trigger(event.name, event.data, event.channels, now, event.socket_id)
+    if any(e.info for e in events):
+        answer: dict[str, Any] = {
+            "batch": [_event_info(hub, e).get(e.channels[0], {}) if e.info else {} for e in events]
+        }
+    else:
+        answer = {}
+    return RestResponse(200, answer, actions, hub)
+
+
+def _info_attrs(params: dict[str, str]) -> list[str]:
+    return [a for a in params.get("info", "").split(",") if a]
+
+
+def _channels(hub: Hub, params: dict[str, str]) -> RestResponse:
+    prefix = params.get("filter_by_prefix", "")
+    attrs = _info_attrs(params)
+    for a in attrs:
+        if a != "user_count":
+            raise RestError(400, f"Unknown info attribute {a!r} for the channel list")
+    if "user_count" in attrs and not prefix.startswith("presence-"):
+        raise RestError(
+            400,
+            "user_count may only be requested for presence channels - please supply "
+            "filter_by_prefix beginning with presence-",
+        )
+    out: dict[str, dict[str, int]] = {}
+    for name, channel in hub.channels.items():
+        if not name.startswith(prefix) or channel.kind is ChannelKind.USER:
+            continue
+        out[name] = {"user_count": len(channel.members)} if attrs else {}
+    return RestResponse(200, {"channels": out}, [], hub)
+
+
+def _channel(hub: Hub, name: str, params: dict[str, str], now: float) -> RestResponse:
+    attrs = _info_attrs(params)
+    channel = hub.channels.get(name)
+    out: dict[str, Any] = {"occupied": channel is not None}
+    for a in attrs:
+        if a == "user_count":
+            if channel_kind(name) is not ChannelKind.PRESENCE:
+                raise RestError(400, "user_count may only be requested for presence channels")
+            out["user_count"] = hub.user_count(name)
+        elif a == "subscription_count":
+            out["subscription_count"] = hub.subscription_count(name)
+        elif a == "cache":
+            if not is_cache(name):
+                raise RestError(400, "cache may only be requested for cache channels")
+            cached = hub.cache_info(name, now)
+            if cached is not None:
+                out["cache"] = {"data": cached["data"], "ttl": cached["ttl"]}
+        else:
+            raise RestError(400, f"Unknown info attribute {a!r}")
+    return RestResponse(200, out, [], hub)
+
+
+def _users(hub: Hub, name: str) -> RestResponse:
+    if channel_kind(name) is not ChannelKind.PRESENCE:
+        raise RestError(400, "Users may only be listed for presence channels")
+    channel = hub.channels.get(name)
+    users = [{"id": uid} for uid in channel.members] if channel is not None else []
+    return RestResponse(200, {"users": users}, [], hub)

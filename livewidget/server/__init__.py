@@ -1,0 +1,11 @@
+"""The embedded Pusher-compatible server: an asyncio (aiohttp) transport over :mod:`livewidget.protocol`.
+
+- :class:`PusherServer`: the server itself, to run inside an event loop
+- :class:`LocalServer`: the same in a background thread, as a context manager (port 0 by default)
+"""
+
+from ..protocol.config import AppConfig
+from .app import PusherServer
+from .runner import LocalServer, new_app, run_forever
+
+__all__ = ["AppConfig", "LocalServer", "PusherServer", "new_app", "run_forever"]
