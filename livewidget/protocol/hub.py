@@ -38,7 +38,8 @@ class ConnectionState(enum.IntEnum):
     """Where a connection is in its life."""
 
     OPEN = 1
-    CLOSED = 2
+    CLOSING = 2  # the core asked the transport to close it; frames from it are ignored
+    CLOSED = 3
 
 
 class Connection:
@@ -176,7 +177,7 @@ class Hub:
 
     def receive(self, conn: Connection, text: str | bytes, now: float) -> list[Action]:
         """One frame from ``conn``. Bad input is answered with ``pusher:error``; never raises."""
-        if conn.state is ConnectionState.CLOSED:
+        if conn.state is not ConnectionState.OPEN:
             return []
         conn.last_seen = now
         conn.ping_sent_at = None
@@ -225,8 +226,11 @@ class Hub:
         cfg = self.config
         idle_after = cfg.activity_timeout
         for conn in list(self.connections.values()):
+            if conn.state is not ConnectionState.OPEN:
+                continue
             if conn.ping_sent_at is not None:
                 if now - conn.ping_sent_at >= cfg.pong_timeout:
+                    conn.state = ConnectionState.CLOSING
                     msg = "Pong reply not received"
                     actions.append(Close(conn, CloseCode.PONG_TIMEOUT, msg))
             elif now - conn.last_seen >= idle_after:
@@ -254,9 +258,15 @@ class Hub:
     def shutdown(self) -> list[Action]:
         """The server is stopping: ask every client to reconnect (4200)."""
         return [
-            Close(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect")
+            self._closing(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect")
             for conn in list(self.connections.values())
+            if conn.state is ConnectionState.OPEN
         ]
+
+    @staticmethod
+    def _closing(conn: Connection, code: int, reason: str, frame: str | None = None) -> Close:
+        conn.state = ConnectionState.CLOSING
+        return Close(conn, code, reason, frame)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -619,8 +629,9 @@ class Hub:
         """Close every signed-in connection of ``user_id`` with 4009 (terminate_connections)."""
         msg = "Connection terminated by the server"
         return [
-            Close(conn, CloseCode.UNAUTHORIZED, msg, error_frame(msg, CloseCode.UNAUTHORIZED))
+            self._closing(conn, CloseCode.UNAUTHORIZED, msg, error_frame(msg, CloseCode.UNAUTHORIZED))
             for conn in list(self.users.get(user_id, ()))
+            if conn.state is ConnectionState.OPEN
         ]
 
     # ------------------------------------------------------------------ server-side publishing
