@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from typing import Any
@@ -26,10 +27,8 @@ def frames(actions: list[Any], conn: Connection) -> list[dict[str, Any]]:
         if isinstance(a, Send) and any(t is conn for t in a.targets):
             msg = json.loads(a.frame)
             if isinstance(msg.get("data"), str):
-                try:
+                with contextlib.suppress(ValueError):
                     msg["data"] = json.loads(msg["data"])
-                except ValueError:
-                    pass
             out.append(msg)
     return out
 
@@ -61,7 +60,7 @@ def subscribe(hub: Hub, conn: Connection, channel: str, user_id: str | None = No
 def test_handshake_has_string_data_and_activity_timeout():
     """connection_established carries a JSON string with socket_id and a non-zero activity_timeout."""
     hub = make_hub(activity_timeout=30)
-    conn, actions = hub.open(0.0)
+    _conn, actions = hub.open(0.0)
     (action,) = actions
     raw = json.loads(action.frame)
     assert isinstance(raw["data"], str)

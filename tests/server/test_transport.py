@@ -66,7 +66,7 @@ async def test_answering_pings_keeps_the_socket():
             while time.monotonic() < deadline:
                 try:
                     msg = await ws.receive_json(timeout=deadline - time.monotonic())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 assert msg["event"] == "pusher:ping"
                 pings += 1

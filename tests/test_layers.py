@@ -1,0 +1,68 @@
+"""Architecture rules, checked by walking the imports of every module (style.md, "Layering")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import livewidget
+
+PKG = Path(livewidget.__file__).parent
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level names of every module imported by ``path`` (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    module = ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.add(name)
+    return found
+
+
+def modules(sub: str) -> list[Path]:
+    return sorted((PKG / sub).rglob("*.py"))
+
+
+def test_protocol_is_sans_io_and_standard_library_only():
+    """livewidget.protocol imports only the standard library (no I/O libraries) and livewidget.exceptions."""
+    forbidden = {
+        "asyncio",
+        "aiohttp",
+        "socket",
+        "threading",
+        "selectors",
+        "websockets",
+        "pandas",
+        "traitlets",
+        "anywidget",
+        "IPython",
+        "pusher",
+        "requests",
+        "time",
+    }
+    for path in modules("protocol"):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top not in forbidden, f"{path.name} imports {name}"
+            if top == "livewidget":
+                assert name.startswith(("livewidget.protocol", "livewidget.exceptions")), (path.name, name)
+
+
+def test_nothing_below_widgets_imports_notebook_libraries():
+    """Only livewidget.widgets may import anywidget, traitlets or IPython."""
+    for path in PKG.rglob("*.py"):
+        if "widgets" in path.relative_to(PKG).parts:
+            continue
+        for name in imports_of(path):
+            assert name.split(".")[0] not in {"anywidget", "traitlets", "IPython", "ipywidgets"}, (path, name)

@@ -1,0 +1,56 @@
+"""The public surface is small and deliberate: pinned here so a change to it is a visible decision."""
+
+from __future__ import annotations
+
+import livewidget
+import livewidget.protocol
+import livewidget.server
+
+
+def test_package_exports():
+    """livewidget.__all__ lists exactly the public names, all importable."""
+    assert sorted(livewidget.__all__) == sorted(
+        [
+            "ConfigurationError",
+            "LivewidgetError",
+            "ProtocolError",
+            "RestError",
+            "ServerError",
+            "SubscriptionError",
+            "__version__",
+        ]
+    )
+    for name in livewidget.__all__:
+        assert hasattr(livewidget, name)
+
+
+def test_server_exports():
+    """livewidget.server exposes the server, the thread runner and app settings."""
+    assert sorted(livewidget.server.__all__) == [
+        "AppConfig",
+        "LocalServer",
+        "PusherServer",
+        "new_app",
+        "run_forever",
+    ]
+
+
+def test_protocol_exports():
+    """livewidget.protocol exposes the sans-I/O core."""
+    assert sorted(livewidget.protocol.__all__) == sorted(
+        [
+            "Action",
+            "AppConfig",
+            "Apps",
+            "Channel",
+            "Close",
+            "CloseCode",
+            "Connection",
+            "ConnectionState",
+            "Hub",
+            "RestResponse",
+            "Send",
+            "Webhook",
+            "handle_rest",
+        ]
+    )
