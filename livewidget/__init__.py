@@ -1,8 +1,16 @@
 """livewidget: realtime Jupyter widgets over the Pusher Channels protocol.
 
-The embedded Pusher-compatible server lives in :mod:`livewidget.server`.
+- widgets: :class:`Feed`
+- publishing: :func:`publish`, :class:`Publisher`
+- settings: :func:`connect`, :func:`connection`
+- the embedded Pusher-compatible server: :mod:`livewidget.server`
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._config import Settings, connect, connection
 from .exceptions import (
     ConfigurationError,
     LivewidgetError,
@@ -16,10 +24,41 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "Feed",
     "LivewidgetError",
     "ProtocolError",
+    "PublishError",
+    "Publisher",
     "RestError",
     "ServerError",
+    "Settings",
     "SubscriptionError",
     "__version__",
+    "connect",
+    "connection",
+    "publish",
 ]
+
+if TYPE_CHECKING:
+    from .publish import Publisher, PublishError, publish
+    from .widgets import Feed
+
+_LAZY = {
+    "Feed": "widgets",
+    "publish": "_publish",
+    "Publisher": "_publish",
+    "PublishError": "_publish",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Widgets and publishing import anywidget, pandas and pusher: only when first used, so that
+    # `livewidget serve` and scripts that only publish start fast.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'livewidget' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,16 @@ def load_config(path: str | Path) -> dict[str, Any]:
     apps = data.get("apps") or []
     if not isinstance(apps, list) or not all(isinstance(a, dict) for a in apps):
         raise ConfigurationError(f"config file {p}: 'apps' must be a list of tables")
-    out: dict[str, Any] = {"apps": [AppConfig.from_mapping(a) for a in apps]}
+    try:
+        out: dict[str, Any] = {"apps": [AppConfig.from_mapping(a) for a in apps]}
+        if "port" in data:
+            out["port"] = int(data["port"])
+    except ConfigurationError:
+        raise
+    except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. port = "abc"
+        raise ConfigurationError(f"config file {p}: a setting has a wrong type or value: {exc}") from exc
     if "host" in data:
         out["host"] = str(data["host"])
-    if "port" in data:
-        out["port"] = int(data["port"])
     return out
 
 
@@ -101,6 +107,43 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--config", default=env("LIVEWIDGET_CONFIG"), help="TOML or JSON file with apps")
     p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes, one port")
     p.add_argument("-v", "--verbose", action="store_true", help="log connections and webhooks")
+    p.add_argument("--runtime-file", default=None, help=argparse.SUPPRESS)  # written by the daemon mode
+
+
+def _server_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "server",
+        help="list, start or stop your embedded server (the one notebooks share)",
+        description="Manage the per-user embedded server that widgets start on first use.",
+    )
+    p.add_argument("action", choices=["list", "start", "stop"], nargs="?", default="list")
+
+
+def _server(args: argparse.Namespace) -> int:
+    from ._embedded import ensure_embedded, read_info, runtime_dir, stop_embedded
+
+    if args.action == "start":
+        started = ensure_embedded()
+        print(f"embedded server running: pid {started['pid']} at http://{started['host']}:{started['port']}")
+        return 0
+    if args.action == "stop":
+        stopped = stop_embedded()
+        print(
+            "no embedded server running"
+            if stopped is None
+            else f"stopped embedded server pid {stopped['pid']}"
+        )
+        return 0
+    info = read_info()
+    if info is None:
+        print(f"no embedded server running (runtime folder {runtime_dir()})")
+        return 0
+    secret = str(info["secret"])[:4] + "…"
+    print(
+        f"pid {info['pid']}  http://{info['host']}:{info['port']}  app_id={info['app_id']}  "
+        f"key={info['key']}  secret={secret}  since {info.get('started', '?')}"
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -109,6 +152,8 @@ def _serve(args: argparse.Namespace) -> int:
     file_cfg: dict[str, Any] = load_config(args.config) if args.config else {"apps": []}
     host = args.host or file_cfg.get("host") or "127.0.0.1"
     port = int(args.port if args.port is not None else file_cfg.get("port", 6001))
+    if not 0 <= port <= 65535:  # uvloop would silently wrap it (70000 -> 4464)
+        raise ConfigurationError(f"port must be 0 to 65535, got {port}")
     apps: list[AppConfig] = file_cfg["apps"]
     client_events = _env_bool("LIVEWIDGET_CLIENT_EVENTS")
     if args.no_client_events:
@@ -130,17 +175,26 @@ def _serve(args: argparse.Namespace) -> int:
     server = PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port)
 
     def ready(srv: PusherServer) -> None:
+        if args.runtime_file:
+            from ._embedded import write_info
+
+            app = apps[0]
+            record = {"pid": os.getpid(), "host": srv.host, "port": srv.port, "app_id": app.app_id}
+            record.update(key=app.key, secret=app.secret, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            write_info(Path(args.runtime_file), record)
         print(f"livewidget server listening on http://{srv.host}:{srv.port}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: bound to {host}, reachable from other machines", flush=True)
         for app in apps:
+            # The daemon's log is a file: it gets no secret (the runtime file, mode 0600, has it).
+            secret = app.masked_secret if args.runtime_file else app.secret
             print(
-                f"  app_id={app.app_id} key={app.key} secret={app.secret}"
+                f"  app_id={app.app_id} key={app.key} secret={secret}"
                 f" client_events={'on' if app.client_events else 'off'}",
                 flush=True,
             )
             print(
-                f"  LIVEWIDGET_URL=http://{app.key}:{app.secret}@{srv.host}:{srv.port}/apps/{app.app_id}",
+                f"  LIVEWIDGET_URL=http://{app.key}:{secret}@{srv.host}:{srv.port}/apps/{app.app_id}",
                 flush=True,
             )
         print("Press Ctrl-C to stop.", flush=True)
@@ -150,8 +204,19 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"livewidget: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
+    finally:
+        if args.runtime_file:
+            _remove_runtime_file(Path(args.runtime_file))
     print("livewidget server stopped", flush=True)
     return 0
+
+
+def _remove_runtime_file(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     _serve_parser(sub)
+    _server_parser(sub)
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -172,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "server":
+            return _server(args)
     except LivewidgetError as exc:
         print(f"livewidget: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,278 @@
+"""Connection settings: which Pusher-compatible server every widget and helper talks to.
+
+One resolution order, used everywhere (issue #3):
+
+1. explicit arguments (``Feed(..., key=..., host=...)``) or what :func:`connect` set for the process;
+2. the environment: ``LIVEWIDGET_URL=http://KEY:SECRET@HOST:PORT/apps/APP_ID``, or the conventional
+   ``PUSHER_APP_ID``, ``PUSHER_KEY``, ``PUSHER_SECRET``, ``PUSHER_CLUSTER``, ``PUSHER_HOST``,
+   ``PUSHER_PORT``, ``PUSHER_USE_TLS``;
+3. the embedded server (started on first use, shared by the user's kernels; see :mod:`._embedded`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .exceptions import ConfigurationError
+
+__all__ = ["Settings", "connect", "connection", "resolve"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how to reach a Pusher Channels app.
+
+    ``cluster`` selects hosted Pusher (``ws-<cluster>.pusher.com`` / ``api-<cluster>.pusher.com``);
+    ``host``/``port`` any Pusher-compatible server. ``secret`` is ``None`` when only the public key
+    is known (subscribing to public channels works; publishing and private channels need it).
+    """
+
+    app_id: str
+    key: str
+    secret: str | None = None
+    cluster: str | None = None
+    host: str | None = None
+    port: int | None = None
+    use_tls: bool = False
+    source: str = "explicit"  # "explicit", "connect()", "environment" or "embedded"
+
+    # ------------------------------------------------------------------ derived endpoints
+
+    @property
+    def ws_host(self) -> str:
+        """Host of the WebSocket endpoint."""
+        if self.host:
+            return self.host
+        return f"ws-{self.cluster or 'mt1'}.pusher.com"
+
+    @property
+    def ws_port(self) -> int:
+        """Port of the WebSocket endpoint."""
+        if self.port:
+            return self.port
+        return 443 if self.tls else 80
+
+    @property
+    def rest_host(self) -> str:
+        """Host of the REST API."""
+        if self.host:
+            return self.host
+        return f"api-{self.cluster or 'mt1'}.pusher.com"
+
+    @property
+    def tls(self) -> bool:
+        """Whether to use TLS (always for hosted Pusher)."""
+        return self.use_tls or (self.host is None)
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL a client opens (protocol 7)."""
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{self.ws_host}:{self.ws_port}/app/{self.key}?protocol=7&client=livewidget-py&version=0.1"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL of the REST API."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.rest_host}:{self.ws_port}"
+
+    def browser_config(self) -> dict[str, Any]:
+        """pusher-js options for the browser. Never contains the secret."""
+        cfg: dict[str, Any] = {
+            "key": self.key,
+            "cluster": self.cluster or "mt1",
+            "forceTLS": self.tls,
+        }
+        if self.host:
+            cfg.update(
+                wsHost=self.host,
+                wsPort=self.ws_port,
+                wssPort=self.ws_port,
+                enabledTransports=["ws", "wss"],
+            )
+        return cfg
+
+    def require_secret(self, what: str) -> str:
+        """The secret, or a ConfigurationError saying that ``what`` needs it."""
+        if not self.secret:
+            raise ConfigurationError(
+                f"{what} needs the app secret; pass secret=..., set PUSHER_SECRET or LIVEWIDGET_URL, "
+                "or use the embedded server"
+            )
+        return self.secret
+
+    def describe(self) -> str:
+        """A one-line description with the secret masked."""
+        where = f"cluster {self.cluster}" if self.host is None else f"{self.ws_host}:{self.ws_port}"
+        secret = (self.secret[:4] + "…") if self.secret else "none"
+        tls = " tls" if self.tls else ""
+        return f"{self.source}: app {self.app_id} key {self.key} secret {secret} at {where}{tls}"
+
+    def __repr__(self) -> str:
+        return f"Settings({self.describe()})"
+
+
+_lock = threading.Lock()
+_process_settings: Settings | None = None
+
+
+def _from_url(url: str, source: str) -> Settings:
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/").split("/")
+    if parts.scheme not in ("http", "https") or len(path) < 3 or path[-2] != "apps":
+        raise ConfigurationError(
+            f"LIVEWIDGET_URL must look like http://KEY:SECRET@HOST:PORT/apps/APP_ID, got {_mask_url(url)!r}"
+        )
+    if not parts.username or not parts.hostname:
+        raise ConfigurationError("LIVEWIDGET_URL needs KEY:SECRET@ before the host")
+    return Settings(
+        app_id=path[-1],
+        key=unquote(parts.username),
+        secret=unquote(parts.password) if parts.password else None,
+        host=parts.hostname,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        use_tls=parts.scheme == "https",
+        source=source,
+    )
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":…@")
+    return url
+
+
+def _from_env(env: dict[str, str]) -> Settings | None:
+    if env.get("LIVEWIDGET_URL"):
+        return _from_url(env["LIVEWIDGET_URL"], "environment")
+    if not env.get("PUSHER_KEY"):
+        return None
+    if not env.get("PUSHER_APP_ID"):
+        raise ConfigurationError("PUSHER_KEY is set but PUSHER_APP_ID is not; set both (and PUSHER_SECRET)")
+    port = env.get("PUSHER_PORT")
+    try:
+        port_n = int(port) if port else None
+    except ValueError:
+        raise ConfigurationError(f"PUSHER_PORT must be a number, got {port!r}") from None
+    return Settings(
+        app_id=env["PUSHER_APP_ID"],
+        key=env["PUSHER_KEY"],
+        secret=env.get("PUSHER_SECRET") or None,
+        cluster=env.get("PUSHER_CLUSTER") or None,
+        host=env.get("PUSHER_HOST") or None,
+        port=port_n,
+        use_tls=(env.get("PUSHER_USE_TLS", "").lower() in _TRUE),
+        source="environment",
+    )
+
+
+def _explicit(
+    url: str | None,
+    app_id: str | None,
+    key: str | None,
+    secret: str | None,
+    cluster: str | None,
+    host: str | None,
+    port: int | None,
+    use_tls: bool | None,
+    source: str,
+) -> Settings | None:
+    if url:
+        s = _from_url(url, source)
+        return replace(s, use_tls=use_tls) if use_tls is not None else s
+    if key is None and app_id is None and secret is None and cluster is None and host is None:
+        return None
+    if not key or not app_id:
+        raise ConfigurationError("give both app_id and key (and secret to publish or sign channels)")
+    if cluster is None and host is None:
+        raise ConfigurationError(
+            "give cluster=... for hosted Pusher or host=... for a Pusher-compatible server"
+        )
+    return Settings(
+        app_id=str(app_id),
+        key=key,
+        secret=secret,
+        cluster=cluster,
+        host=host,
+        port=port,
+        use_tls=bool(use_tls),
+        source=source,
+    )
+
+
+def connect(
+    url: str | None = None,
+    *,
+    app_id: str | None = None,
+    key: str | None = None,
+    secret: str | None = None,
+    cluster: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    use_tls: bool | None = None,
+    embedded: bool = False,
+) -> Settings:
+    """Set the connection for this process (widgets and helpers created afterwards use it).
+
+    ``connect("http://KEY:SECRET@HOST:PORT/apps/ID")``, ``connect(app_id=..., key=..., secret=...,
+    cluster="eu")`` for hosted Pusher, or ``connect(embedded=True)`` to go back to the embedded
+    server. Returns the settings now in use.
+    """
+    global _process_settings
+    if embedded:
+        with _lock:
+            _process_settings = None
+        return resolve()
+    s = _explicit(url, app_id, key, secret, cluster, host, port, use_tls, "connect()")
+    if s is None:
+        raise ConfigurationError("connect() needs a URL, credentials, or embedded=True")
+    with _lock:
+        _process_settings = s
+    return s
+
+
+def resolve(
+    url: str | None = None,
+    *,
+    app_id: str | None = None,
+    key: str | None = None,
+    secret: str | None = None,
+    cluster: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    use_tls: bool | None = None,
+    start_embedded: bool = True,
+) -> Settings:
+    """The settings to use: explicit arguments, then :func:`connect`, then environment, then embedded."""
+    s = _explicit(url, app_id, key, secret, cluster, host, port, use_tls, "explicit")
+    if s is not None:
+        return s
+    with _lock:
+        if _process_settings is not None:
+            return _process_settings
+    s = _from_env(dict(os.environ))
+    if s is not None:
+        return s
+    from ._embedded import ensure_embedded
+
+    info = ensure_embedded(start=start_embedded)
+    return Settings(
+        app_id=info["app_id"],
+        key=info["key"],
+        secret=info["secret"],
+        host=info["host"],
+        port=int(info["port"]),
+        source="embedded",
+    )
+
+
+def connection() -> Settings:
+    """The settings widgets and helpers would use now (``repr`` masks the secret)."""
+    return resolve()

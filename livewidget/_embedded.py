@@ -1,0 +1,193 @@
+"""The embedded server as a per-user daemon: started on first use, shared by every kernel of the user.
+
+It runs in its own process (``python -m livewidget serve --runtime-file ...``), so a CPU-bound cell
+never slows it and a kernel restart does not stop it. Kernels find it through ``server.json`` in the
+user's runtime folder (mode 0700, file mode 0600), which holds its address and the credentials. The
+credentials are generated once per user and kept in ``credentials.json`` beside it; they are passed
+to the daemon in its environment, never on its command line (visible to every user in ``ps``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ServerError
+
+__all__ = ["ensure_embedded", "read_info", "runtime_dir", "stop_embedded", "write_info"]
+
+START_TIMEOUT = 20.0
+
+
+def runtime_dir() -> Path:
+    """``$LIVEWIDGET_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/livewidget``, else ``~/.cache/livewidget/run``."""
+    base = os.environ.get("LIVEWIDGET_RUNTIME_DIR")
+    if base:
+        path = Path(base)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "livewidget"
+    else:
+        path = Path.home() / ".cache" / "livewidget" / "run"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def write_info(path: Path, info: dict[str, Any]) -> None:
+    """Write a runtime file readable only by this user (used by ``serve --runtime-file``)."""
+    _write_private(path, info)
+
+
+def _credentials(folder: Path) -> dict[str, str]:
+    path = folder / "credentials.json"
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        if {"app_id", "key", "secret"} <= set(data):
+            return {k: str(data[k]) for k in ("app_id", "key", "secret")}
+    creds = {
+        "app_id": str(secrets.randbelow(9_000_000) + 1_000_000),
+        "key": "lw" + secrets.token_hex(9),
+        "secret": secrets.token_hex(20),
+    }
+    _write_private(path, creds)
+    return creds
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our own exited child
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def read_info() -> dict[str, Any] | None:
+    """The running embedded server's runtime record, or ``None`` when there is none alive."""
+    path = runtime_dir() / "server.json"
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _alive(int(info.get("pid", 0))) or not _listening(info["host"], int(info["port"])):
+        return None
+    return info
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def ensure_embedded(start: bool = True) -> dict[str, Any]:
+    """The embedded server's record, starting the daemon if none is running (and ``start``)."""
+    info = read_info()
+    if info is not None:
+        return info
+    folder = runtime_dir()
+    with _locked(folder):
+        info = read_info()  # another kernel may have started it while we waited for the lock
+        if info is not None:
+            return info
+        if not start:
+            raise ServerError(
+                "no embedded livewidget server is running; start one with `livewidget server start`"
+            )
+        return _spawn(folder)
+
+
+def _spawn(folder: Path) -> dict[str, Any]:
+    creds = _credentials(folder)
+    info_path = folder / "server.json"
+    with contextlib.suppress(FileNotFoundError):
+        info_path.unlink()
+    env = dict(os.environ)
+    env.update(
+        LIVEWIDGET_APP_ID=creds["app_id"],
+        LIVEWIDGET_KEY=creds["key"],
+        LIVEWIDGET_SECRET=creds["secret"],
+    )
+    for name in ("LIVEWIDGET_URL", "LIVEWIDGET_CONFIG", "LIVEWIDGET_HOST", "LIVEWIDGET_PORT"):
+        env.pop(name, None)
+    port = os.environ.get("LIVEWIDGET_EMBEDDED_PORT", "0")
+    cmd = [sys.executable, "-m", "livewidget", "serve", "--host", "127.0.0.1", "--port", port]
+    cmd += ["--runtime-file", str(info_path)]
+    log = os.fdopen(os.open(folder / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # outlives the kernel, and its restarts
+            close_fds=True,
+        )
+    finally:
+        log.close()
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(
+                f"the embedded server exited with status {proc.returncode}; see {folder / 'server.log'}"
+            )
+        info = read_info()
+        if info is not None:
+            return info
+        time.sleep(0.05)
+    proc.terminate()
+    raise ServerError(
+        f"the embedded server did not start within {START_TIMEOUT:.0f} s; see {folder / 'server.log'}"
+    )
+
+
+def stop_embedded(timeout: float = 10.0) -> dict[str, Any] | None:
+    """Stop the running embedded server; returns its record, or ``None`` if none was running."""
+    info = read_info()
+    if info is None:
+        return None
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return info

@@ -1,0 +1,1 @@
+export default { render({ el }) { el.textContent = "livewidget: front end not built"; } };

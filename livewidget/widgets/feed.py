@@ -1,0 +1,33 @@
+"""``Feed``: the generic live widget, a Pusher "debug console" for channels, with a DataFrame."""
+
+from __future__ import annotations
+
+import traitlets
+
+from ._base import LiveWidget
+
+__all__ = ["Feed"]
+
+
+class Feed(LiveWidget):
+    """Subscribe to ``channels`` in the browser and in the kernel; show and record every event.
+
+    ``Feed("sensors")`` or ``Feed(["private-jobs", "presence-team"], events=["done"])``.
+
+    In the browser, pusher-js (bundled; no CDN) shows the connection state, events received with their
+    rate, and a filterable log of recent events, live even while the kernel is busy. In the kernel, a
+    receiver thread records every event once, in arrival order, whether or not a view is open:
+    ``feed.df`` (a DataFrame; JSON-object data flattened into columns), ``feed.last``,
+    ``feed.events`` (the last ``keep``), ``feed.on(event, callback)``, ``feed.wait(n)``. The
+    record keeps ``max_rows`` rows (oldest dropped, counted in ``feed.dropped``).
+
+    Private and presence channels are signed in the kernel; the secret never reaches the browser.
+    ``authorize=lambda channel: ...`` may refuse a channel; ``user={"id": ..., "info": {...}}`` is
+    who the browser is on presence channels (default: the login name).
+
+    Connection keywords (``url``, ``app_id``, ``key``, ``secret``, ``cluster``, ``host``, ``port``,
+    ``use_tls``) override :func:`livewidget.connect` and the environment; with none, the embedded
+    server is used (started on first use).
+    """
+
+    _kind = traitlets.Unicode("feed").tag(sync=True)
