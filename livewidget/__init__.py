@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .publish import Publisher, PublishError, publish
+    from ._publish import Publisher, PublishError, publish
     from .widgets import Feed
 
 _LAZY = {
