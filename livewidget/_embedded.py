@@ -28,6 +28,9 @@ from .exceptions import ServerError
 __all__ = ["ensure_embedded", "read_info", "runtime_dir", "stop_embedded", "write_info"]
 
 START_TIMEOUT = 20.0
+# Daemons this process started: kept so the Popen objects are not collected while they run (the
+# daemon outlives us by design; holding the handle just avoids a ResourceWarning).
+_children: list[subprocess.Popen[bytes]] = []
 
 
 def runtime_dir() -> Path:
@@ -162,6 +165,7 @@ def _spawn(folder: Path) -> dict[str, Any]:
         )
     finally:
         log.close()
+    _children.append(proc)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -118,7 +118,9 @@ class Receiver:
             return
         if event.event == "pusher:error":
             data = event.data if isinstance(event.data, dict) else {}
-            self._status("error", str(data.get("message", event.data)))
+            code = data.get("code")
+            message = str(data.get("message", event.data))
+            self._status("error", f"{message} (code {code})" if code else message)
             return
         if event.event.startswith("pusher:") or event.event == "livewidget:bad_frame":
             return

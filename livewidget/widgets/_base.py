@@ -121,6 +121,7 @@ class LiveWidget(anywidget.AnyWidget):
         use_tls: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        self._closed = True  # until fully started: close() (also from __del__) has nothing to free
         names = [channels] if isinstance(channels, str) else list(channels)
         if not names:
             raise ValueError("give at least one channel name")
@@ -151,7 +152,6 @@ class LiveWidget(anywidget.AnyWidget):
         self._rate_window: deque[float] = deque()
         self._pending_status: tuple[str, str] | None = None
         self._pending_error: str | None = None
-        self._closed = False
         self._publisher: Any = None
         token_url: dict[str, str] = {}
         if self._settings.secret:
@@ -170,6 +170,7 @@ class LiveWidget(anywidget.AnyWidget):
             **kwargs,
         )
         self.on_msg(self._on_custom_msg)
+        self._closed = False
         self._receiver: Receiver | None = None
         if record:
             self._receiver = Receiver(
@@ -362,7 +363,7 @@ class LiveWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Unsubscribe, stop receiving, free the record, and close the widget."""
-        if self._closed:
+        if getattr(self, "_closed", True):
             return
         self._closed = True
         if self._receiver is not None:

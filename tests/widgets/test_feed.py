@@ -1,0 +1,273 @@
+"""Feed in the kernel: recording, DataFrame, callbacks, coalesced traffic, authorization, bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pusher
+import pytest
+
+from livewidget.exceptions import ConfigurationError
+from livewidget.widgets import _base
+
+from .conftest import creds, simulate_custom, wait_for
+
+
+def sdk(server: Any) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id=server.app_id,
+        key=server.key,
+        secret=server.secret,
+        host=server.host,
+        port=server.port,
+        ssl=False,
+    )
+
+
+def test_records_every_event_once_in_order(make_feed, server):
+    """Events on all channels are recorded once, in arrival order, with flattened data columns."""
+    feed = make_feed(["t-a", "private-t-b"])
+    client = sdk(server)
+    for i in range(20):
+        client.trigger("t-a" if i % 2 else "private-t-b", "tick", {"i": i, "m": {"loss": 1.0 / (i + 1)}})
+    client.trigger("t-a", "note", "plain text, not JSON")
+    feed.wait(21, timeout=10)
+    df = feed.df
+    assert len(df) == 21
+    assert list(df["i"][:20]) == list(range(20))
+    assert set(df["channel"][:20]) == {"t-a", "private-t-b"}
+    assert df["m.loss"][3] == pytest.approx(0.25)
+    assert df["data"].iloc[-1] == "plain text, not JSON"
+    assert str(df["time"].dtype).startswith("datetime64")
+    assert feed.total == 21
+    assert [e["data"]["i"] for e in feed.events[:20]] == list(range(20))
+
+
+def test_last_events_keep_and_filter(make_feed, server):
+    """`events` keeps the last `keep`; `events=` filters by name; `last` follows after a flush."""
+    feed = make_feed("t-keep", events=["wanted"], keep=3)
+    client = sdk(server)
+    for i in range(6):
+        client.trigger("t-keep", "wanted" if i != 4 else "other", {"n": i})
+    feed.wait(5, timeout=10)
+    assert [e["data"]["n"] for e in feed.events] == [2, 3, 5]
+    wait_for(lambda: feed.last is not None and feed.last["data"] == {"n": 5})
+    assert feed.count == 5
+
+
+def test_on_callbacks_run_on_the_receiver_thread(make_feed, server):
+    """feed.on(event, cb) calls back on the I/O thread for that event; '*' for all; removable."""
+    feed = make_feed("t-cb")
+    seen: list[tuple[str, str]] = []
+    remove = feed.on("ping", lambda row: seen.append((row["event"], threading.current_thread().name)))
+    feed.on("*", lambda row: seen.append(("*", row["event"])))
+    sdk(server).trigger("t-cb", "ping", {})
+    feed.wait(1, timeout=10)
+    wait_for(lambda: len(seen) == 2)
+    assert ("ping", "livewidget-io") in seen and ("*", "ping") in seen
+    remove()
+    sdk(server).trigger("t-cb", "ping", {})
+    feed.wait(2, timeout=10)
+    time.sleep(0.1)
+    assert len(seen) == 3
+
+
+def test_wait_times_out_with_a_clear_message(make_feed):
+    """wait() raises TimeoutError naming how many events came and the receiver state."""
+    feed = make_feed("t-wait")
+    with pytest.raises(TimeoutError, match="0 of 2 events.*connected"):
+        feed.wait(2, timeout=0.3)
+
+
+def test_max_rows_drops_oldest_and_reports(make_feed, server):
+    """With max_rows, the oldest rows go and `dropped` says how many."""
+    feed = make_feed("t-rows", max_rows=5)
+    client = sdk(server)
+    client.trigger_batch([{"channel": "t-rows", "name": "e", "data": json.dumps({"i": i})} for i in range(8)])
+    feed.wait(8, timeout=10)
+    assert list(feed.df["i"]) == [3, 4, 5, 6, 7]
+    wait_for(lambda: feed.dropped == 3)
+
+
+def test_flood_is_coalesced_and_history_is_binary(make_feed, server, comms):
+    """A flood of events gives a few comm messages per second; history travels as a binary buffer."""
+    feed = make_feed("t-flood", max_log=50)
+    hub = server.server.apps.by_key[server.key]
+    start = time.monotonic()
+    sent = 0
+    while time.monotonic() - start < 2.0:  # ~2 s of a few thousand events per second
+        server.call(lambda: server.server._run(hub, hub.trigger("e", '{"x":1}', ["t-flood"], time.time())))
+        sent += 1
+    feed.wait(sent, timeout=20)
+    time.sleep(_base.HISTORY_EVERY + 0.5)
+    msgs = [m for m in comms if m[1] == "comm_msg" and m[0] >= start]
+    duration = comms[-1][0] - start
+    assert sent > 1000
+    assert len(msgs) / duration < 30, f"{len(msgs)} messages in {duration:.1f} s"
+    # ipywidgets moves bytes out of the JSON state into binary buffers, listed in buffer_paths
+    history = [m for m in msgs if ["_history"] in (m[2].get("buffer_paths") or [])]
+    assert history, "no history update was sent"
+    assert history[-1][3], "history must travel in a binary buffer"
+    lines = bytes(history[-1][3][0]).decode().splitlines()
+    assert len(lines) == 50
+    assert json.loads(lines[-1])["data"] == {"x": 1}
+
+
+def test_auth_by_comm_message_and_no_secret_anywhere(make_feed, server, comms):
+    """The browser's auth request over the comm is answered with a signature, never the secret."""
+    feed = make_feed(["private-t-auth", "presence-t-room"], user={"id": "ann", "info": {"name": "Ann"}})
+    simulate_custom(feed, {"type": "auth", "id": 7, "socket_id": "123.456", "channel_name": "private-t-auth"})
+    simulate_custom(
+        feed, {"type": "auth", "id": 8, "socket_id": "123.456", "channel_name": "presence-t-room"}
+    )
+    simulate_custom(feed, {"type": "auth", "id": 9, "socket_id": "123.456", "channel_name": "private-other"})
+    replies = [m[2]["content"] for m in comms if m[1] == "comm_msg" and m[2].get("method") == "custom"]
+    by_id = {r["id"]: r for r in replies}
+    from livewidget.protocol.signatures import channel_auth
+
+    assert by_id[7]["auth"] == channel_auth(server.key, server.secret, "123.456", "private-t-auth")
+    assert json.loads(by_id[8]["channel_data"]) == {"user_id": "ann", "user_info": {"name": "Ann"}}
+    assert "did not ask for private-other" in by_id[9]["error"]
+    everything = json.dumps([m[2] for m in comms], default=str) + "".join(
+        bytes(b).decode("utf-8", "replace") for m in comms for b in m[3]
+    )
+    assert server.secret not in everything
+    assert server.key in everything  # the public key does go to the browser
+
+
+def test_authorize_callback_refuses(make_feed):
+    """authorize= can refuse a channel; the refusal reaches the browser as an error."""
+    feed = make_feed(["private-t-yes", "private-t-no"], authorize=lambda ch: ch.endswith("yes"))
+    assert "auth" in feed._sign("1.2", "private-t-yes")
+    with pytest.raises(PermissionError, match="authorize= refused private-t-no"):
+        feed._sign("1.2", "private-t-no")
+    with pytest.raises(PermissionError, match="invalid socket id"):
+        feed._sign("nope", "private-t-yes")
+
+
+def _post(url: str, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "text/plain"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def test_auth_endpoint_answers_while_the_main_thread_is_busy(make_feed, server):
+    """The kernel's HTTP auth endpoint signs for the widget's token even while the main thread is busy."""
+    feed = make_feed("private-t-http")
+    url, token = feed._auth["url"], feed._auth["token"]
+    assert url.startswith("http://127.0.0.1:")
+    result: dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: result.update(
+            answer=_post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-http"})
+        )
+    )
+    t.start()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # keep the main thread busy, as a running cell would
+        sum(range(1000))
+    t.join(5)
+    status, body, headers = result["answer"]
+    assert status == 200 and body["auth"].startswith(server.key + ":")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert _post(url, {"token": "wrong", "socket_id": "1.2", "channel_name": "private-t-http"})[0] == 403
+    status, body, _ = _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-x"})
+    assert status == 403 and "did not ask" in body["error"]
+    assert _post(url, {"nope": 1})[0] == 400
+    preflight = urllib.request.Request(url, method="OPTIONS")
+    with urllib.request.urlopen(preflight, timeout=5) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Private-Network"] == "true"
+    feed.close()
+    assert _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-http"})[0] == 403
+
+
+def test_send_publishes_and_checks_data(make_feed):
+    """feed.send publishes to the first channel (or the one named); bad data raises before queueing."""
+    feed = make_feed(["t-send", "t-send2"])
+    feed.send("hello", {"a": 1})
+    feed.send("hello", {"a": 2}, channel="t-send2")
+    feed.wait(2, timeout=10)
+    assert sorted(zip(feed.df["channel"], feed.df["a"], strict=True)) == [("t-send", 1), ("t-send2", 2)]
+    with pytest.raises(ValueError, match="over the limit of 10240"):
+        feed.send("big", "x" * 20_000)
+    with pytest.raises(TypeError, match=r"data\['f'\]"):
+        feed.send("bad", {"f": object()})
+
+
+def test_bad_channel_names_raise(server, comms):
+    """Invalid channel names raise ValueError naming the rule, before anything starts."""
+    import livewidget
+
+    with pytest.raises(ValueError, match="invalid channel name 'bad name'"):
+        livewidget.Feed("bad name", **creds(server))
+    with pytest.raises(ValueError, match="at least one channel"):
+        livewidget.Feed([], **creds(server))
+    with pytest.raises(ValueError, match="server-to-user"):
+        livewidget.Feed("#server-to-user-1", **creds(server))
+
+
+def test_unreachable_server_is_a_visible_status(comms):
+    """An unreachable server shows status 'unavailable' with the reason, and a warning."""
+    import livewidget
+
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        feed = livewidget.Feed("t-x", host="127.0.0.1", port=9, app_id="1", key="k", secret="s")
+        wait_for(lambda: feed.status == "unavailable", timeout=10)
+    assert "cannot reach 127.0.0.1:9" in feed.error
+    feed.close()
+
+
+def test_wrong_credentials_are_reported(server, comms):
+    """A wrong key fails (4001); a wrong secret makes private channels refused, with the reason."""
+    import livewidget
+
+    with pytest.warns(RuntimeWarning):
+        bad_key = livewidget.Feed("t-k", **{**creds(server), "key": "nokey"})
+        wait_for(lambda: bad_key.status == "failed", timeout=10)
+    assert "4001" in bad_key.error
+    bad_key.close()
+    with pytest.warns(RuntimeWarning, match="Invalid signature"):
+        bad_secret = livewidget.Feed("private-t-s", **{**creds(server), "secret": "wrong"})
+        wait_for(lambda: "Invalid signature" in bad_secret.error, timeout=10)
+    bad_secret.close()
+
+
+def test_no_secret_means_public_only(server, comms):
+    """Without a secret the widget still works for public channels; publishing says what is missing."""
+    import livewidget
+
+    feed = livewidget.Feed("t-pub", **{**creds(server), "secret": None})
+    assert feed._auth == {}
+    with pytest.raises(ConfigurationError, match="publishing needs the app secret"):
+        feed.send("x", 1)
+    feed.close()
+
+
+def test_record_false_and_close(server, comms):
+    """record=False starts no receiver; close() frees everything and is idempotent."""
+    import livewidget
+
+    feed = livewidget.Feed("t-norec", record=False, **creds(server))
+    assert feed.status == "disabled" and feed._receiver is None
+    with pytest.raises(Exception, match="record=False"):
+        feed.wait(1, timeout=0.1)
+    feed.close()
+    feed.close()
+
+
+def test_kernel_presence_member_is_marked(make_feed, server):
+    """On presence channels the kernel's receiver is a marked member, apart from the browser's user."""
+    make_feed("presence-t-members", user={"id": "bob", "info": {"name": "Bob"}})
+    hub = server.server.apps.by_key[server.key]
+    members = server.call(lambda: dict(hub.channels["presence-t-members"].members))
+    assert list(members) == ["bob:kernel"]
+    assert members["bob:kernel"][0] == {"name": "Bob", "livewidget_kernel": True}
