@@ -196,15 +196,11 @@ class ClientProtocol:
         if self._authorizer is not None:
             return self._authorizer(self.socket_id, channel)
         if self._secret is None:
-            raise PermissionError(
-                f"{channel} needs a signature: give the secret or an authorizer"
-            )
+            raise PermissionError(f"{channel} needs a signature: give the secret or an authorizer")
         if channel_kind(channel) is ChannelKind.PRESENCE:
             user = self.user or {}
             if "id" not in user:
-                raise PermissionError(
-                    f"{channel} needs a member: give user={{'id': ..., 'info': ...}}"
-                )
+                raise PermissionError(f"{channel} needs a member: give user={{'id': ..., 'info': ...}}")
             channel_data = json.dumps({"user_id": str(user["id"]), "user_info": user.get("info")})
             auth = signatures.channel_auth(self.key, self._secret, self.socket_id, channel, channel_data)
             return {"auth": auth, "channel_data": channel_data}

@@ -58,6 +58,8 @@ class AppConfig:
     max_connections: int | None = None  # over it: close 4004
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         if not _APP_ID_RE.match(self.app_id):
             raise ConfigurationError(
                 f"app_id must be all digits (the official pusher SDK requires it), got {self.app_id!r}"
@@ -98,3 +100,32 @@ class AppConfig:
     def masked_secret(self) -> str:
         """The secret with all but its first four characters hidden, for logs."""
         return self.secret[:4] + "…" if len(self.secret) > 4 else "…"
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "tuple[str, ...]": (tuple,),
+}
+
+
+def _check_type(name: str, annotation: object, value: object) -> None:
+    """Settings come from config files too: a wrong type is named, not discovered at run time."""
+    text = str(annotation)
+    optional = text.endswith(" | None")
+    base = text.removesuffix(" | None")
+    if value is None and optional:
+        return
+    allowed = _TYPES.get(base)
+    if allowed is None:  # pragma: no cover - a new field type must be added to _TYPES
+        raise TypeError(f"no type check for {name}: {text}")
+    wrong = not isinstance(value, allowed) or (base in ("int", "float") and isinstance(value, bool))
+    if not wrong and base == "tuple[str, ...]":
+        wrong = not all(isinstance(v, str) for v in value)  # type: ignore[attr-defined]
+    if wrong:
+        kind = {"tuple[str, ...]": "a list of strings", "float": "a number", "int": "an integer"}.get(
+            base, f"a {base}"
+        )
+        raise ConfigurationError(f"{name} must be {kind}{' or null' if optional else ''}, got {value!r}")

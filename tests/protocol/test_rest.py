@@ -239,3 +239,21 @@ def test_app_config_validation():
     assert (cfg.app_id, cfg.webhook_urls) == ("7", ("http://h",))
     with pytest.raises(ValueError, match="twice"):
         Apps([AppConfig("1", "k", "s"), AppConfig("1", "k2", "s")])
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"max_data_size": "big"}, "max_data_size must be an integer or null"),
+        ({"client_events": "no"}, "client_events must be a bool"),
+        ({"activity_timeout": True}, "activity_timeout must be an integer"),
+        ({"webhook_urls": (1,)}, "webhook_urls must be a list of strings"),
+        ({"pong_timeout": "soon"}, "pong_timeout must be a number"),
+    ],
+)
+def test_app_config_types_are_checked(settings, needle):
+    """Wrong setting types (from a config file, say) are named at once."""
+    from livewidget.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=needle):
+        AppConfig("1", "k", "s", **settings)
