@@ -69,8 +69,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out: dict[str, Any] = {"apps": [AppConfig.from_mapping(a) for a in apps]}
         if "port" in data:
             out["port"] = int(data["port"])
-    except ConfigurationError:
-        raise
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"config file {p}: {exc}") from exc
     except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. port = "abc"
         raise ConfigurationError(f"config file {p}: a setting has a wrong type or value: {exc}") from exc
     if "host" in data:

@@ -436,7 +436,7 @@ APP = '[[apps]]\nid = 1\nkey = "k"\nsecret = "s"\n'
         ("nosecret.toml", '[[apps]]\nid = 1\nkey = "k"\n', "has no 'secret'"),
         ("id.json", '{"apps": [{"id": "abc", "key": "k", "secret": "s"}]}', "app_id must be all digits"),
         ("setting.toml", APP + "colour = 1\n", "unknown app setting(s) colour"),
-        ("type.toml", APP + 'activity_timeout = "soon"\n', "wrong type or value"),
+        ("type.toml", APP + 'activity_timeout = "soon"\n', "activity_timeout must be an integer"),
         ("port.json", '{"port": "abc", "apps": []}', "wrong type or value"),
         ("range.toml", "port = 70000\n" + APP, "port must be 0 to 65535"),
     ],
