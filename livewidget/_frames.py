@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +20,9 @@ __all__ = ["BASE_COLUMNS", "EventStore", "flatten"]
 BASE_COLUMNS = ("time", "channel", "event", "user_id", "data")
 _CODED = ("channel", "event", "user_id")  # few distinct values: stored as codes, built as categoricals
 MAX_DATA_COLUMNS = 256  # beyond this many distinct keys, new keys stay only in the `data` column
+_NAN = float("nan")  # the gap in data columns: a missing value for pandas whatever the column's type
+# What a data column has held so far, tracked on append so building a frame needs no scan.
+_INT, _FLOAT, _OBJECT = 0, 1, 2
 
 
 def flatten(value: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -52,6 +54,7 @@ class EventStore:
         self._lock = threading.Lock()
         self._base: dict[str, deque[Any]] = {name: deque(maxlen=max_rows) for name in BASE_COLUMNS}
         self._extra: dict[str, deque[Any]] = {}
+        self._kinds: dict[str, int] = {}
         # value -> code, per coded column; code 0 is None
         self._codes: dict[str, dict[Any, int]] = {name: {None: 0} for name in _CODED}
         self.total = 0  # rows ever appended
@@ -70,14 +73,15 @@ class EventStore:
             base = self._base
             base["time"].append(t)
             codes = self._codes
-            for name, value in (("channel", channel), ("event", event), ("user_id", user_id)):
+            for name, label in (("channel", channel), ("event", event), ("user_id", user_id)):
                 table = codes[name]
-                code = table.get(value)
+                code = table.get(label)
                 if code is None:
-                    code = table[value] = len(table)
+                    code = table[label] = len(table)
                 base[name].append(code)
             base["data"].append(data)
             extra = self._extra
+            kinds = self._kinds
             row: dict[str, Any] = {}
             if fields:
                 for key, value in fields.items():
@@ -85,11 +89,30 @@ class EventStore:
                     if name not in extra:
                         if len(extra) >= MAX_DATA_COLUMNS:
                             continue
-                        extra[name] = deque([None] * n, maxlen=self.max_rows)
+                        extra[name] = deque([_NAN] * n, maxlen=self.max_rows)
+                        kinds[name] = _FLOAT if n else _INT
+                    kind: type = type(value)
+                    if kind is float:
+                        if kinds[name] == _INT:
+                            kinds[name] = _FLOAT
+                    elif kind is not int:
+                        if value is None:
+                            value = _NAN
+                            if kinds[name] == _INT:
+                                kinds[name] = _FLOAT
+                        else:
+                            kinds[name] = _OBJECT
                     row[name] = value
             # Every column gets exactly one value per row, so all stay aligned.
-            for name, col in extra.items():
-                col.append(row.get(name))
+            if len(row) == len(extra):
+                for name, col in extra.items():
+                    col.append(row[name])
+            else:
+                for name, col in extra.items():
+                    col.append(row.get(name, _NAN))
+                for name in extra.keys() - row.keys():
+                    if kinds[name] == _INT:
+                        kinds[name] = _FLOAT
             self.total += 1
 
     def rows(self, last: int | None = None) -> list[dict[str, Any]]:
@@ -115,17 +138,19 @@ class EventStore:
                 name: (np.fromiter(self._base[name], dtype="int32", count=n), list(self._codes[name]))
                 for name in _CODED
             }
-            data = np.empty(n, dtype=object)
-            data[:] = list(self._base["data"])
-            extra = {name: list(col) for name, col in self._extra.items()}
-        columns: dict[str, Any] = {"time": pd.to_datetime((times * 1e6).astype("int64"), unit="us", utc=True)}
+            data = np.fromiter(self._base["data"], dtype=object, count=n)
+            extra = {
+                name: np.fromiter(col, dtype=_DTYPES[self._kinds[name]], count=n)
+                for name, col in self._extra.items()
+            }
+        micros = (times * 1e6).astype("int64").view("datetime64[us]")
+        columns: dict[str, Any] = {"time": pd.DatetimeIndex(micros).tz_localize("UTC")}
         for name, (codes, values) in coded.items():
             # code 0 is None: pandas spells a missing category as -1
             columns[name] = pd.Categorical.from_codes(codes - 1, values[1:])
         columns["data"] = data
-        for name, values in extra.items():
-            columns[name] = _column(values)
-        return pd.DataFrame(columns)
+        columns.update(extra)
+        return pd.DataFrame(columns, copy=False)
 
     def clear(self) -> None:
         """Forget every row (counters too)."""
@@ -133,18 +158,9 @@ class EventStore:
             for col in self._base.values():
                 col.clear()
             self._extra.clear()
+            self._kinds.clear()
             self._codes = {name: {None: 0} for name in _CODED}
             self.total = self.dropped = 0
 
 
-def _column(values: Iterable[Any]) -> Any:
-    """A column as a numpy array when it is all numbers (NaN for gaps), else a list of objects."""
-    import numpy as np
-
-    values = list(values)
-    kinds = set(map(type, values))
-    if kinds == {int}:
-        return np.array(values, dtype="int64")
-    if kinds <= {int, float, type(None)} and kinds & {int, float}:
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
-    return values
+_DTYPES: dict[int, Any] = {_INT: "int64", _FLOAT: "float64", _OBJECT: object}
