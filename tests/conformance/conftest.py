@@ -32,13 +32,16 @@ class Target:
     key: str
     secret: str
     embedded: LocalServer | None = None
+    # Where WebSockets go when that is not the REST host (hosted Pusher: ws-<cluster>.pusher.com).
+    ws_host: str | None = None
+    ws_port: int | None = None
 
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def ws_url(self, query: str = "protocol=7&client=js&version=8.6.0&flash=false") -> str:
-        return f"ws://{self.host}:{self.port}/app/{self.key}?{query}"
+        return f"ws://{self.ws_host or self.host}:{self.ws_port or self.port}/app/{self.key}?{query}"
 
     def sdk(self) -> pusher.Pusher:
         """The official Python SDK pointed at the target."""
@@ -52,6 +55,7 @@ def _external() -> Target | None:
     if not where:
         return None
     host, _, port = where.rpartition(":")
+    ws_host, _, ws_port = os.environ.get("LIVEWIDGET_TARGET_WS", "").rpartition(":")
     return Target(
         kind=os.environ.get("LIVEWIDGET_TARGET_KIND", "external"),
         host=host or "127.0.0.1",
@@ -59,6 +63,8 @@ def _external() -> Target | None:
         app_id=os.environ["LIVEWIDGET_TARGET_APP_ID"],
         key=os.environ["LIVEWIDGET_TARGET_KEY"],
         secret=os.environ["LIVEWIDGET_TARGET_SECRET"],
+        ws_host=ws_host or None,
+        ws_port=int(ws_port) if ws_port else None,
     )
 
 
