@@ -12,7 +12,14 @@ def test_package_exports():
     assert sorted(livewidget.__all__) == sorted(
         [
             "ConfigurationError",
+            "Feed",
             "LivewidgetError",
+            "PublishError",
+            "Publisher",
+            "Settings",
+            "connect",
+            "connection",
+            "publish",
             "ProtocolError",
             "RestError",
             "ServerError",
@@ -54,3 +61,13 @@ def test_protocol_exports():
             "handle_rest",
         ]
     )
+
+
+def test_lazy_names_resolve_to_the_right_objects():
+    """Widgets and publishing load on first use and are the real classes and functions."""
+    from livewidget._publish import publish
+    from livewidget.widgets import Feed
+
+    assert livewidget.Feed is Feed
+    assert livewidget.publish is publish
+    assert callable(livewidget.publish)
