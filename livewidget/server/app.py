@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, Send, Webhook
 from ..protocol.messages import error_frame
@@ -40,6 +40,16 @@ def _text_frame(payload: bytes) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", 0x81, 126, n) + payload
     return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+class _PusherWebSocket(web.WebSocketResponse):
+    """aiohttp closes an oversized frame with 1009; the protocol wants a 4xxx code (reference §1.11)."""
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
+            # 4100: pusher-js backs off and reconnects; only this connection is affected.
+            code, message = CloseCode.OVER_CAPACITY, b"Frame over the size limit"
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class _Peer:
@@ -224,7 +234,7 @@ class PusherServer:
     async def _websocket(self, request: web.Request, key: str) -> web.WebSocketResponse:
         hub = self.apps.by_key.get(key)
         max_frame = hub.config.max_frame_size if hub else 64 * 1024
-        ws = web.WebSocketResponse(
+        ws = _PusherWebSocket(
             compress=False,  # frames are written pre-encoded to many sockets at once
             max_msg_size=max_frame * _FRAME_TOO_BIG_FACTOR,
             autoping=True,

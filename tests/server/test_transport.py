@@ -138,6 +138,7 @@ async def test_frame_limits():
             await ws.send_str("x" * 10_000)
             msg = await ws.receive(timeout=5)
             assert msg.type is aiohttp.WSMsgType.CLOSE
+            assert msg.data == 4100
             other, _ = await open_ws(session, server)
             await other.send_json({"event": "pusher:ping", "data": {}})
             assert (await other.receive_json(timeout=5))["event"] == "pusher:pong"
