@@ -1006,7 +1006,7 @@ async def test_oversized_frame_gets_error(connect: Connect) -> None:
 @pytest.mark.asyncio
 @pytest.mark.hosted_only("soketi", why="Soketi accepts frames up to 100 MB")
 async def test_huge_frame_affects_only_its_connection(connect: Connect, target: Target) -> None:
-    """A 2 MB frame is refused (pusher:error, or a 1009 close) and other connections are served as before."""
+    """A 2 MB frame is refused (pusher:error, or a 4xxx close) and other connections are served as before."""
     bystander, sender = await connect(), await connect()
     channel = rand_channel()
     await bystander.subscribe(channel)
@@ -1014,7 +1014,7 @@ async def test_huge_frame_affects_only_its_connection(connect: Connect, target: 
     try:
         await sender.expect("pusher:error")
     except AssertionError:
-        assert sender.close_code == 1009, sender.close_code  # WebSocket "message too big"
+        assert 4000 <= sender.close_code < 4300, sender.close_code  # a Pusher close code, not 1009
     else:
         await still_usable(sender)
     await sdk_call(target, "trigger", channel, "lw-after", "ok")
