@@ -1,0 +1,220 @@
+// Small pieces shared by the widget front ends: an emitter, a ring buffer, a rate meter, decoding of the
+// kernel's `_history` bytes, and text formatting. No DOM, no network: everything here runs under Node.
+
+/** A tiny event emitter: `on(type, fn)` returns the function that removes `fn`. */
+export class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+  }
+
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    this._listeners.get(type)?.delete(fn);
+  }
+
+  emit(type, ...args) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        console.error(`livewidget: a "${type}" listener failed`, err);
+      }
+    }
+  }
+
+  removeAll() {
+    this._listeners.clear();
+  }
+}
+
+/** A fixed-capacity FIFO: pushing onto a full buffer drops the oldest item. */
+export class RingBuffer {
+  constructor(capacity) {
+    this._cap = Math.max(1, capacity | 0);
+    this._items = new Array(this._cap);
+    this._start = 0; // index of the oldest item
+    this._size = 0;
+  }
+
+  get capacity() {
+    return this._cap;
+  }
+
+  get size() {
+    return this._size;
+  }
+
+  push(item) {
+    if (this._size < this._cap) {
+      this._items[(this._start + this._size) % this._cap] = item;
+      this._size += 1;
+    } else {
+      this._items[this._start] = item;
+      this._start = (this._start + 1) % this._cap;
+    }
+  }
+
+  /** The `i`-th newest item (0: the newest), or undefined. */
+  newest(i = 0) {
+    if (i < 0 || i >= this._size) return undefined;
+    return this._items[(this._start + this._size - 1 - i) % this._cap];
+  }
+
+  /** Oldest first. */
+  toArray() {
+    const out = new Array(this._size);
+    for (let i = 0; i < this._size; i++) out[i] = this._items[(this._start + i) % this._cap];
+    return out;
+  }
+
+  clear() {
+    this._items = new Array(this._cap);
+    this._start = 0;
+    this._size = 0;
+  }
+
+  /** Replace the content with `items` (oldest first), keeping the newest that fit. */
+  reset(items, capacity = this._cap) {
+    this._cap = Math.max(1, capacity | 0);
+    this.clear();
+    for (const item of items.slice(-this._cap)) this.push(item);
+  }
+
+  /** Keep only the items for which `keep(item)` is true, in order. */
+  retain(keep) {
+    this.reset(this.toArray().filter(keep));
+  }
+}
+
+/**
+ * Events per second over a sliding window, in fixed buckets so that adding an event is O(1) however
+ * fast they come (thousands per second) and memory stays constant.
+ */
+export class RateMeter {
+  constructor(windowMs = 5000, bucketMs = 250) {
+    this.windowMs = windowMs;
+    this.bucketMs = bucketMs;
+    this._n = Math.max(2, Math.round(windowMs / bucketMs));
+    this._ids = new Float64Array(this._n).fill(-1); // which absolute bucket each slot holds
+    this._counts = new Float64Array(this._n);
+    this._since = null; // when counting started: a young meter divides by its age, not the window
+  }
+
+  add(t, n = 1) {
+    const b = Math.floor(t / this.bucketMs);
+    const i = b % this._n;
+    if (this._ids[i] !== b) {
+      this._ids[i] = b;
+      this._counts[i] = 0;
+    }
+    this._counts[i] += n;
+    if (this._since === null) this._since = t;
+  }
+
+  /** Events per second over the last `windowMs` (at most) before `now`. */
+  rate(now) {
+    if (this._since === null) return 0;
+    const b = Math.floor(now / this.bucketMs);
+    let sum = 0;
+    for (let i = 0; i < this._n; i++) {
+      const id = this._ids[i];
+      if (id > b - this._n && id <= b) sum += this._counts[i];
+    }
+    // The buckets cover the n-1 whole ones before the current one plus the current one so far.
+    const covered = (this._n - 1) * this.bucketMs + (now - b * this.bucketMs);
+    const span = Math.max(1000, Math.min(covered, now - this._since));
+    return (sum * 1000) / span;
+  }
+
+  reset() {
+    this._ids.fill(-1);
+    this._counts.fill(0);
+    this._since = null;
+  }
+}
+
+const decoder = typeof TextDecoder === "function" ? new TextDecoder() : null;
+
+/** Bytes as anywidget delivers them (DataView), or ArrayBuffer / typed array / string, to text. */
+export function bytesToText(value) {
+  if (value == null) return "";
+  if (typeof value === "string") return value;
+  if (value instanceof ArrayBuffer) return decoder.decode(new Uint8Array(value));
+  if (ArrayBuffer.isView(value)) {
+    return decoder.decode(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+  }
+  return "";
+}
+
+/** JSON lines (the `_history` trait) to objects; blank and malformed lines are skipped. */
+export function decodeJsonLines(value) {
+  const out = [];
+  for (const line of bytesToText(value).split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const item = JSON.parse(line);
+      if (item && typeof item === "object") out.push(item);
+    } catch {
+      // one bad line must not hide the rest
+    }
+  }
+  return out;
+}
+
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+/** Local wall-clock time `HH:MM:SS.mmm` of `ms` since the epoch. */
+export function formatTime(ms) {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return "--:--:--.---";
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+/** Event data as one line of text: strings as they are, anything else as compact JSON. */
+export function dataText(data) {
+  if (typeof data === "string") return data;
+  if (data === undefined) return "";
+  try {
+    return JSON.stringify(data) ?? String(data);
+  } catch {
+    return String(data);
+  }
+}
+
+/** Event data for reading: JSON indented, strings as they are. */
+export function dataPretty(data) {
+  if (typeof data === "string") return data;
+  try {
+    return JSON.stringify(data, null, 2) ?? String(data);
+  } catch {
+    return String(data);
+  }
+}
+
+/** `text` cut to `max` characters with an ellipsis. */
+export function truncate(text, max) {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** Events per second for display: one decimal below 100, whole numbers above. */
+export function formatRate(rate) {
+  if (!Number.isFinite(rate) || rate <= 0) return "0.0";
+  return rate < 100 ? rate.toFixed(1) : String(Math.round(rate));
+}
+
+/** `document.createElement` with a class and text (text always through textContent, never HTML). */
+export function h(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
