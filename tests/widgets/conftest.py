@@ -1,4 +1,4 @@
-"""Widgets without a browser: comm messages are recorded (kernel → browser) and simulated (browser → kernel)."""
+"""Widgets without a browser: kernel → browser comm messages are recorded, browser → kernel simulated."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def test_on_callbacks_run_on_the_receiver_thread(make_feed, server):
 def test_wait_times_out_with_a_clear_message(make_feed):
     """wait() raises TimeoutError naming how many events came and the receiver state."""
     feed = make_feed("t-wait")
-    with pytest.raises(TimeoutError, match="0 of 2 events.*connected"):
+    with pytest.raises(TimeoutError, match=r"0 of 2 events.*connected"):
         feed.wait(2, timeout=0.3)
 
 
