@@ -16,7 +16,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,9 +27,6 @@ from .exceptions import ServerError
 __all__ = ["ensure_embedded", "read_info", "runtime_dir", "stop_embedded", "write_info"]
 
 START_TIMEOUT = 20.0
-# Daemons this process started: kept so the Popen objects are not collected while they run (the
-# daemon outlives us by design; holding the handle just avoids a ResourceWarning).
-_children: list[subprocess.Popen[bytes]] = []
 
 
 def runtime_dir() -> Path:
@@ -152,34 +148,34 @@ def _spawn(folder: Path) -> dict[str, Any]:
     port = os.environ.get("LIVEWIDGET_EMBEDDED_PORT", "0")
     cmd = [sys.executable, "-m", "livewidget", "serve", "--host", "127.0.0.1", "--port", port]
     cmd += ["--runtime-file", str(info_path)]
-    log = os.fdopen(os.open(folder / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    log_path = folder / "server.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen(
+        # posix_spawn with setsid: the daemon outlives the kernel and its restarts, and no Popen handle
+        # is left to warn at exit; _alive() reaps it if it exits while we run.
+        pid = os.posix_spawn(
+            sys.executable,
             cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives the kernel, and its restarts
-            close_fds=True,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
         )
     finally:
-        log.close()
-    _children.append(proc)
+        os.close(log_fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(
-                f"the embedded server exited with status {proc.returncode}; see {folder / 'server.log'}"
-            )
+        if not _alive(pid):
+            raise ServerError(f"the embedded server exited at start; see {log_path}")
         info = read_info()
         if info is not None:
             return info
         time.sleep(0.05)
-    proc.terminate()
-    raise ServerError(
-        f"the embedded server did not start within {START_TIMEOUT:.0f} s; see {folder / 'server.log'}"
-    )
+    os.kill(pid, signal.SIGTERM)
+    raise ServerError(f"the embedded server did not start within {START_TIMEOUT:.0f} s; see {log_path}")
 
 
 def stop_embedded(timeout: float = 10.0) -> dict[str, Any] | None:
