@@ -1,7 +1,8 @@
 """livewidget: realtime Jupyter widgets over the Pusher Channels protocol.
 
-- widgets: :class:`Feed`
-- publishing: :func:`publish`, :class:`Publisher`
+- widgets: :class:`Chat`, :class:`Feed`, :class:`LiveChart`, :class:`ProgressBoard`
+- publishing: :func:`publish`, :class:`Publisher`, :class:`progress` (tqdm that publishes),
+  :func:`points` (a :class:`ChartPublisher` packing points for a :class:`LiveChart`)
 - settings: :func:`connect`, :func:`connection`
 - the embedded Pusher-compatible server: :mod:`livewidget.server`
 """
@@ -23,9 +24,13 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChartPublisher",
+    "Chat",
     "ConfigurationError",
     "Feed",
+    "LiveChart",
     "LivewidgetError",
+    "ProgressBoard",
     "ProtocolError",
     "PublishError",
     "Publisher",
@@ -36,15 +41,25 @@ __all__ = [
     "__version__",
     "connect",
     "connection",
+    "points",
+    "progress",
     "publish",
 ]
 
 if TYPE_CHECKING:
+    from ._points import ChartPublisher, points
+    from ._progress import progress
     from ._publish import Publisher, PublishError, publish
-    from .widgets import Feed
+    from .widgets import Chat, Feed, LiveChart, ProgressBoard
 
 _LAZY = {
+    "Chat": "widgets",
     "Feed": "widgets",
+    "LiveChart": "widgets",
+    "ChartPublisher": "_points",
+    "points": "_points",
+    "ProgressBoard": "widgets",
+    "progress": "_progress",
     "publish": "_publish",
     "Publisher": "_publish",
     "PublishError": "_publish",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BASE_COLUMNS", "EventStore", "flatten"]
+__all__ = ["BASE_COLUMNS", "EventStore", "flatten", "records", "table"]
 
 BASE_COLUMNS = ("time", "channel", "event", "user_id", "data")
 _CODED = ("channel", "event", "user_id")  # few distinct values: stored as codes, built as categoricals
@@ -164,3 +165,51 @@ class EventStore:
 
 
 _DTYPES: dict[int, Any] = {_INT: "int64", _FLOAT: "float64", _OBJECT: object}
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str], times: Sequence[str] = ()) -> pd.DataFrame:
+    """A DataFrame of ``rows`` with exactly ``columns`` (a missing value is ``None``, then NaN).
+
+    The ``times`` columns hold seconds since the epoch and become UTC timestamps.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=list(columns))
+    for name in times:
+        frame[name] = pd.to_datetime(frame[name].astype("float64"), unit="s", utc=True)
+    return frame
+
+
+def records(frame: Any, columns: Sequence[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    """``frame``'s ``columns`` as one dict per row (``None`` for missing values), and the names of the
+    columns that held dates: those values are seconds since the epoch (naive dates taken as UTC).
+
+    ``frame`` is a DataFrame, or anything ``pandas.DataFrame()`` accepts (dict of columns, records).
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(frame)
+    values: dict[str, list[Any]] = {}
+    dates: set[str] = set()
+    n = len(frame)
+    for name in columns:
+        if name not in frame.columns:
+            continue
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col.dtype):
+            stamps = pd.to_datetime(col, utc=True)
+            secs = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype="float64")
+            values[name] = [None if np.isnan(v) else float(v) for v in secs]
+            dates.add(name)
+        elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            arr = col.to_numpy(dtype="float64", na_value=np.nan)
+            values[name] = [None if np.isnan(v) else float(v) for v in arr]
+        else:
+            values[name] = [None if v is None or v is pd.NA or v is pd.NaT else v for v in col.tolist()]
+    names = list(values)
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)] if names else []
+    if not names:
+        rows = [{} for _ in range(n)]
+    return rows, dates

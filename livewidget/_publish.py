@@ -5,6 +5,10 @@ the field), queues it, and returns. A background sender thread takes everything 
 ``batch_events`` requests within the server's limits, and sends them over one keep-alive connection.
 Failures are retried with backoff, then reported three ways: an exception from :meth:`Publisher.flush`,
 a warning, and :attr:`Publisher.errors`. Queued events are flushed at interpreter exit.
+
+A publisher survives ``os.fork()`` (multiprocessing's fork start method): the sender thread does not,
+so in the child it starts afresh, with an empty queue (what the parent had queued is the parent's to
+send) and a new HTTP connection.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import atexit
 import datetime as _dt
 import json
 import math
+import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -157,10 +163,26 @@ class Publisher:
         self._cond = threading.Condition()
         self._unreported: list[str] = []
         self._closed = False
+        self._pid = os.getpid()
         self._client = self._make_client()
+        self._thread: threading.Thread | None = None
+        self._start_sender()
+        _live_publishers.add(self)
+
+    def _start_sender(self) -> None:
         self._thread = threading.Thread(target=self._run, name="livewidget-publisher", daemon=True)
         self._thread.start()
-        _live_publishers.add(self)
+
+    def _after_fork(self) -> None:
+        # In the child of os.fork(): no sender thread, and locks possibly held by threads that are gone.
+        self._queue = queue.SimpleQueue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._unreported = []
+        self._pid = os.getpid()
+        self._thread = None  # started by the first publish()
+        if not self._closed:
+            self._client = self._make_client()  # not the parent's keep-alive socket
 
     def _make_client(self) -> Any:
         import pusher
@@ -205,6 +227,8 @@ class Publisher:
                 raise PublishError(f"publishing {event!r} to {channel!r} failed: {exc}") from exc
         with self._cond:
             self._pending += 1
+            if self._thread is None:
+                self._start_sender()
         self._queue.put(_Event(channel, event, text, socket_id))
         return None
 
@@ -230,7 +254,8 @@ class Publisher:
         finally:
             self._closed = True
             self._queue.put(None)
-            self._thread.join(5)
+            if self._thread is not None:
+                self._thread.join(5)
             _live_publishers.discard(self)
 
     def __enter__(self) -> Publisher:
@@ -257,7 +282,13 @@ class Publisher:
                     stop = True
                     break
                 batch.append(item)
-            self._send(batch)
+            # pusher-http-python checks batch events with sys.getsizeof (the str object, ~50 bytes of
+            # header and up to 4 bytes a character) against 10240: send such events on their own,
+            # where its limit is 30720 and the server's byte limit is what counts.
+            small = [e for e in batch if sys.getsizeof(e.data) <= 10240]
+            for part in [small] + [[e] for e in batch if sys.getsizeof(e.data) > 10240]:
+                if part:
+                    self._send(part)
             with self._cond:
                 self._pending -= len(batch)
                 self._cond.notify_all()
@@ -290,10 +321,14 @@ class Publisher:
                     self.errors.append(message)
                     with self._cond:
                         self._unreported.append(message)
-                    warnings.warn(f"livewidget: {message}", RuntimeWarning, stacklevel=1)
+                    self._report(message)
                     return
                 time.sleep(backoff)
                 backoff *= 2
+
+    def _report(self, message: str) -> None:
+        """Say that a batch was not delivered (on the sender thread): a warning; subclasses may differ."""
+        warnings.warn(f"livewidget: {message}", RuntimeWarning, stacklevel=1)
 
 
 _live_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
@@ -315,6 +350,17 @@ def publish(channel: str, event: str, data: Any = None, *, wait: bool = False, *
     ``connection`` takes the same keywords as :func:`livewidget.connect` for a one-off target.
     """
     return _default_publisher(resolve(**connection)).publish(channel, event, data, wait=wait)
+
+
+def _after_fork_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+    for pub in list(_live_publishers):
+        pub._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

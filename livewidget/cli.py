@@ -2,6 +2,10 @@
 
 ``livewidget serve`` runs the embedded Pusher-compatible server in the foreground. Every option can
 also come from a ``LIVEWIDGET_*`` environment variable; an explicit option wins.
+
+``livewidget publish CHANNEL EVENT [DATA|-]`` and ``livewidget tail CHANNEL...`` publish and print
+events (JSON lines) for scripts and cron jobs, with the settings widgets use (``--url``, then
+``LIVEWIDGET_URL`` / ``PUSHER_*``, then the embedded server).
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigurationError, LivewidgetError
+from .exceptions import ConfigurationError, LivewidgetError, ServerError
 from .protocol.config import AppConfig
 
 __all__ = ["load_config", "main"]
@@ -39,9 +44,11 @@ def _env_bool(name: str) -> bool | None:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a server config file (TOML if it ends in ``.toml``, else JSON).
 
-    Shape: optional ``host`` and ``port``, and ``apps``: a list of tables with ``id``, ``key``,
-    ``secret`` and any :class:`~livewidget.protocol.AppConfig` setting (``client_events``,
-    ``webhooks``, ``max_data_size``...). Returns ``{"host"?, "port"?, "apps": [AppConfig, ...]}``.
+    Shape: optional ``host`` and ``port``, optional ``redis`` (``redis://...``: share the apps with the
+    other processes using it) and ``redis_node_ttl`` (seconds), and ``apps``: a list of tables with
+    ``id``, ``key``, ``secret`` and any :class:`~livewidget.protocol.AppConfig` setting
+    (``client_events``, ``webhooks``, ``max_data_size``...).
+    Returns ``{"host"?, "port"?, "redis"?, "redis_node_ttl"?, "apps": [AppConfig, ...]}``.
     """
     p = Path(path)
     try:
@@ -59,7 +66,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {p} is not valid {p.suffix or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {p} must hold a table/object at the top")
-    unknown = sorted(set(data) - {"host", "port", "apps"})
+    unknown = sorted(set(data) - {"host", "port", "apps", "redis", "redis_node_ttl"})
     if unknown:
         raise ConfigurationError(f"config file {p}: unknown key(s) {', '.join(unknown)}")
     apps = data.get("apps") or []
@@ -75,6 +82,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {p}: a setting has a wrong type or value: {exc}") from exc
     if "host" in data:
         out["host"] = str(data["host"])
+    if "redis" in data:
+        if not isinstance(data["redis"], str) or not data["redis"].startswith(("redis://", "rediss://")):
+            raise ConfigurationError(f"config file {p}: redis must be a redis:// URL, got {data['redis']!r}")
+        out["redis"] = data["redis"]
+    if "redis_node_ttl" in data:
+        ttl = data["redis_node_ttl"]
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ConfigurationError(f"config file {p}: redis_node_ttl must be a positive number of seconds")
+        out["redis_node_ttl"] = float(ttl)
     return out
 
 
@@ -106,6 +122,19 @@ def _serve_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=env("LIVEWIDGET_CONFIG"), help="TOML or JSON file with apps")
     p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes, one port")
+    p.add_argument(
+        "--redis",
+        default=env("LIVEWIDGET_REDIS"),
+        metavar="URL",
+        help="share the apps with every process using this Redis (redis://host:port)",
+    )
+    p.add_argument(
+        "--redis-node-ttl",
+        type=float,
+        default=env("LIVEWIDGET_REDIS_NODE_TTL"),
+        metavar="S",
+        help="seconds before a silent process's presence members are removed [10]",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log connections and webhooks")
     p.add_argument("--runtime-file", default=None, help=argparse.SUPPRESS)  # written by the daemon mode
 
@@ -117,6 +146,151 @@ def _server_parser(sub: Any) -> None:
         description="Manage the per-user embedded server that widgets start on first use.",
     )
     p.add_argument("action", choices=["list", "start", "stop"], nargs="?", default="list")
+
+
+def _url_option(p: Any) -> None:
+    p.add_argument(
+        "--url",
+        default=None,
+        help="http://KEY:SECRET@HOST:PORT/apps/APP_ID [LIVEWIDGET_URL, PUSHER_*, or the embedded server]",
+    )
+
+
+def _publish_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="publish an event (or JSON lines from stdin)",
+        description="Publish EVENT on CHANNEL. DATA is JSON, or else sent as plain text; with - each line "
+        "of stdin is one event. Prints nothing on success; exits 1 with the reason on failure.",
+    )
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("event", metavar="EVENT")
+    p.add_argument("data", metavar="DATA", nargs="?", default=None, help="JSON or text, or - for stdin")
+    _url_option(p)
+
+
+def _tail_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "tail",
+        help="print the events on channels as JSON lines",
+        description='Subscribe to CHANNEL(s) and print one JSON line per event: {"time", "channel", '
+        '"event", "data", "user_id"}. Status goes to stderr. Ctrl-C stops (status 0).',
+    )
+    p.add_argument("channels", metavar="CHANNEL", nargs="+")
+    p.add_argument(
+        "--events", action="append", metavar="NAME", help="only these events (repeatable, or a,b,c)"
+    )
+    p.add_argument("-n", type=int, default=None, metavar="N", help="exit after N events")
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="exit after S seconds (1 if -n is not met)"
+    )
+    _url_option(p)
+
+
+def _data_arg(text: str) -> Any:
+    """JSON when it parses, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ._config import resolve
+    from ._publish import Publisher
+
+    def fail(message: str) -> int:
+        message = re.sub(r"\?auth_key=[^ ]*", "", message)  # the signed query string is noise here
+        print(f"livewidget publish: {message}", file=sys.stderr)
+        return 1
+
+    settings = None
+    try:
+        settings = resolve(args.url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # failures are reported once, below
+            with Publisher(settings) as pub:
+                if args.data == "-":
+                    for number, line in enumerate(sys.stdin, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            pub.publish(args.channel, args.event, _data_arg(line.rstrip("\r\n")))
+                        except (TypeError, ValueError) as exc:
+                            return fail(f"line {number}: {exc}")
+                        if pub.errors:
+                            break
+                else:
+                    pub.publish(args.channel, args.event, None if args.data is None else _data_arg(args.data))
+                pub.flush(timeout=60)
+    except (LivewidgetError, TypeError, ValueError, OSError) as exc:
+        where = f" to {settings.rest_url}" if settings is not None else ""
+        return fail(f"publishing{where} failed: {exc}")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    import queue
+
+    from ._config import resolve
+    from .protocol.channels import is_valid_channel_name
+    from .protocol.client import ClientEvent
+    from .receiver import Receiver
+
+    for name in args.channels:
+        if not is_valid_channel_name(name):
+            raise ConfigurationError(f"invalid channel name {name!r}")
+    wanted = {name for value in args.events or () for name in value.split(",") if name}
+    settings = resolve(args.url)
+    inbox: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+
+    def on_event(event: ClientEvent) -> None:
+        if not wanted or event.event in wanted:
+            inbox.put(("event", event, time.time()))
+
+    receiver = Receiver(settings, list(args.channels), on_event, lambda s, d: inbox.put(("status", s, d)))
+    receiver.start()
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    count = 0
+    listening = retrying = False
+    try:
+        while args.n is None or count < args.n:
+            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            if not listening and receiver.state == "connected" and all(receiver.protocol.channels.values()):
+                listening = True
+                print(
+                    f"livewidget tail: listening on {', '.join(args.channels)}", file=sys.stderr, flush=True
+                )
+            try:
+                kind, first, second = inbox.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if kind == "event":
+                row = {"time": second, "channel": first.channel, "event": first.event, "data": first.data}
+                row["user_id"] = first.user_id
+                print(json.dumps(row, default=str), flush=True)
+                count += 1
+            elif first in ("failed", "error"):
+                print(f"livewidget tail: {second}", file=sys.stderr)
+                return 1
+            elif first == "unavailable" and not retrying:
+                retrying = True
+                print(f"livewidget tail: {second} (retrying)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `livewidget tail ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        receiver.stop()
+    if args.n is not None and count < args.n:
+        print(f"livewidget tail: {count} of {args.n} events in {args.timeout} s", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -172,7 +346,14 @@ def _serve(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    server = PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port)
+    redis_url = args.redis or file_cfg.get("redis")
+    adapter = None
+    if redis_url:
+        from .server.adapters import RedisAdapter
+
+        ttl = args.redis_node_ttl if args.redis_node_ttl is not None else file_cfg.get("redis_node_ttl", 10.0)
+        adapter = RedisAdapter(redis_url, node_ttl=float(ttl))
+    server = PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter)
 
     def ready(srv: PusherServer) -> None:
         if args.runtime_file:
@@ -183,6 +364,11 @@ def _serve(args: argparse.Namespace) -> int:
             record.update(key=app.key, secret=app.secret, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
             write_info(Path(args.runtime_file), record)
         print(f"livewidget server listening on http://{srv.host}:{srv.port}", flush=True)
+        if adapter is not None:
+            print(
+                f"  sharing its apps over Redis {str(redis_url).split('@')[-1]} as node {adapter.node_id}",
+                flush=True,
+            )
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: bound to {host}, reachable from other machines", flush=True)
         for app in apps:
@@ -203,6 +389,9 @@ def _serve(args: argparse.Namespace) -> int:
         run_forever(server, ready)
     except OSError as exc:
         print(f"livewidget: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except ServerError as exc:  # e.g. Redis unreachable at start
+        print(f"livewidget: {exc}", file=sys.stderr)
         return 1
     finally:
         if args.runtime_file:
@@ -226,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     _serve_parser(sub)
     _server_parser(sub)
+    _publish_parser(sub)
+    _tail_parser(sub)
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -240,6 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "server":
             return _server(args)
+        if args.command == "publish":
+            return _publish(args)
+        if args.command == "tail":
+            return _tail(args)
     except LivewidgetError as exc:
         print(f"livewidget: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import aiohttp
 
 from ._config import Settings
 from ._loop import io_loop, submit
-from .protocol.client import ClientEvent, ClientProtocol
+from .protocol.client import ClientEvent, ClientProtocol, ClientState
 
 __all__ = ["Receiver"]
 
@@ -27,6 +27,7 @@ log = logging.getLogger("livewidget.receiver")
 
 # pusher-js close-code bands (protocol.ts getCloseAction): 4000-4099 refused, others retry.
 _REFUSED = range(4000, 4100)
+_MEMBERSHIP = frozenset({"pusher:subscription_succeeded", "pusher:member_added", "pusher:member_removed"})
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -45,6 +46,9 @@ class Receiver:
         ``failed`` (gave up: refused by the server), ``closed``; and ``error`` for a channel refusal.
     user:
         ``{"id", "info"}`` for presence channels.
+    on_internal:
+        Called with each ``pusher:subscription_succeeded``, ``pusher:member_added`` and
+        ``pusher:member_removed`` event (presence bookkeeping), on the I/O thread.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Receiver:
         on_status: Callable[[str, str], None] = lambda state, detail: None,
         *,
         user: dict[str, Any] | None = None,
+        on_internal: Callable[[ClientEvent], None] | None = None,
     ) -> None:
         self.settings = settings
         self.protocol = ClientProtocol(settings.key, settings.secret, user=user)
@@ -62,6 +67,7 @@ class Receiver:
             self.protocol.subscribe(channel)
         self._on_event = on_event
         self._on_status = on_status
+        self._on_internal = on_internal
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.state = "idle"
@@ -98,6 +104,19 @@ class Receiver:
         """Remove a channel (thread-safe)."""
         io_loop().call_soon_threadsafe(self._apply, lambda: self.protocol.unsubscribe(channel))
 
+    def trigger(self, channel: str, event: str, data: Any) -> None:
+        """Send a client event (``client-...`` on a private or presence channel; thread-safe).
+
+        Dropped when not connected (client events are not queued by Pusher either); the server
+        limits them to 10 a second per connection (pusher:error 4301 above it): pace them.
+        """
+
+        def send() -> None:
+            if self.protocol.state is ClientState.CONNECTED:
+                self.protocol.trigger(channel, event, data)
+
+        io_loop().call_soon_threadsafe(self._apply, send)
+
     def _apply(self, change: Callable[[], Any]) -> None:
         events = change() or []
         for event in events:
@@ -121,6 +140,13 @@ class Receiver:
             code = data.get("code")
             message = str(data.get("message", event.data))
             self._status("error", f"{message} (code {code})" if code else message)
+            return
+        if event.event in _MEMBERSHIP:
+            if self._on_internal is not None:
+                try:
+                    self._on_internal(event)
+                except Exception:
+                    log.exception("internal event callback failed")
             return
         if event.event.startswith("pusher:") or event.event == "livewidget:bad_frame":
             return

@@ -11,9 +11,15 @@ def test_package_exports():
     """livewidget.__all__ lists exactly the public names, all importable."""
     assert sorted(livewidget.__all__) == sorted(
         [
+            "Chat",
             "ConfigurationError",
             "Feed",
+            "LiveChart",
+            "ChartPublisher",
+            "points",
             "LivewidgetError",
+            "ProgressBoard",
+            "progress",
             "PublishError",
             "Publisher",
             "Settings",
@@ -66,8 +72,22 @@ def test_protocol_exports():
 def test_lazy_names_resolve_to_the_right_objects():
     """Widgets and publishing load on first use and are the real classes and functions."""
     from livewidget._publish import publish
-    from livewidget.widgets import Feed
+    from livewidget.widgets import Chat, Feed
 
     assert livewidget.Feed is Feed
+
+    from livewidget._points import ChartPublisher, points
+    from livewidget.widgets import LiveChart
+
+    assert livewidget.LiveChart is LiveChart
+    assert livewidget.ChartPublisher is ChartPublisher
+    assert livewidget.points is points
+    assert livewidget.Chat is Chat
     assert livewidget.publish is publish
     assert callable(livewidget.publish)
+
+    from livewidget._progress import progress
+    from livewidget.widgets import ProgressBoard
+
+    assert livewidget.ProgressBoard is ProgressBoard
+    assert livewidget.progress is progress

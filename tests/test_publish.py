@@ -129,3 +129,27 @@ def test_module_publish_and_validation(server):
     assert livewidget.publish("c", "e", {"x": 1}, wait=True, **kw) == {}
     with pytest.raises(ValueError, match="channel"):
         livewidget.publish("", "e", 1, **kw)
+
+
+def test_events_near_the_size_limit_are_delivered(server):
+    """Events close to 10 KB (and non-ASCII ones) go through, though the SDK sizes batches by getsizeof."""
+    feed = livewidget.Feed(
+        "p-big",
+        host=server.host,
+        port=server.port,
+        app_id=server.app_id,
+        key=server.key,
+        secret=server.secret,
+    )
+    try:
+        while feed._receiver.state != "connected" or not all(feed._receiver.protocol.channels.values()):
+            time.sleep(0.01)
+        pub = Publisher(settings(server))
+        for i in range(4):
+            pub.publish("p-big", "big", "é" * 5000 if i % 2 else "x" * 10_200)
+        pub.flush(20)
+        assert pub.errors == []
+        feed.wait(4, timeout=10)
+        pub.close()
+    finally:
+        feed.close()

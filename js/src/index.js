@@ -4,6 +4,8 @@
 
 import Pusher from "pusher-js";
 import "./widget.css";
+import "./chart.css";
+import "./chat.css";
 import { createWidget } from "./widget.js";
 
 export default createWidget({ Pusher });

@@ -8,6 +8,8 @@
 // `now`, timers, `requestAnimationFrame`) so the tests can run it under Node with fakes; index.js
 // passes the real pusher-js.
 
+import { initializeChart, renderChart } from "./chart.js";
+import { initializeChat, renderChat } from "./chat.js";
 import { Connection } from "./connection.js";
 import { initializeFeed, renderFeed } from "./feed.js";
 import { h } from "./util.js";
@@ -15,6 +17,8 @@ import { h } from "./util.js";
 /** The front ends, by `_kind`. LiveChart, ProgressBoard and Chat will join here. */
 export const KINDS = {
   feed: { initialize: initializeFeed, render: renderFeed },
+  chat: { initialize: initializeChat, render: renderChat },
+  chart: { initialize: initializeChart, render: renderChart },
 };
 
 function paintProblem(el, text) {

@@ -165,7 +165,7 @@ class Hub:
                 conns.discard(conn)
                 if not conns:
                     del self.users[conn.user_id]
-                    self._notify_watchers(conn.user_id, "offline", actions)
+                    self._user_offline(conn.user_id, actions)
         for uid in conn.watchlist:
             watching = self.watchers.get(uid)
             if watching is not None:
@@ -331,23 +331,14 @@ class Hub:
                     f"Presence channel {name} is full ({limit} members)", "LimitReached", 4100
                 )
         if channel is None:
-            channel = self.channels[name] = Channel(name)
+            channel = self.channels[name] = self._new_channel(name)
             self._occupied(name, now, actions)
         channel.subscribers[conn] = user_id
         conn.channels[name] = channel
         if kind is ChannelKind.PRESENCE:
             assert user_id is not None
-            member = channel.members.get(user_id)
-            if member is None:
-                channel.members[user_id] = [user_info, 1]
-                others = [c for c in channel.subscribers if c is not conn]
-                if others:
-                    added = dumps({"user_id": user_id, "user_info": user_info})
-                    actions.append(Send(others, encode("pusher_internal:member_added", added, name)))
-                self._member_event("member_added", name, user_id, now, actions)
-            else:
-                member[1] += 1
-        actions.append(Send((conn,), self._succeeded_frame(channel)))
+            self._add_member(conn, channel, user_id, user_info, now, actions)
+        actions.append(Send((conn,), self._succeeded_frame(channel, user_id, user_info)))
         if is_cache(name):
             cached = self.cache.get(name)
             if cached is not None and cached[2] > now:
@@ -402,9 +393,53 @@ class Hub:
                 )
         return user_id, user_info
 
-    def _succeeded_frame(self, channel: Channel) -> str:
+    def _succeeded_frame(self, channel: Channel, user_id: str | None = None, user_info: Any = None) -> str:
+        # user_id/user_info: the subscriber itself (a subclass may list it before the cluster does)
         data = channel.presence_data() if channel.kind is ChannelKind.PRESENCE else "{}"
         return encode("pusher_internal:subscription_succeeded", data, channel.name)
+
+    def _new_channel(self, name: str) -> Channel:
+        """A channel gets its first subscriber on this process (a hook for the cluster hub)."""
+        return Channel(name)
+
+    def _add_member(
+        self,
+        conn: Connection,
+        channel: Channel,
+        user_id: str,
+        user_info: Any,
+        now: float,
+        actions: list[Action],
+    ) -> None:
+        """``conn`` joined presence ``channel`` as ``user_id``: a new member unless another of its
+        connections is there already (spec *Presence channels*: one member per user)."""
+        member = channel.members.get(user_id)
+        if member is None:
+            channel.members[user_id] = [user_info, 1]
+            others = [c for c in channel.subscribers if c is not conn]
+            if others:
+                added = dumps({"user_id": user_id, "user_info": user_info})
+                actions.append(Send(others, encode("pusher_internal:member_added", added, channel.name)))
+            self._member_event("member_added", channel.name, user_id, now, actions)
+        else:
+            member[1] += 1
+
+    def _remove_member(self, channel: Channel, user_id: str, now: float, actions: list[Action]) -> None:
+        """One of ``user_id``'s connections left presence ``channel`` (already out of its subscribers)."""
+        member = channel.members.get(user_id)
+        if member is not None:
+            member[1] -= 1
+            if member[1] <= 0:
+                del channel.members[user_id]
+                if channel.subscribers:
+                    removed = dumps({"user_id": user_id})
+                    actions.append(
+                        Send(
+                            tuple(channel.subscribers),
+                            encode("pusher_internal:member_removed", removed, channel.name),
+                        )
+                    )
+                self._member_event("member_removed", channel.name, user_id, now, actions)
 
     def _unsubscribe(self, conn: Connection, data: object, now: float) -> list[Action]:
         if not isinstance(data, dict) or not isinstance(data.get("channel"), str):
@@ -419,20 +454,7 @@ class Hub:
         user_id = channel.subscribers.pop(conn, None)
         conn.channels.pop(channel.name, None)
         if user_id is not None:
-            member = channel.members.get(user_id)
-            if member is not None:
-                member[1] -= 1
-                if member[1] <= 0:
-                    del channel.members[user_id]
-                    if channel.subscribers:
-                        removed = dumps({"user_id": user_id})
-                        actions.append(
-                            Send(
-                                tuple(channel.subscribers),
-                                encode("pusher_internal:member_removed", removed, channel.name),
-                            )
-                        )
-                    self._member_event("member_removed", channel.name, user_id, now, actions)
+            self._remove_member(channel, user_id, now, actions)
         if not channel.subscribers:
             del self.channels[channel.name]
             self._count_dirty.discard(channel.name)
@@ -533,9 +555,7 @@ class Hub:
         if channel.kind is ChannelKind.PRESENCE and user_id is not None:
             out["user_id"] = user_id
         actions: list[Action] = []
-        others = [c for c in channel.subscribers if c is not conn]  # never echoed
-        if others:
-            actions.append(Send(others, dumps(out)))
+        self._relay_client_event(conn, channel, dumps(out), actions)
         if cfg.webhook_urls:
             hook = {
                 "name": "client_event",
@@ -548,6 +568,13 @@ class Hub:
                 hook["user_id"] = user_id
             actions.append(Webhook(hook, int(now * 1000)))
         return actions
+
+    def _relay_client_event(
+        self, conn: Connection, channel: Channel, frame: str, actions: list[Action]
+    ) -> None:
+        others = [c for c in channel.subscribers if c is not conn]  # never echoed
+        if others:
+            actions.append(Send(others, frame))
 
     # ------------------------------------------------------------------ users (§1.7)
 
@@ -587,7 +614,7 @@ class Hub:
             conns = self.users.setdefault(user_id, set())
             conns.add(conn)
             if len(conns) == 1:
-                self._notify_watchers(user_id, "online", actions)
+                self._user_online(user_id, actions)
         actions.append(Send((conn,), encode("pusher:signin_success", dumps({"user_data": user_data}))))
         watchlist = parsed.get("watchlist")
         if first_time and isinstance(watchlist, list):
@@ -607,8 +634,8 @@ class Hub:
             conn.watchlist = tuple(dict.fromkeys(ids))
             for uid in conn.watchlist:
                 self.watchers.setdefault(uid, set()).add(conn)
-            online = [uid for uid in conn.watchlist if uid in self.users]
-            offline = [uid for uid in conn.watchlist if uid not in self.users]
+            online = [uid for uid in conn.watchlist if self._is_online(uid)]
+            offline = [uid for uid in conn.watchlist if not self._is_online(uid)]
             events = []
             if online:
                 events.append({"name": "online", "user_ids": online})
@@ -618,6 +645,17 @@ class Hub:
                 payload = dumps({"events": events})
                 actions.append(Send((conn,), encode("pusher_internal:watchlist_events", payload)))
         return actions
+
+    def _user_online(self, user_id: str, actions: list[Action]) -> None:
+        """``user_id``'s first connection here signed in."""
+        self._notify_watchers(user_id, "online", actions)
+
+    def _user_offline(self, user_id: str, actions: list[Action]) -> None:
+        """``user_id``'s last signed-in connection here closed."""
+        self._notify_watchers(user_id, "offline", actions)
+
+    def _is_online(self, user_id: str) -> bool:
+        return user_id in self.users
 
     def _notify_watchers(self, user_id: str, state: str, actions: list[Action]) -> None:
         watching = self.watchers.get(user_id)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..exceptions import RestError
 from . import signatures
@@ -19,7 +19,16 @@ from .config import AppConfig
 from .hub import Hub, _new_socket_id
 from .messages import Action, dumps
 
-__all__ = ["Apps", "RestResponse", "handle_rest"]
+__all__ = [
+    "Apps",
+    "ChannelSnapshot",
+    "ChannelView",
+    "RestRequest",
+    "RestResponse",
+    "answer",
+    "handle_rest",
+    "route",
+]
 
 TIMESTAMP_WINDOW = 600  # seconds either side of the server's clock (rest-api.md *Authentication*)
 
@@ -32,14 +41,18 @@ class Apps:
     """The apps one server serves, found by id (REST) or key (WebSocket, ``auth_key``)."""
 
     def __init__(
-        self, configs: Iterable[AppConfig], *, new_socket_id: Callable[[], str] = _new_socket_id
+        self,
+        configs: Iterable[AppConfig],
+        *,
+        new_socket_id: Callable[[], str] = _new_socket_id,
+        hub_class: type[Hub] = Hub,
     ) -> None:
         self.by_id: dict[str, Hub] = {}
         self.by_key: dict[str, Hub] = {}
         for config in configs:
             if config.app_id in self.by_id or config.key in self.by_key:
                 raise ValueError(f"app id {config.app_id} or key {config.key} is configured twice")
-            hub = Hub(config, new_socket_id=new_socket_id)
+            hub = hub_class(config, new_socket_id=new_socket_id)
             self.by_id[config.app_id] = hub
             self.by_key[config.key] = hub
         if not self.by_id:
@@ -59,6 +72,105 @@ class RestResponse:
     hub: Hub | None = None
 
 
+class ChannelView(Protocol):
+    """What the REST queries read about an app's channels: this process's hub, or the whole cluster."""
+
+    def channel_names(self) -> Iterable[str]:
+        """The occupied channels."""
+
+    def occupied(self, name: str) -> bool:
+        """Whether ``name`` has a subscriber."""
+
+    def subscription_count(self, name: str) -> int:
+        """Connections subscribed to ``name``."""
+
+    def user_count(self, name: str) -> int:
+        """Distinct presence members of ``name``."""
+
+    def user_ids(self, name: str) -> list[str]:
+        """The presence members of ``name``."""
+
+
+class _HubView:
+    """One process's channels, read from its hub."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def channel_names(self) -> Iterable[str]:
+        return self.hub.channels
+
+    def occupied(self, name: str) -> bool:
+        return name in self.hub.channels
+
+    def subscription_count(self, name: str) -> int:
+        return self.hub.subscription_count(name)
+
+    def user_count(self, name: str) -> int:
+        return self.hub.user_count(name)
+
+    def user_ids(self, name: str) -> list[str]:
+        channel = self.hub.channels.get(name)
+        return list(channel.members) if channel is not None else []
+
+
+@dataclass
+class ChannelSnapshot:
+    """A :class:`ChannelView` from figures read elsewhere (e.g. the cluster's shared state)."""
+
+    subscriptions: Mapping[str, int]  # occupied channel -> subscribers
+    user_counts: Mapping[str, int] = field(default_factory=dict)
+    users: Mapping[str, list[str]] = field(default_factory=dict)
+
+    def channel_names(self) -> Iterable[str]:
+        return self.subscriptions
+
+    def occupied(self, name: str) -> bool:
+        return self.subscriptions.get(name, 0) > 0
+
+    def subscription_count(self, name: str) -> int:
+        return self.subscriptions.get(name, 0)
+
+    def user_count(self, name: str) -> int:
+        return self.user_counts.get(name, 0)
+
+    def user_ids(self, name: str) -> list[str]:
+        return self.users.get(name, [])
+
+
+@dataclass
+class RestRequest:
+    """An authenticated, validated request to one endpoint of one app, not yet answered.
+
+    ``endpoint`` is ``events``, ``batch_events``, ``channels``, ``channel``, ``users`` or
+    ``terminate``. :meth:`wanted` says which channel figures answering it reads.
+    """
+
+    hub: Hub
+    endpoint: str
+    params: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+    events: list[_Event] = field(default_factory=list)
+    channel: str = ""  # the channel (channel, users) or the user id (terminate)
+    info: list[str] = field(default_factory=list)
+
+    def wanted(self) -> tuple[str, list[str], bool]:
+        """``(kind, channels, user_counts)``: ``("list", [prefix], ...)`` for the channel list,
+        ``("users", [channel], False)``, ``("counts", channels, user_counts)`` or ``("none", [], False)``."""
+        if self.endpoint == "channels":
+            return "list", [self.params.get("filter_by_prefix", "")], "user_count" in self.info
+        if self.endpoint == "users":
+            return "users", [self.channel], False
+        if self.endpoint == "channel":
+            return "counts", [self.channel], "user_count" in self.info
+        if self.endpoint in ("events", "batch_events") and any(e.info for e in self.events):
+            names = list(dict.fromkeys(ch for e in self.events if e.info for ch in e.channels))
+            return "counts", names, any("user_count" in e.info for e in self.events)
+        return "none", [], False
+
+
 def handle_rest(
     apps: Apps,
     method: str,
@@ -70,20 +182,24 @@ def handle_rest(
 ) -> RestResponse:
     """Answer one REST request. Never raises: errors come back as 4xx responses."""
     try:
-        return _handle(apps, method.upper(), path, query, body, now, raw_path or path)
+        request = route(apps, method, path, query, body, now, raw_path)
+        return answer(request, _HubView(request.hub), now)
     except RestError as exc:
         return RestResponse(exc.status, {"error": exc.message})
 
 
-def _handle(
+def route(
     apps: Apps,
     method: str,
     path: str,
     query: Sequence[tuple[str, str]],
     body: bytes,
     now: float,
-    raw_path: str,
-) -> RestResponse:
+    raw_path: str | None = None,
+) -> RestRequest:
+    """Authenticate and validate a request; raises :class:`RestError` (4xx) when it is refused."""
+    method = method.upper()
+    raw_path = raw_path or path
     params = dict(query)
     m_apps = _APPS_RE.match(path)
     m_users = _USERS_RE.match(path) if m_apps is None else None
@@ -111,19 +227,20 @@ def _handle(
 
     if m_users is not None:
         _expect(method, "POST")
-        return RestResponse(200, {}, hub.terminate_user(m_users["user_id"]), hub)
+        return RestRequest(hub, "terminate", params, channel=m_users["user_id"])
 
     assert m_apps is not None
     rest = (m_apps["rest"] or "/").rstrip("/")
     if rest == "/events":
         _expect(method, "POST")
-        return _events(hub, _json_body(body), now)
+        event = _parse_event(hub, _json_body(body), "", single=False)
+        return RestRequest(hub, "events", params, events=[event])
     if rest == "/batch_events":
         _expect(method, "POST")
-        return _batch(hub, _json_body(body), now)
+        return RestRequest(hub, "batch_events", params, events=_parse_batch(hub, _json_body(body)))
     if rest == "/channels":
         _expect(method, "GET")
-        return _channels(hub, params)
+        return RestRequest(hub, "channels", params, info=_channels_attrs(params))
     m = re.fullmatch(r"/channels/([^/]+)(/users)?", rest)
     if m is not None:
         _expect(method, "GET")
@@ -131,13 +248,32 @@ def _handle(
         if not is_valid_channel_name(name, hub.config.max_channel_name_length):
             raise RestError(400, f"Invalid channel name {name!r}")
         if m[2]:
-            return _users(hub, name)
-        return _channel(hub, name, params, now)
+            if channel_kind(name) is not ChannelKind.PRESENCE:
+                raise RestError(400, "Users may only be listed for presence channels")
+            return RestRequest(hub, "users", params, channel=name)
+        return RestRequest(hub, "channel", params, channel=name, info=_channel_attrs(name, params))
     m = re.fullmatch(r"/users/([^/]+)/terminate_connections", rest)
     if m is not None:
         _expect(method, "POST")
-        return RestResponse(200, {}, hub.terminate_user(m[1]), hub)
+        return RestRequest(hub, "terminate", params, channel=m[1])
     raise RestError(404, f"No such endpoint: {method} {path}")
+
+
+def answer(request: RestRequest, view: ChannelView, now: float) -> RestResponse:
+    """Answer a routed request, reading channel figures from ``view``; the actions come with it."""
+    hub = request.hub
+    endpoint = request.endpoint
+    if endpoint == "terminate":
+        return RestResponse(200, {}, hub.terminate_user(request.channel), hub)
+    if endpoint == "events":
+        return _events(hub, request.events[0], view, now)
+    if endpoint == "batch_events":
+        return _batch(hub, request.events, view, now)
+    if endpoint == "channels":
+        return _channels(hub, request.params, request.info, view)
+    if endpoint == "users":
+        return _users(hub, request.channel, view)
+    return _channel(hub, request.channel, request.info, view, now)
 
 
 def _expect(method: str, allowed: str) -> None:
@@ -263,50 +399,52 @@ def _parse_event(hub: Hub, raw: object, where: str, single: bool) -> _Event:
     return _Event(name, text, list(dict.fromkeys(channels)), socket_id, attrs)
 
 
-def _event_info(hub: Hub, event: _Event) -> dict[str, dict[str, int]]:
+def _event_info(view: ChannelView, event: _Event) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for ch in event.channels:
         attrs: dict[str, int] = {}
         if "user_count" in event.info and channel_kind(ch) is ChannelKind.PRESENCE:
-            attrs["user_count"] = hub.user_count(ch)
+            attrs["user_count"] = view.user_count(ch)
         if "subscription_count" in event.info:
-            attrs["subscription_count"] = hub.subscription_count(ch)
+            attrs["subscription_count"] = view.subscription_count(ch)
         out[ch] = attrs
     return out
 
 
-def _events(hub: Hub, body: dict[str, Any], now: float) -> RestResponse:
-    event = _parse_event(hub, body, "", single=False)
+def _events(hub: Hub, event: _Event, view: ChannelView, now: float) -> RestResponse:
     actions = hub.trigger(event.name, event.data, event.channels, now, event.socket_id)
-    answer: dict[str, Any] = {"channels": _event_info(hub, event)} if event.info else {}
-    return RestResponse(200, answer, actions, hub)
+    body: dict[str, Any] = {"channels": _event_info(view, event)} if event.info else {}
+    return RestResponse(200, body, actions, hub)
 
 
-def _batch(hub: Hub, body: dict[str, Any], now: float) -> RestResponse:
+def _parse_batch(hub: Hub, body: dict[str, Any]) -> list[_Event]:
     batch = body.get("batch")
     if not isinstance(batch, list) or not batch:
         raise RestError(400, "'batch' must be a non-empty list of events")
     if len(batch) > hub.config.max_batch_size:
         raise RestError(400, f"Batch of {len(batch)} events; at most {hub.config.max_batch_size} per batch")
     # Validate everything first: a bad batch delivers nothing.
-    events = [_parse_event(hub, raw, f"batch[{i}]: ", single=True) for i, raw in enumerate(batch)]
+    return [_parse_event(hub, raw, f"batch[{i}]: ", single=True) for i, raw in enumerate(batch)]
+
+
+def _batch(hub: Hub, events: list[_Event], view: ChannelView, now: float) -> RestResponse:
     actions: list[Action] = []
     for event in events:
         actions += hub.trigger(event.name, event.data, event.channels, now, event.socket_id)
     if any(e.info for e in events):
-        answer: dict[str, Any] = {
-            "batch": [_event_info(hub, e).get(e.channels[0], {}) if e.info else {} for e in events]
+        body: dict[str, Any] = {
+            "batch": [_event_info(view, e).get(e.channels[0], {}) if e.info else {} for e in events]
         }
     else:
-        answer = {}
-    return RestResponse(200, answer, actions, hub)
+        body = {}
+    return RestResponse(200, body, actions, hub)
 
 
 def _info_attrs(params: dict[str, str]) -> list[str]:
     return [a for a in params.get("info", "").split(",") if a]
 
 
-def _channels(hub: Hub, params: dict[str, str]) -> RestResponse:
+def _channels_attrs(params: dict[str, str]) -> list[str]:
     prefix = params.get("filter_by_prefix", "")
     attrs = _info_attrs(params)
     for a in attrs:
@@ -318,39 +456,46 @@ def _channels(hub: Hub, params: dict[str, str]) -> RestResponse:
             "user_count may only be requested for presence channels - please supply "
             "filter_by_prefix beginning with presence-",
         )
-    out: dict[str, dict[str, int]] = {}
-    for name, channel in hub.channels.items():
-        if not name.startswith(prefix) or channel.kind is ChannelKind.USER:
-            continue
-        out[name] = {"user_count": len(channel.members)} if attrs else {}
-    return RestResponse(200, {"channels": out}, [], hub)
+    return attrs
 
 
-def _channel(hub: Hub, name: str, params: dict[str, str], now: float) -> RestResponse:
+def _channel_attrs(name: str, params: dict[str, str]) -> list[str]:
     attrs = _info_attrs(params)
-    channel = hub.channels.get(name)
-    out: dict[str, Any] = {"occupied": channel is not None}
     for a in attrs:
         if a == "user_count":
             if channel_kind(name) is not ChannelKind.PRESENCE:
                 raise RestError(400, "user_count may only be requested for presence channels")
-            out["user_count"] = hub.user_count(name)
-        elif a == "subscription_count":
-            out["subscription_count"] = hub.subscription_count(name)
         elif a == "cache":
             if not is_cache(name):
                 raise RestError(400, "cache may only be requested for cache channels")
+        elif a != "subscription_count":
+            raise RestError(400, f"Unknown info attribute {a!r}")
+    return attrs
+
+
+def _channels(hub: Hub, params: dict[str, str], attrs: list[str], view: ChannelView) -> RestResponse:
+    prefix = params.get("filter_by_prefix", "")
+    out: dict[str, dict[str, int]] = {}
+    for name in view.channel_names():
+        if not name.startswith(prefix) or channel_kind(name) is ChannelKind.USER:
+            continue
+        out[name] = {"user_count": view.user_count(name)} if attrs else {}
+    return RestResponse(200, {"channels": out}, [], hub)
+
+
+def _channel(hub: Hub, name: str, attrs: list[str], view: ChannelView, now: float) -> RestResponse:
+    out: dict[str, Any] = {"occupied": view.occupied(name)}
+    for a in attrs:
+        if a == "user_count":
+            out["user_count"] = view.user_count(name)
+        elif a == "subscription_count":
+            out["subscription_count"] = view.subscription_count(name)
+        else:  # cache: every process holds the same cache (the cluster delivers every event to each)
             cached = hub.cache_info(name, now)
             if cached is not None:
                 out["cache"] = {"data": cached["data"], "ttl": cached["ttl"]}
-        else:
-            raise RestError(400, f"Unknown info attribute {a!r}")
     return RestResponse(200, out, [], hub)
 
 
-def _users(hub: Hub, name: str) -> RestResponse:
-    if channel_kind(name) is not ChannelKind.PRESENCE:
-        raise RestError(400, "Users may only be listed for presence channels")
-    channel = hub.channels.get(name)
-    users = [{"id": uid} for uid in channel.members] if channel is not None else []
-    return RestResponse(200, {"users": users}, [], hub)
+def _users(hub: Hub, name: str, view: ChannelView) -> RestResponse:
+    return RestResponse(200, {"users": [{"id": uid} for uid in view.user_ids(name)]}, [], hub)

@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, Send, Webhook
 from ..protocol.messages import error_frame
 from ..protocol.rest import handle_rest
+from .adapters import Adapter, LocalAdapter
 from .webhooks import WebhookSender
 
 __all__ = ["PusherServer"]
@@ -64,7 +65,11 @@ class _Peer:
 
 
 class PusherServer:
-    """A Pusher-compatible server for ``apps``, listening on ``host:port`` (0 picks a free port)."""
+    """A Pusher-compatible server for ``apps``, listening on ``host:port`` (0 picks a free port).
+
+    ``adapter`` shares the apps with other processes (:class:`~.adapters.RedisAdapter`); by default
+    this process serves them alone (:class:`~.adapters.LocalAdapter`).
+    """
 
     def __init__(
         self,
@@ -73,8 +78,12 @@ class PusherServer:
         host: str = "127.0.0.1",
         port: int = 6001,
         reuse_port: bool = False,
+        adapter: Adapter | None = None,
     ) -> None:
-        self.apps = Apps(apps)
+        self.adapter = adapter or LocalAdapter()
+        # The clustered adapter, when frames and REST calls must go through it (else a shortcut).
+        self._cluster = self.adapter if self.adapter.clustered else None
+        self.apps = Apps(apps, hub_class=self.adapter.hub_class)
         self.host = host
         self.port = port
         self._reuse_port = reuse_port
@@ -98,6 +107,7 @@ class PusherServer:
     async def start(self) -> None:
         """Bind and start serving; ``self.port`` is the real port afterwards."""
         self.webhooks = WebhookSender()
+        await self.adapter.start(self.apps, self._run)
         app = web.Application(client_max_size=self._max_request + 1024, handler_args=None)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -124,6 +134,7 @@ class PusherServer:
             self._run(hub, hub.shutdown())
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=grace)
+        await self.adapter.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.webhooks is not None:
@@ -194,6 +205,8 @@ class PusherServer:
                 return await self._websocket(request, m[1])
             if request.method == "GET" and request.path in ("/", "/ready", "/health"):
                 return web.json_response({"ok": True})
+            if request.method == "GET" and request.path == "/stats":
+                return web.json_response(self.stats())
             return await self._rest(request)
         except web.HTTPException:
             raise
@@ -216,6 +229,12 @@ class PusherServer:
                 {"error": f"Request body over the limit of {self._max_request} bytes"}, status=413
             )
         raw_path = request.raw_path.split("?", 1)[0]
+        if self._cluster is not None:
+            query = list(request.query.items())
+            resp = await self._cluster.rest(
+                self.apps, request.method, request.path, query, body, time.time(), raw_path
+            )
+            return web.json_response(resp.body, status=resp.status)
         resp = handle_rest(
             self.apps,
             request.method,
@@ -251,6 +270,7 @@ class PusherServer:
         assert transport is not None
         conn, actions = hub.open(time.time(), _Peer(ws, transport))
         self._run(hub, actions)
+        cluster = self._cluster
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -261,14 +281,29 @@ class PusherServer:
                         )
                         self._run(hub, [Send((conn,), ws_error)])
                         continue
-                    self._run(hub, hub.receive(conn, data, time.time()))
+                    if cluster is None:
+                        self._run(hub, hub.receive(conn, data, time.time()))
+                    else:
+                        await cluster.receive(hub, conn, data, time.time())
                 elif msg.type is WSMsgType.BINARY:
                     self._run(hub, hub.receive(conn, msg.data, time.time()))
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
-            self._run(hub, hub.close(conn, time.time()))
+            if cluster is None:
+                self._run(hub, hub.close(conn, time.time()))
+            else:
+                cluster.closed(hub, conn, time.time())
         return ws
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``GET /stats``: connections, webhooks, and the adapter's deliveries."""
+        webhooks = self.webhooks
+        return {
+            "connections": sum(len(hub.connections) for hub in self.apps),
+            "webhooks": {"delivered": webhooks.delivered, "failed": webhooks.failed} if webhooks else {},
+            "adapter": self.adapter.stats(),
+        }
 
     @staticmethod
     def _refusal(hub: Hub | None, key: str, protocol: str | None) -> tuple[int, str] | None:

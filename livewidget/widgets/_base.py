@@ -174,7 +174,12 @@ class LiveWidget(anywidget.AnyWidget):
         self._receiver: Receiver | None = None
         if record:
             self._receiver = Receiver(
-                self._settings, names, self._on_event, self._on_status, user=self._kernel_member()
+                self._settings,
+                names,
+                self._on_event,
+                self._on_status,
+                user=self._kernel_member(),
+                on_internal=self._on_internal,
             ).start()
         else:
             self.status = "disabled"
@@ -235,6 +240,9 @@ class LiveWidget(anywidget.AnyWidget):
         warnings.warn(f"livewidget: {self.title}: {message}", RuntimeWarning, stacklevel=1)
         self._pending_error = message
         self._dirty = True
+
+    def _on_internal(self, event: ClientEvent) -> None:
+        """Presence bookkeeping from the receiver (subscription_succeeded, member_added/removed)."""
 
     def _accepts(self, event: ClientEvent) -> bool:
         return not self.event_filter or event.event in self.event_filter

@@ -157,7 +157,7 @@ def scenario(
 
 def on_target(script: str, target: Target, deadline: float = DEADLINE) -> Any:
     """``scenario`` against the session's target (its WebSocket address, when that differs)."""
-    host, port = target.ws_host or target.host, target.ws_port or target.port
+    host, port = target.ws_address()
     return scenario(script, host, port, target.key, target.secret, deadline)
 
 

@@ -1,0 +1,164 @@
+"""`livewidget publish` and `livewidget tail`: events from and to scripts, as JSON lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from livewidget import _config, _publish
+from livewidget.cli import main
+from livewidget.server import LocalServer
+
+from .listen import Listener, server_url
+
+CLI = [sys.executable, "-m", "livewidget"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer() as s:
+        yield s
+
+
+@pytest.fixture
+def env(server, monkeypatch):
+    """The credentials in the environment only (this process and the commands it starts)."""
+    monkeypatch.setattr(_config, "_process_settings", None)
+    monkeypatch.setenv("LIVEWIDGET_URL", server_url(server))
+    return dict(os.environ)
+
+
+@pytest.fixture
+def listen(server):
+    made: list[Listener] = []
+
+    def make(*channels: str) -> Listener:
+        made.append(Listener(server, *channels))
+        return made[-1]
+
+    yield make
+    for listener in made:
+        listener.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------- publish
+
+
+def test_publish_an_event_prints_nothing(env, listen):
+    """`livewidget publish CHANNEL EVENT DATA` sends DATA (JSON) and prints nothing on success."""
+    listener = listen("cli-one")
+    run = subprocess.run([*CLI, "publish", "cli-one", "done", '{"rows": 3}'], env=env, capture_output=True)
+    assert (run.returncode, run.stdout, run.stderr) == (0, b"", b"")
+    listener.wait(lambda ds: ds == [{"rows": 3}], "done")
+
+
+def test_publish_json_lines_from_stdin_and_text_that_is_not_json(env, listen):
+    """With -, each stdin line is one event; a line that is not JSON goes as text; blanks are skipped."""
+    listener = listen("cli-lines")
+    lines = '{"i": 1}\n\nnot json {\n[1, 2]\n"quoted"\n42\n'
+    run = subprocess.run(
+        [*CLI, "publish", "cli-lines", "row", "-"], env=env, input=lines.encode(), capture_output=True
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, b"", b"")
+    listener.wait(lambda ds: len(ds) == 5, "row")
+    assert listener.data("row") == [{"i": 1}, "not json {", [1, 2], "quoted", 42]
+
+
+def test_publish_without_data_and_with_url(server, listen, monkeypatch, capsys):
+    """DATA is optional (null); --url names the server when the environment does not."""
+    monkeypatch.delenv("LIVEWIDGET_URL", raising=False)
+    monkeypatch.setattr(_config, "_process_settings", None)
+    listener = listen("cli-url")
+    assert main(["publish", "--url", server_url(server), "cli-url", "ping"]) == 0
+    listener.wait(lambda ds: ds == [None], "ping")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_publish_failures_exit_1_with_the_reason(server, env, monkeypatch, capsys):
+    """Unreachable server, bad URL, oversized line: exit status 1 and one clear line on stderr."""
+    monkeypatch.setattr(_publish, "FIRST_BACKOFF", 0.01)
+    port = _closed_port()
+    assert main(["publish", "--url", server_url(server, port=port), "cli-x", "e", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"livewidget publish: publishing to http://127.0.0.1:{port} failed:" in err
+    assert "not delivered" in err and "Connection refused" in err and "auth_signature" not in err
+
+    assert main(["publish", "--url", "ftp://nowhere", "cli-x", "e"]) == 1
+    assert "LIVEWIDGET_URL must look like" in capsys.readouterr().err
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"ok": 1}\n' + json.dumps("x" * 20_000) + "\n"))
+    assert main(["publish", "cli-x", "e", "-"]) == 1
+    assert "line 2: event data is 20000 bytes, over the limit of 10240" in capsys.readouterr().err
+
+
+def test_publish_failure_from_the_command_line(server, env):
+    """The same failure seen from a shell: status 1, nothing on stdout, the reason on stderr."""
+    bad = {**env, "LIVEWIDGET_URL": server_url(server, port=_closed_port())}
+    run = subprocess.run([*CLI, "publish", "cli-x", "e", "1"], env=bad, capture_output=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == b""
+    assert run.stderr.decode().startswith("livewidget publish: publishing to http://127.0.0.1:")
+
+
+# ---------------------------------------------------------------------------------------- tail
+
+
+def _tail(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*CLI, "tail", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("livewidget tail: listening on"), line
+    return proc
+
+
+def test_tail_prints_json_lines_filters_and_stops_after_n(env):
+    """tail prints one JSON object per event (time, channel, event, data, user_id), filtered, -n N."""
+    proc = _tail(env, "cli-t1", "cli-t2", "--events", "a,b", "--events", "c", "-n", "3", "--timeout", "30")
+    main(["publish", "cli-t1", "a", '{"k": 1}'])
+    main(["publish", "cli-t2", "skipped", "1"])
+    main(["publish", "cli-t2", "b", "plain text"])
+    main(["publish", "cli-t1", "c", "[1]"])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["channel"], r["event"], r["data"]) for r in rows] == [
+        ("cli-t1", "a", {"k": 1}),
+        ("cli-t2", "b", "plain text"),
+        ("cli-t1", "c", [1]),
+    ]
+    assert all(set(r) == {"time", "channel", "event", "data", "user_id"} for r in rows)
+    assert all(abs(r["time"] - time.time()) < 60 and r["user_id"] is None for r in rows)
+
+
+def test_tail_timeout_and_ctrl_c(env):
+    """--timeout ends quietly (1 when -n was not met); Ctrl-C ends with status 0."""
+    proc = _tail(env, "cli-quiet", "--timeout", "0.5")
+    assert proc.communicate(timeout=30) == ("", "") and proc.returncode == 0
+    proc = _tail(env, "cli-quiet", "-n", "2", "--timeout", "0.5")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and out == "" and "0 of 2 events in 0.5 s" in err
+    proc = _tail(env, "cli-quiet")
+    proc.send_signal(signal.SIGINT)
+    assert proc.communicate(timeout=30)[0] == "" and proc.returncode == 0
+
+
+def test_tail_refuses_a_bad_channel(env, capsys):
+    """A bad channel name is a usage error, said plainly."""
+    assert main(["tail", "no spaces"]) == 2
+    assert "invalid channel name 'no spaces'" in capsys.readouterr().err
