@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
-.venv/bin/ruff check livewidget tests bench
-.venv/bin/ruff format --check livewidget tests bench
+.venv/bin/ruff check livewidget tests bench docs
+.venv/bin/ruff format --check livewidget tests bench docs
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

@@ -187,6 +187,19 @@ def _tail_parser(sub: Any) -> None:
     _url_option(p)
 
 
+def _demo_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the embedded server, live demo traffic and JupyterLab on the example notebooks",
+        description="Start (or reuse) the embedded server, processes publishing demo traffic (training "
+        "metrics, pool workers' progress, a chat bot) and JupyterLab on 127.0.0.1 on a copy of the example "
+        "notebooks (LIVEWIDGET_DEMO_DIR, default ~/livewidget-demo). Prints the URL; Ctrl-C stops it all.",
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument("--port", type=int, default=None, help="embedded server port, if it must be started")
+    p.add_argument("--lab-port", type=int, default=None, help="JupyterLab port [a free one]")
+
+
 def _data_arg(text: str) -> Any:
     """JSON when it parses, else the text itself."""
     try:
@@ -417,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _server_parser(sub)
     _publish_parser(sub)
     _tail_parser(sub)
+    _demo_parser(sub)
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -435,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _publish(args)
         if args.command == "tail":
             return _tail(args)
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(args.no_browser, args.port, args.lab_port)
     except LivewidgetError as exc:
         print(f"livewidget: {exc}", file=sys.stderr)
         return 2

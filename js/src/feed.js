@@ -19,6 +19,8 @@ import {
 } from "./util.js";
 
 export const MAX_DOM_ROWS = 200; // rows a view keeps in the DOM (the store keeps `max_log`)
+export const FLOOD_ROWS_PER_FRAME = 20; // more new rows than this in one frame: a flood
+export const FLOOD_LOG_FPS = 5; // log repaints per second during a flood
 const PREVIEW_CHARS = 240; // data shown in a collapsed row
 const TITLE_CHARS = 4000; // data in a row's tooltip
 const RATE_REFRESH_MS = 500; // repaint the rate while no event arrives, so it decays to 0
@@ -182,6 +184,7 @@ export class FeedView {
     this.rowOf = new WeakMap(); // row element -> row
     this.texts = new Map(); // what each header node shows now, to skip identical writes
     this._unbind = [];
+    this.lastLogPaint = -Infinity;
     this.schedule = () => {
       if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
     };
@@ -283,6 +286,20 @@ export class FeedView {
     this.frame = null;
     if (this.destroyed) return;
     this._paintHeader();
+    // Under a flood the log cannot be read row by row anyway, and rebuilding up to MAX_DOM_ROWS rows
+    // every frame costs as much DOM work as one row per event: repaint it at most FLOOD_LOG_FPS times a
+    // second then (counters above still update every frame).
+    const now = this.now();
+    const pending = this.store.log.size ? this.store.log.newest(0).seq - this.built.topSeq : 0;
+    if (pending > FLOOD_ROWS_PER_FRAME) {
+      if (now - this.lastLogPaint < 1000 / FLOOD_LOG_FPS) {
+        this.schedule();
+        return;
+      }
+      this.lastLogPaint = now;
+    } else {
+      this.lastLogPaint = -Infinity;
+    }
     this._paintLog();
   }
 

@@ -6,6 +6,7 @@ import Pusher from "pusher-js";
 import "./widget.css";
 import "./chart.css";
 import "./chat.css";
+import "./progress.css";
 import { createWidget } from "./widget.js";
 
 export default createWidget({ Pusher });

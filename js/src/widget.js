@@ -12,6 +12,7 @@ import { initializeChart, renderChart } from "./chart.js";
 import { initializeChat, renderChat } from "./chat.js";
 import { Connection } from "./connection.js";
 import { initializeFeed, renderFeed } from "./feed.js";
+import { initializeProgress, renderProgress } from "./progress.js";
 import { h } from "./util.js";
 
 /** The front ends, by `_kind`. LiveChart, ProgressBoard and Chat will join here. */
@@ -19,6 +20,7 @@ export const KINDS = {
   feed: { initialize: initializeFeed, render: renderFeed },
   chat: { initialize: initializeChat, render: renderChat },
   chart: { initialize: initializeChart, render: renderChart },
+  progress: { initialize: initializeProgress, render: renderProgress },
 };
 
 function paintProblem(el, text) {

@@ -415,3 +415,29 @@ describe("the anywidget module", () => {
     assert.equal(FakePusher.instances.length, 0);
   });
 });
+
+describe("FeedView under a flood", () => {
+  test("repaints the log at most FLOOD_LOG_FPS times a second, and still shows the newest rows", async () => {
+    const { FLOOD_LOG_FPS } = await import("../src/feed.js");
+    const s = session({ channels: ["a"] });
+    const { frames, root } = view(s);
+    frames.frame();
+    let repaints = 0;
+    const log = root.querySelector(".lw-log");
+    let last = log.firstChild;
+    for (let f = 0; f < 60; f++) {
+      // one second at 60 frames: 100 events per frame (6,000 events/s)
+      for (let i = 0; i < 100; i++) s.pusher.deliver("a", "tick", { f, i });
+      s.clock.now += 1000 / 60;
+      frames.frame();
+      if (log.firstChild !== last) repaints += 1;
+      last = log.firstChild;
+    }
+    assert.ok(repaints <= FLOOD_LOG_FPS + 1, `${repaints} log repaints in one second`);
+    assert.ok(repaints >= FLOOD_LOG_FPS - 1, `${repaints} log repaints in one second`);
+    s.clock.now += 1000;
+    frames.frame();
+    assert.equal(root.querySelector(".lw-row .lw-data").textContent, '{"f":59,"i":99}');
+    assert.equal(root.querySelector(".lw-count").textContent, "6000");
+  });
+});

@@ -1,0 +1,195 @@
+"""The example notebooks in real JupyterLab and headless Chromium, and ``livewidget demo`` end to end.
+
+Each notebook is copied into the session's JupyterLab, opened, run top to bottom from the page, and
+must end without an error output and show its widget (the front end's root class). Screenshots of each
+widget go to ``docs/images/`` (committed: the README shows them) and of the page to ``test-artifacts/``.
+
+``livewidget demo --no-browser`` runs as a subprocess with a private runtime folder and demo folder: it
+must print the URL, its JupyterLab must answer ``/api/status``, demo traffic must arrive on the demo
+channels (read with ``livewidget tail -n``), and SIGINT must stop every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from .conftest import _PANEL_JS, ARTIFACTS, REPO, JupyterLab, _alive, _children, _kill_by_pid, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+NOTEBOOKS = REPO / "notebooks"
+IMAGES = REPO / "docs" / "images"
+TAIL = ["-n", "2", "--timeout", "60"]  # two events within 60 s
+RUN_TIMEOUT = 120  # s for a whole notebook to run in the page
+
+# notebook -> (root class of the widget to check and photograph, screenshot name)
+WIDGETS = {
+    "00_live_demo.ipynb": (".lw-chart", "demo-dashboard"),
+    "01_quickstart.ipynb": (".lw-feed", "quickstart-feed"),
+    "02_training_curves.ipynb": (".lw-chart", "training-curves"),
+    "03_parallel_progress.ipynb": (".lw-board", "progress-board"),
+    "04_chat.ipynb": (".lw-chat", "chat"),
+    "05_hosted_pusher.ipynb": (".lw-feed", "other-server-feed"),
+}
+# text the widget must show once the notebook has run
+EXPECT = {
+    "01_quickstart.ipynb": "too-hot",
+    "03_parallel_progress.ipynb": "bad record",
+    "04_chat.ipynb": "It is ",
+    "05_hosted_pusher.ipynb": "from-cli",
+}
+
+
+def test_every_notebook_has_an_e2e_check() -> None:
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == set(WIDGETS)
+
+
+def _errors(nb: Any) -> list[str]:
+    return list(
+        nb.evaluate_panel(
+            """
+            const errors = [];
+            for (const cell of panel.content.widgets) {
+                const outputs = cell.model.outputs;
+                if (!outputs) continue;
+                for (let i = 0; i < outputs.length; i++) {
+                    const o = outputs.get(i).toJSON();
+                    if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue);
+                }
+            }
+            return errors;
+            """
+        )
+    )
+
+
+@pytest.mark.parametrize("name", sorted(WIDGETS), ids=[n.split(".")[0] for n in sorted(WIDGETS)])
+def test_notebook_in_jupyterlab(name: str, notebooks: Any, lab: JupyterLab, frontend: str) -> None:
+    shutil.copyfile(NOTEBOOKS / name, lab.root / name)
+    source = nbformat.read(NOTEBOOKS / name, as_version=4)
+    last = max(i for i, cell in enumerate(source.cells) if cell.cell_type == "code")
+    nb = notebooks(name)
+    nb.run_all()
+    nb.wait_cell_done(last, timeout=RUN_TIMEOUT)
+    assert _errors(nb) == []
+    selector, shot = WIDGETS[name]
+    widget = nb.widget(selector)
+    if name in EXPECT:
+        widget.get_by_text(EXPECT[name]).first.wait_for(state="visible", timeout=20_000)
+    widget.scroll_into_view_if_needed()
+    nb.page.wait_for_timeout(1000)  # let the last events paint
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    widget.screenshot(path=str(IMAGES / f"{shot}.png"))
+    shutil.copyfile(IMAGES / f"{shot}.png", ARTIFACTS / f"notebook-{shot}-widget.png")
+    nb.screenshot(f"notebook-{shot}")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def _read_lines(stream: Any, sink: list[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        sink.append(raw.decode(errors="replace"))
+
+
+def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, artifacts: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "LIVEWIDGET_"))}
+    env.update(
+        LIVEWIDGET_RUNTIME_DIR=str(tmp_path / "run"),
+        LIVEWIDGET_DEMO_DIR=str(tmp_path / "demo"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "jcfg"),
+        JUPYTER_DATA_DIR=str(tmp_path / "jdata"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "jrun"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "jws"),
+        PYTHONUNBUFFERED="1",
+    )
+    (tmp_path / "run").mkdir()
+    lab_port = free_port()
+    cmd = [sys.executable, "-m", "livewidget", "demo", "--no-browser", "--lab-port", str(lab_port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out: list[str] = []
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, out), daemon=True)
+    reader.start()
+    family: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            match = re.search(r"open (http://127\.0\.0\.1:\d+/lab\S*)", "".join(out))
+            url = match.group(1) if match else None
+            time.sleep(0.2)
+        assert url, f"no URL printed; output:\n{''.join(out)}"
+        assert url.startswith(f"http://127.0.0.1:{lab_port}/")
+        token = url.split("token=")[1]
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{lab_port}/api/status?token={token}", timeout=10
+        ) as resp:
+            assert resp.status == 200
+        family = _children(proc.pid)
+        assert len(family) >= 4, family  # 3 traffic processes (+ pool workers) and JupyterLab
+
+        # traffic: training points, worker progress, chat messages
+        for channel, event in (("demo-train", "point"), ("demo-progress", "progress")):
+            tail = subprocess.run(
+                [sys.executable, "-m", "livewidget", "tail", channel, "--events", event, *TAIL],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            assert tail.returncode == 0, tail.stderr
+            assert len(tail.stdout.strip().splitlines()) == 2
+
+        # the demo notebook in a browser, with live traffic (the README's first screenshot)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_function(
+                f"""(path) => {{
+                    const panel = ({_PANEL_JS})(path);
+                    return panel?.sessionContext?.session?.kernel?.status === 'idle';
+                }}""",
+                arg="00_live_demo.ipynb",
+                timeout=90_000,
+                polling=200,
+            )
+            page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            page.locator(".lw-chat").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(5000)  # traffic accumulates
+            page.screenshot(path=str(ARTIFACTS / "demo-lab.png"))
+        finally:
+            context.close()
+    finally:
+        family = sorted(set(family) | set(_children(proc.pid)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        reader.join(5)
+        (ARTIFACTS / "demo-output.log").write_text("".join(out))
+        left = [p for p in family if _alive(p)]
+        _kill_by_pid(left)
+        env_stop = dict(env)
+        subprocess.run(
+            [sys.executable, "-m", "livewidget", "server", "stop"], env=env_stop, timeout=30, check=False
+        )
+    assert proc.returncode == 0, "".join(out)
+    assert "stopped" in "".join(out)
+    assert left == [], f"processes left after SIGINT: {left}"
