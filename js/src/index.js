@@ -3,6 +3,7 @@
 // livewidget/static/widget.js, and the imported CSS into livewidget/static/widget.css.
 
 import Pusher from "pusher-js";
+import "./theme.css";
 import "./widget.css";
 import "./chart.css";
 import "./chat.css";
