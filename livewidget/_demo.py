@@ -6,7 +6,8 @@ daemon keeps running, as it does for notebooks):
 - the embedded server (started, or reused when it already runs; ``--port`` picks its port when it has
   to be started), or the server of ``LIVEWIDGET_URL`` / ``PUSHER_*`` when set;
 - ``training``: a simulated training run, points ``{run, step, loss, val_loss?, accuracy}`` on
-  ``demo-train`` (a :func:`livewidget.points` publisher), a new run every ``TRAIN_STEPS`` steps;
+  ``demo-train`` (a :func:`livewidget.points` publisher), restarted (a new ``run``, ``step`` going on)
+  every ``TRAIN_STEPS`` steps;
 - ``jobs``: batches of shards processed by a multiprocessing pool, each shard a
   :func:`livewidget.progress` bar on ``demo-progress`` under the batch's parent job; now and then a
   shard fails;
@@ -42,7 +43,7 @@ TRAIN_CHANNEL = "demo-train"
 PROGRESS_CHANNEL = "demo-progress"
 CHAT_ROOM = "demo"
 TRAFFIC = ("training", "jobs", "chat")
-TRAIN_STEPS = 600  # steps per simulated run
+TRAIN_STEPS = 1200  # steps per simulated run (a minute)
 STEP_EVERY = 0.05  # s between training steps
 LAB_START_TIMEOUT = 90.0  # s for JupyterLab's /api/status to answer
 STOP_TIMEOUT = 10.0  # s each child gets to stop after SIGTERM before SIGKILL
@@ -158,8 +159,13 @@ def _lab_ready(url: str, token: str) -> bool:
 
 def run_demo(no_browser: bool = False, port: int | None = None, lab_port: int | None = None) -> int:
     """Run the demo until Ctrl-C (or SIGTERM); returns the exit status."""
+    import importlib.util
+
     from ._config import resolve
 
+    if importlib.util.find_spec("jupyterlab") is None:
+        print("livewidget demo needs JupyterLab: pip install 'livewidget[demo]'", file=sys.stderr)
+        return 1
     if port is not None:
         os.environ["LIVEWIDGET_EMBEDDED_PORT"] = str(port)
     settings = resolve()
@@ -295,17 +301,19 @@ def training() -> None:
 
     rng = random.Random()
     run = 0
+    step = 0  # global: a new run (a warm restart) continues the x axis instead of drawing over it
     with points(TRAIN_CHANNEL, "point", interval=0.2) as pts:
         while True:
             run += 1
             lr = rng.uniform(0.6, 1.4)
             floor = rng.uniform(0.05, 0.2)
-            for step in range(TRAIN_STEPS):
-                progress = step / TRAIN_STEPS
+            for i in range(TRAIN_STEPS):
+                step += 1
+                progress = i / TRAIN_STEPS
                 loss = floor + 2.3 * math.exp(-4 * lr * progress) + rng.gauss(0, 0.04)
                 point: dict[str, Any] = {"run": run, "step": step, "loss": round(max(loss, 0.01), 4)}
                 point["accuracy"] = round(min(0.99, 1 - loss / 2.5 + rng.gauss(0, 0.01)), 4)
-                if step % 20 == 0:
+                if i % 20 == 0:
                     point["val_loss"] = round(loss * 1.08 + 0.03 + rng.gauss(0, 0.02), 4)
                 pts.add(point)
                 time.sleep(STEP_EVERY)
@@ -365,11 +373,11 @@ def chat() -> None:
 
     bot = Chat(CHAT_ROOM, user={"id": "demo-bot", "name": "Demo bot", "color": "#7c3aed"})
     news = [
-        "Training run started: loss is falling. Open the training notebook to watch it.",
-        "Batch finished; one shard failed with a corrupt record (see the progress board).",
-        "Validation loss is tracking the training loss: no overfitting yet.",
-        "Tip: `livewidget tail demo-train -n 5` prints these points from a shell.",
-        "Reminder: everything here goes through the embedded Pusher-compatible server.",
+        "Hi! I am the demo bot. Say hello, or ask me for the status.",
+        "The charts come from a separate training process, straight through the Pusher server.",
+        "4 pool workers report progress with livewidget.progress; now and then a shard fails on purpose.",
+        "Tip: `livewidget tail demo-train -n 5` prints the training points from a shell.",
+        "Everything here goes through the embedded Pusher-compatible server on 127.0.0.1.",
     ]
 
     def answer(message: dict[str, Any]) -> None:

@@ -6,6 +6,9 @@ also come from a ``LIVEWIDGET_*`` environment variable; an explicit option wins.
 ``livewidget publish CHANNEL EVENT [DATA|-]`` and ``livewidget tail CHANNEL...`` publish and print
 events (JSON lines) for scripts and cron jobs, with the settings widgets use (``--url``, then
 ``LIVEWIDGET_URL`` / ``PUSHER_*``, then the embedded server).
+
+``livewidget demo`` runs the embedded server, demo traffic and JupyterLab on the example notebooks
+(:mod:`livewidget._demo`).
 """
 
 from __future__ import annotations

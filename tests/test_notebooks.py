@@ -47,7 +47,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> str:
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A kernel spec for this interpreter (``python3`` may resolve to another Python)."""
     base = tmp_path_factory.mktemp("kernels")
     spec = base / "kernels" / "livewidget-test"
@@ -55,9 +55,16 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> str:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec_json = {"argv": argv, "display_name": "livewidget tests", "language": "python"}
     (spec / "kernel.json").write_text(json.dumps(spec_json))
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(base), os.environ.get("JUPYTER_PATH")]))
-    assert "livewidget-test" in KernelSpecManager().find_kernel_specs()
-    return "livewidget-test"
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(base), saved]))
+    try:
+        assert "livewidget-test" in KernelSpecManager().find_kernel_specs()
+        yield "livewidget-test"
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved
 
 
 def test_there_are_notebooks() -> None:

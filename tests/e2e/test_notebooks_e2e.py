@@ -11,6 +11,7 @@ channels (read with ``livewidget tail -n``), and SIGINT must stop every process 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -124,6 +125,7 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, out), daemon=True)
     reader.start()
     family: list[int] = []
+    daemon = 0
     try:
         deadline = time.monotonic() + 120
         url = None
@@ -138,7 +140,9 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             f"http://127.0.0.1:{lab_port}/api/status?token={token}", timeout=10
         ) as resp:
             assert resp.status == 200
-        family = _children(proc.pid)
+        # the embedded server daemon (started by the demo, so its child until it exits) keeps running
+        daemon = int(json.loads((tmp_path / "run" / "server.json").read_text())["pid"])
+        family = [p for p in _children(proc.pid) if p != daemon]
         assert len(family) >= 4, family  # 3 traffic processes (+ pool workers) and JupyterLab
 
         # traffic: training points, worker progress, chat messages
@@ -154,7 +158,7 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             assert len(tail.stdout.strip().splitlines()) == 2
 
         # the demo notebook in a browser, with live traffic (the README's first screenshot)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context = browser.new_context(viewport={"width": 1280, "height": 1500})
         try:
             page = context.new_page()
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
@@ -170,11 +174,19 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             page.locator(".lw-chat").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(5000)  # traffic accumulates
+            toast = page.locator(".Toastify__toast button", has_text="No")
+            if toast.count():  # JupyterLab's "get notified about news?" toast covers the chat
+                toast.first.click(timeout=5_000)
+                page.wait_for_timeout(500)
+            page.evaluate("() => document.querySelector('.lw-chart')?.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "demo-lab.png"))
+            IMAGES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ARTIFACTS / "demo-lab.png", IMAGES / "demo-lab.png")
         finally:
             context.close()
     finally:
-        family = sorted(set(family) | set(_children(proc.pid)))
+        family = sorted((set(family) | set(_children(proc.pid))) - {daemon})
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
@@ -183,13 +195,15 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
                 proc.kill()
                 proc.wait(10)
         reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
         (ARTIFACTS / "demo-output.log").write_text("".join(out))
         left = [p for p in family if _alive(p)]
         _kill_by_pid(left)
-        env_stop = dict(env)
-        subprocess.run(
-            [sys.executable, "-m", "livewidget", "server", "stop"], env=env_stop, timeout=30, check=False
-        )
+        daemon_survived = daemon > 0 and _alive(daemon)
+        stop = [sys.executable, "-m", "livewidget", "server", "stop"]
+        subprocess.run(stop, env=env, timeout=30, check=False, capture_output=True)
     assert proc.returncode == 0, "".join(out)
     assert "stopped" in "".join(out)
     assert left == [], f"processes left after SIGINT: {left}"
+    assert daemon_survived, "the embedded server should keep running after the demo"
