@@ -190,6 +190,7 @@ export class ChartStore extends Emitter {
     if (this.settings.x === null) this.xKind = "time";
     this.received = 0; // live points accepted (plotted) since the start
     this.seeded = 0; // points taken from the kernel's record or `extend`
+    this.extendsApplied = 0; // extend() calls already included (by a `points` message or the record)
     this.skipped = 0; // points not drawn at all (no usable x, or no usable y)
     this.bad = 0; // y values shown as gaps (null, NaN, not a number, not positive on a log axis)
     this.historySkipped = 0; // the kernel's counts for what it recorded before this browser was live
@@ -367,6 +368,8 @@ export class ChartStore extends Emitter {
     const until = this.liveFrom === null ? Infinity : this.liveFrom - LIVE_MARGIN_MS;
     const since = this.seedUntil;
     const n = this.addColumns(cols, (t) => t > since && t < until);
+    // The record includes these extend() calls: their `points` messages, if still on the way, repeat it.
+    this.extendsApplied = Math.max(this.extendsApplied, Number(cols.header.extends) || 0);
     if (this.liveFrom === null) {
       this.historySkipped = Number(cols.header.skipped) || 0;
       this.historyBad = Number(cols.header.bad) || 0;
@@ -376,12 +379,15 @@ export class ChartStore extends Emitter {
 
   _onCustom(msg, buffers) {
     if (!msg || msg.type !== "points") return;
+    const seq = Number(msg.seq) || 0;
+    if (!msg.reset && seq && seq <= this.extendsApplied) return; // the record had it already
     if (msg.reset) {
       this.reset();
       this.structure += 1;
     }
     const cols = decodeColumns(buffers?.[0]);
     if (cols) this.addColumns(cols);
+    if (seq) this.extendsApplied = Math.max(this.extendsApplied, seq);
     this.emit("change");
   }
 

@@ -56,10 +56,12 @@ function bare(overrides = {}) {
 }
 
 /** The binary columns chart.py's encode_columns writes (the same layout, built here). */
-function encodeColumns({ t, x, ys, fields, groups = null, g = null, xKind = "number", skipped = 0, bad = 0 }) {
+function encodeColumns({
+  t, x, ys, fields, groups = null, g = null, xKind = "number", skipped = 0, bad = 0, extends: ext = 0,
+}) {
   const n = x.length;
   const header = new TextEncoder().encode(
-    JSON.stringify({ n, fields, groups, x_kind: xKind, skipped, bad }),
+    JSON.stringify({ n, fields, groups, x_kind: xKind, skipped, bad, extends: ext }),
   );
   const start = Math.ceil((8 + header.length) / 8) * 8;
   const size = start + 8 * n * (2 + fields.length) + (groups ? 4 * n : 0);
@@ -683,5 +685,30 @@ describe("createWidget", () => {
     cleanup();
     assert.equal(FakePusher.last().disconnected, true);
     assert.equal(model.listenerCount(), 0);
+  });
+});
+
+describe("extend() racing the record", () => {
+  test("a points message the record already includes is not drawn twice, in either order", () => {
+    const cols = (extendsN) =>
+      encodeColumns({ t: [T0 - 10, T0 - 10], x: [1, 2], ys: [[5, 6]], fields: ["loss"], extends: extendsN });
+    // the record first, then the (late) message of the same extend() call
+    const a = bare();
+    a.model.set("_backfill", cols(1));
+    a.model.trigger("msg:custom", { type: "points", seq: 1 }, [cols(0)]);
+    a.store.flush();
+    assert.equal(a.store.size, 2);
+    // the message first, then the record
+    const b = bare();
+    b.model.trigger("msg:custom", { type: "points", seq: 1 }, [cols(0)]);
+    b.model.set("_backfill", cols(1));
+    b.store.flush();
+    assert.equal(b.store.size, 2);
+    // a newer extend() is drawn
+    b.model.trigger("msg:custom", { type: "points", seq: 2 }, [
+      encodeColumns({ t: [T0 - 5], x: [3], ys: [[7]], fields: ["loss"] }),
+    ]);
+    b.store.flush();
+    assert.equal(b.store.size, 3);
   });
 });

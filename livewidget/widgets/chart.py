@@ -311,6 +311,9 @@ class LiveChart(LiveWidget):
         self._bad = 0
         self._backfill_dirty = False
         self._last_backfill = 0.0
+        # extend() calls so far: the record (`_backfill`) says how many it includes, so a view that
+        # got the record first ignores the `points` messages it already covers (they race).
+        self._extend_seq = 0
         default_title = f"{', '.join(fields)} · {', '.join(names)}"
         super().__init__(
             channel,
@@ -427,11 +430,13 @@ class LiveChart(LiveWidget):
     def _encode_window(self) -> bytes:
         with self._lock_points:
             rows = list(self._window)
-            skipped, bad = self._skipped, self._bad
+            skipped, bad, extends = self._skipped, self._bad, self._extend_seq
         if self._span > 0 and rows:
             newest = max(r[1] for r in rows)
             rows = [r for r in rows if r[1] >= newest - self._span]
-        return encode_columns(rows, self._fields, self._by_field is not None, self._x_kind, skipped, bad)
+        return encode_columns(
+            rows, self._fields, self._by_field is not None, self._x_kind, skipped, bad, extends
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -464,6 +469,8 @@ class LiveChart(LiveWidget):
         now = time.time()
         added: list[tuple[float, float, str, tuple[float, ...]]] = []
         with self._lock_points:
+            self._extend_seq += 1
+            seq = self._extend_seq
             if reset:
                 self._window.clear()
                 self._store.clear()
@@ -480,7 +487,7 @@ class LiveChart(LiveWidget):
         payload = encode_columns(
             added[-limit:], self._fields, self._by_field is not None, self._x_kind, skipped, bad
         )
-        message: dict[str, Any] = {"type": "points"}
+        message: dict[str, Any] = {"type": "points", "seq": seq}
         if reset:
             message["reset"] = True
         if not self._closed:
@@ -551,8 +558,12 @@ def encode_columns(
     x_kind: str | None,
     skipped: int = 0,
     bad: int = 0,
+    extends: int = 0,
 ) -> bytes:
-    """Points ``(t ms, x, group, ys)`` in the binary column format of the module docstring."""
+    """Points ``(t ms, x, group, ys)`` in the binary column format of the module docstring.
+
+    ``extends`` is the number of :meth:`LiveChart.extend` calls the record includes.
+    """
     rows = list(rows)
     n = len(rows)
     groups: dict[str, int] = {}
@@ -567,6 +578,7 @@ def encode_columns(
         "x_kind": x_kind,
         "skipped": skipped,
         "bad": bad,
+        "extends": extends,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     parts = [_MAGIC, struct.pack("<I", len(head)), head, b"\0" * (-(8 + len(head)) % 8)]

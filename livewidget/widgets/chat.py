@@ -530,7 +530,9 @@ class Chat(LiveWidget):
     def messages(self) -> list[dict[str, Any]]:
         """Every recorded message (up to ``max_rows``), oldest first, as dicts (see :meth:`on_message`)."""
         with self._lock:
-            return [dict(m) for m in sorted(self._msgs.values(), key=lambda m: (m["t"], m["id"]))]
+            # Stable over arrival order: messages sent in the same millisecond keep their order
+            # (ids are random, so they must not break ties).
+            return [dict(m) for m in sorted(self._msgs.values(), key=lambda m: m["t"])]
 
     @property
     def df(self) -> Any:

@@ -248,7 +248,7 @@ def test_extend_sends_binary_points_to_open_views_and_records_them(make_chart, c
     assert chart.extend(df) == 3
     messages = [(d, b) for _, _, d, b in comms if (d or {}).get("method") == "custom"]
     content, buffers = messages[-1]
-    assert content["content"] == {"type": "points"}
+    assert content["content"] == {"type": "points", "seq": 1}
     assert len(buffers) == 1
     cols = decode(bytes(buffers[0]))
     assert cols["x"] == [1.0, 2.0, 3.0]
@@ -256,7 +256,7 @@ def test_extend_sends_binary_points_to_open_views_and_records_them(make_chart, c
     assert len(chart.df) == 3 and list(chart.df["step"]) == [1, 2, 3]
     chart.clear()
     content, buffers = [(d, b) for _, _, d, b in comms if (d or {}).get("method") == "custom"][-1]
-    assert content["content"] == {"type": "points", "reset": True}
+    assert content["content"] == {"type": "points", "seq": 2, "reset": True}
     assert len(chart.df) == 0 and len(chart._window) == 0
 
 
@@ -343,6 +343,7 @@ def test_encoding_is_what_chart_js_decodes():
     assert out["h"] == {"n": 2, "fields": ["loss", "acc"], "groups": ["a", "b"], "x_kind": "number"} | {
         "skipped": 3,
         "bad": 1,
+        "extends": 0,
     }
     assert out["t"] == [1000, 2000] and out["x"] == [1.5, 2.5] and out["g"] == [0, 1]
     assert out["y"] == [["0.25", "-Infinity"], ["NaN", "7"]]
