@@ -1,7 +1,10 @@
 """End-to-end harness: a real JupyterLab, Debian Chromium driven by Playwright, the embedded Pusher server.
 
-One of each per pytest session (starting JupyterLab and loading its page are the slow parts, about
-6 s and 15 s on 2 cores), one notebook and one browser page per test:
+One of each per run of this package (starting JupyterLab and loading its page are the slow parts,
+about 6 s and 15 s on 2 cores), one notebook and one browser page per test. Package scope, not
+session: between its sync calls Playwright leaves its event loop marked as running in the main
+thread, which breaks every asyncio test run after it ("Cannot run the event loop while another loop
+is running") until ``browser`` is torn down.
 
 - ``pusher_server``: :class:`livewidget.server.LocalServer` in this process; the kernels find it through
   ``LIVEWIDGET_URL`` in JupyterLab's environment, the tests publish to it with the official SDK (``sdk``).
@@ -577,7 +580,7 @@ class NotebookPage:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Path:
     """Debian's Chromium; the e2e tests FAIL (not skip) without it: CI installs it."""
     if not CHROMIUM.exists():
@@ -590,7 +593,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     for stale in [*ARTIFACTS.glob("*-failure.png"), *ARTIFACTS.glob("*-console.log")]:
@@ -598,7 +601,7 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def frontend() -> str:
     """The built front end (livewidget/static/widget.js); fails clearly while it is the placeholder."""
     text = BUNDLE.read_text()
@@ -611,14 +614,14 @@ def frontend() -> str:
     return text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pusher_server() -> Iterator[LocalServer]:
     """The Pusher-compatible server every kernel of the session talks to (through LIVEWIDGET_URL)."""
     with LocalServer() as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sdk(pusher_server: LocalServer) -> pusher.Pusher:
     """The official `pusher` SDK, publishing to ``pusher_server`` from outside the kernels."""
     return pusher.Pusher(
@@ -632,7 +635,7 @@ def sdk(pusher_server: LocalServer) -> pusher.Pusher:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(
     chromium: Path, artifacts: Path, pusher_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterLab]:
@@ -652,7 +655,7 @@ def lab(
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: Path) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
