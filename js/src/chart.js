@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, Emitter, formatRate, h, RateMeter } from "./util.js";
+import { bytesToText, Emitter, formatRate, h, RateMeter, ViewBase } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -550,8 +550,9 @@ function formatNumber(v) {
 }
 
 /** One view of a LiveChart: uPlot in `el`, redrawn on animation frames; `destroy()` undoes everything. */
-export class ChartView {
+export class ChartView extends ViewBase {
   constructor(model, el, session, deps = {}) {
+    super();
     this.model = model;
     this.el = el;
     this.conn = session.conn;
@@ -575,8 +576,6 @@ export class ChartView {
     this.zoomed = false; // the last mouse-up ended a zoom or a pan: not a click that resumes
     this.paints = 0; // redraws with new data (for tests and benchmarks)
     this.paintMs = 0; // how long the last of them took (flush + setData), ms
-    this.texts = new Map();
-    this._unbind = [];
     this.schedule = () => {
       if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
     };
@@ -661,25 +660,10 @@ export class ChartView {
     return this;
   }
 
-  _listen(node, type, fn, options) {
-    node.addEventListener(type, fn, options);
-    this._unbind.push(() => node.removeEventListener(type, fn, options));
-  }
-
   _onModel(name, fn) {
     const event = `change:${name}`;
     this.model.on(event, fn);
     this._unbind.push(() => this.model.off(event, fn));
-  }
-
-  _text(key, node, text) {
-    if (this.texts.get(key) === text) return;
-    this.texts.set(key, text);
-    node.textContent = text;
-  }
-
-  _attr(node, name, value) {
-    if (node.getAttribute(name) !== value) node.setAttribute(name, value);
   }
 
   /** Stop following the live data (a zoom or a pan); the store keeps receiving. */

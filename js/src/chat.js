@@ -11,7 +11,7 @@
 // in livewidget/widgets/chat.py.
 
 import { renderMarkdown } from "./markdown.js";
-import { decodeJsonLines, Emitter, h } from "./util.js";
+import { decodeJsonLines, Emitter, h, ViewBase } from "./util.js";
 
 export const EVENTS = {
   message: "client-chat-message",
@@ -642,8 +642,9 @@ export function initializeChat(model, conn, deps) {
 const STATE_LABELS = { queued: "sending…", sent: "sent", received: "" };
 
 /** One view of a Chat. Paints on animation frames; `destroy()` removes every listener it added. */
-export class ChatView {
+export class ChatView extends ViewBase {
   constructor(model, el, session, deps = {}) {
+    super();
     this.model = model;
     this.el = el;
     this.conn = session.conn;
@@ -656,9 +657,7 @@ export class ChatView {
     this.built = { generation: -1, count: 0 };
     this.elById = new Map();
     this.pending = new Set(); // ids of own messages not sent yet
-    this.texts = new Map();
     this.forceBottom = true;
-    this._unbind = [];
     this.schedule = () => {
       if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
     };
@@ -736,17 +735,6 @@ export class ChatView {
     }
     this.paint();
     return this;
-  }
-
-  _listen(node, type, fn) {
-    node.addEventListener(type, fn);
-    this._unbind.push(() => node.removeEventListener(type, fn));
-  }
-
-  _text(key, node, text) {
-    if (this.texts.get(key) === text) return;
-    this.texts.set(key, text);
-    node.textContent = text;
   }
 
   _grow() {

@@ -16,6 +16,7 @@ import {
   RateMeter,
   RingBuffer,
   truncate,
+  ViewBase,
 } from "./util.js";
 
 export const MAX_DOM_ROWS = 200; // rows a view keeps in the DOM (the store keeps `max_log`)
@@ -163,8 +164,9 @@ function fullText(row) {
 }
 
 /** One view of a Feed. Paints on animation frames; `destroy()` removes every listener it added. */
-export class FeedView {
+export class FeedView extends ViewBase {
   constructor(model, el, session, deps = {}) {
+    super();
     this.model = model;
     this.el = el;
     this.conn = session.conn;
@@ -182,8 +184,6 @@ export class FeedView {
     this.built = { generation: -1, query: null, capacity: -1, topSeq: 0 };
     this.expanded = new WeakSet();
     this.rowOf = new WeakMap(); // row element -> row
-    this.texts = new Map(); // what each header node shows now, to skip identical writes
-    this._unbind = [];
     this.lastLogPaint = -Infinity;
     this.schedule = () => {
       if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
@@ -264,21 +264,6 @@ export class FeedView {
     this._unbind.push(() => this.clearInterval(timer));
     this.paint();
     return this;
-  }
-
-  _listen(node, type, fn) {
-    node.addEventListener(type, fn);
-    this._unbind.push(() => node.removeEventListener(type, fn));
-  }
-
-  _text(key, node, text) {
-    if (this.texts.get(key) === text) return;
-    this.texts.set(key, text);
-    node.textContent = text;
-  }
-
-  _attr(node, name, value) {
-    if (node.getAttribute(name) !== value) node.setAttribute(name, value);
   }
 
   /** Bring the DOM up to date with the store, the connection and the model (one animation frame). */

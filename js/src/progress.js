@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { Emitter, h } from "./util.js";
+import { Emitter, h, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -419,8 +419,9 @@ const STATUS_LABELS = { running: "running", done: "done", failed: "failed", canc
 const STATUS_ICONS = { running: "", done: "✓", failed: "✕", cancelled: "–" };
 
 /** One view of a board. Paints on animation frames; `destroy()` removes every listener it added. */
-export class ProgressView {
+export class ProgressView extends ViewBase {
   constructor(model, el, session, deps = {}) {
+    super();
     this.model = model;
     this.el = el;
     this.conn = session.conn;
@@ -438,8 +439,6 @@ export class ProgressView {
     this.expanded = new Set(); // parents shown open in this view
     this.rows = new Map(); // job -> {el, parts}
     this.groupEls = new Map(); // parent -> {el, parts, list}
-    this.texts = new Map();
-    this._unbind = [];
     this.schedule = () => {
       if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
     };
@@ -496,19 +495,8 @@ export class ProgressView {
     return this;
   }
 
-  _listen(node, type, fn) {
-    node.addEventListener(type, fn);
-    this._unbind.push(() => node.removeEventListener(type, fn));
-  }
-
   _text(node, text) {
     if (node.textContent !== text) node.textContent = text;
-  }
-
-  _attr(node, name, value) {
-    if (value === null) {
-      if (node.hasAttribute(name)) node.removeAttribute(name);
-    } else if (node.getAttribute(name) !== value) node.setAttribute(name, value);
   }
 
   /** The notification toggle: asking permission needs this click (browsers refuse it otherwise). */

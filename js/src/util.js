@@ -218,3 +218,32 @@ export function h(doc, tag, className, text) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
+
+/**
+ * What every widget view shares: listeners removed on cleanup, and DOM writes skipped when nothing
+ * changed (a repaint per animation frame must not touch what did not change).
+ */
+export class ViewBase {
+  constructor() {
+    this._unbind = [];
+    this.texts = new Map(); // what each keyed node shows now
+  }
+
+  _listen(node, type, fn, options) {
+    node.addEventListener(type, fn, options);
+    this._unbind.push(() => node.removeEventListener(type, fn, options));
+  }
+
+  _text(key, node, text) {
+    if (this.texts.get(key) === text) return;
+    this.texts.set(key, text);
+    node.textContent = text;
+  }
+
+  /** Set `name` to `value`, or remove it when `value` is null. */
+  _attr(node, name, value) {
+    if (value === null) {
+      if (node.hasAttribute(name)) node.removeAttribute(name);
+    } else if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+  }
+}
