@@ -552,22 +552,11 @@ function formatNumber(v) {
 /** One view of a LiveChart: uPlot in `el`, redrawn on animation frames; `destroy()` undoes everything. */
 export class ChartView extends ViewBase {
   constructor(model, el, session, deps = {}) {
-    super();
-    this.model = model;
-    this.el = el;
-    this.conn = session.conn;
-    this.store = session.store;
+    super(model, el, session, deps);
     this.uPlot = deps.uPlot || uPlotDefault;
-    this.doc = el.ownerDocument || globalThis.document;
-    const win = (this.win = this.doc.defaultView || globalThis);
-    this.raf = deps.requestAnimationFrame || win.requestAnimationFrame?.bind(win) || ((fn) => setTimeout(fn, 16));
-    this.caf = deps.cancelAnimationFrame || win.cancelAnimationFrame?.bind(win) || ((id) => clearTimeout(id));
-    this.setInterval = deps.setInterval || ((fn, ms) => setInterval(fn, ms));
-    this.clearInterval = deps.clearInterval || ((id) => clearInterval(id));
+    const win = this.win;
     this.ResizeObserver = deps.ResizeObserver === undefined ? win.ResizeObserver : deps.ResizeObserver;
     this.MutationObserver = deps.MutationObserver === undefined ? win.MutationObserver : deps.MutationObserver;
-    this.now = deps.now || (() => Date.now());
-    this.frame = null;
     this.plot = null;
     this.built = { structure: -1, version: -1, options: -1, width: 0 };
     this.optionsVersion = 0; // bumped when a trait that shapes the plot changes
@@ -970,13 +959,9 @@ export class ChartView extends ViewBase {
   }
 
   destroy() {
-    this.destroyed = true;
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
-    for (const off of this._unbind.splice(0)) off();
+    super.destroy();
     this.plot?.destroy();
     this.plot = null;
-    this.root?.remove();
   }
 }
 

@@ -644,16 +644,7 @@ const STATE_LABELS = { queued: "sending…", sent: "sent", received: "" };
 /** One view of a Chat. Paints on animation frames; `destroy()` removes every listener it added. */
 export class ChatView extends ViewBase {
   constructor(model, el, session, deps = {}) {
-    super();
-    this.model = model;
-    this.el = el;
-    this.conn = session.conn;
-    this.store = session.store;
-    this.doc = el.ownerDocument || globalThis.document;
-    const win = this.doc.defaultView || globalThis;
-    this.raf = deps.requestAnimationFrame || win.requestAnimationFrame?.bind(win) || ((fn) => setTimeout(fn, 16));
-    this.caf = deps.cancelAnimationFrame || win.cancelAnimationFrame?.bind(win) || ((id) => clearTimeout(id));
-    this.frame = null;
+    super(model, el, session, deps);
     this.built = { generation: -1, count: 0 };
     this.elById = new Map();
     this.pending = new Set(); // ids of own messages not sent yet
@@ -933,14 +924,6 @@ export class ChatView extends ViewBase {
     this._text("note", this.noteEl, text);
     this.noteEl.hidden = !text;
     this.noteEl.classList.toggle("lw-warn", notes.some((n) => n.kind === "warn"));
-  }
-
-  destroy() {
-    this.destroyed = true;
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
-    for (const off of this._unbind.splice(0)) off();
-    this.root?.remove();
   }
 }
 

@@ -166,20 +166,7 @@ function fullText(row) {
 /** One view of a Feed. Paints on animation frames; `destroy()` removes every listener it added. */
 export class FeedView extends ViewBase {
   constructor(model, el, session, deps = {}) {
-    super();
-    this.model = model;
-    this.el = el;
-    this.conn = session.conn;
-    this.store = session.store;
-    this.doc = el.ownerDocument || globalThis.document;
-    const win = this.doc.defaultView || globalThis;
-    // Host functions are wrapped: called as methods of this view they would throw "Illegal invocation".
-    this.raf = deps.requestAnimationFrame || win.requestAnimationFrame?.bind(win) || ((fn) => setTimeout(fn, 16));
-    this.caf = deps.cancelAnimationFrame || win.cancelAnimationFrame?.bind(win) || ((id) => clearTimeout(id));
-    this.setInterval = deps.setInterval || ((fn, ms) => setInterval(fn, ms));
-    this.clearInterval = deps.clearInterval || ((id) => clearInterval(id));
-    this.now = deps.now || (() => Date.now());
-    this.frame = null;
+    super(model, el, session, deps);
     this.query = "";
     this.built = { generation: -1, query: null, capacity: -1, topSeq: 0 };
     this.expanded = new WeakSet();
@@ -432,14 +419,6 @@ export class FeedView extends ViewBase {
     if (open) this.expanded.add(row);
     else this.expanded.delete(row);
     this._fill(el, el.querySelector(".lw-data"), row, open);
-  }
-
-  destroy() {
-    this.destroyed = true;
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
-    for (const off of this._unbind.splice(0)) off();
-    this.root?.remove();
   }
 }
 

@@ -421,20 +421,9 @@ const STATUS_ICONS = { running: "", done: "✓", failed: "✕", cancelled: "–"
 /** One view of a board. Paints on animation frames; `destroy()` removes every listener it added. */
 export class ProgressView extends ViewBase {
   constructor(model, el, session, deps = {}) {
-    super();
-    this.model = model;
-    this.el = el;
-    this.conn = session.conn;
-    this.store = session.store;
-    this.doc = el.ownerDocument || globalThis.document;
-    const win = this.doc.defaultView || globalThis;
-    this.raf = deps.requestAnimationFrame || win.requestAnimationFrame?.bind(win) || ((fn) => setTimeout(fn, 16));
-    this.caf = deps.cancelAnimationFrame || win.cancelAnimationFrame?.bind(win) || ((id) => clearTimeout(id));
-    this.setInterval = deps.setInterval || ((fn, ms) => setInterval(fn, ms));
-    this.clearInterval = deps.clearInterval || ((id) => clearInterval(id));
-    this.now = deps.now || (() => Date.now());
+    super(model, el, session, deps);
+    const win = this.win;
     this.Notification = "Notification" in deps ? deps.Notification : win.Notification;
-    this.frame = null;
     this.paints = 0;
     this.expanded = new Set(); // parents shown open in this view
     this.rows = new Map(); // job -> {el, parts}
@@ -824,14 +813,6 @@ export class ProgressView extends ViewBase {
     this._text(parts.detail, detail);
     parts.detail.hidden = !detail;
     parts.detail.title = errors.join("\n");
-  }
-
-  destroy() {
-    this.destroyed = true;
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
-    for (const off of this._unbind.splice(0)) off();
-    this.root?.remove();
   }
 }
 

@@ -224,9 +224,33 @@ export function h(doc, tag, className, text) {
  * changed (a repaint per animation frame must not touch what did not change).
  */
 export class ViewBase {
-  constructor() {
+  /** A view of `model` painted into `el`, from the model's `session` ({conn, store}); `deps` for tests. */
+  constructor(model, el, session, deps = {}) {
     this._unbind = [];
     this.texts = new Map(); // what each keyed node shows now
+    this.model = model;
+    this.el = el;
+    this.conn = session.conn;
+    this.store = session.store;
+    this.doc = el.ownerDocument || globalThis.document;
+    const win = (this.win = this.doc.defaultView || globalThis);
+    // Host functions are wrapped: called as methods of a view they would throw "Illegal invocation".
+    this.raf = deps.requestAnimationFrame || win.requestAnimationFrame?.bind(win) || ((fn) => setTimeout(fn, 16));
+    this.caf = deps.cancelAnimationFrame || win.cancelAnimationFrame?.bind(win) || ((id) => clearTimeout(id));
+    this.setInterval = deps.setInterval || ((fn, ms) => setInterval(fn, ms));
+    this.clearInterval = deps.clearInterval || ((id) => clearInterval(id));
+    this.now = deps.now || (() => Date.now());
+    this.frame = null; // the animation frame requested for the next paint
+    this.destroyed = false;
+  }
+
+  /** Remove listeners and the DOM (the cleanup `render` returns). */
+  destroy() {
+    this.destroyed = true;
+    if (this.frame !== null) this.caf(this.frame);
+    this.frame = null;
+    for (const off of this._unbind.splice(0)) off();
+    this.root?.remove();
   }
 
   _listen(node, type, fn, options) {
