@@ -31,6 +31,7 @@ log = logging.getLogger("livewidget.server")
 # /app/{key}, after any path prefix (pusher-js wsPath; reference §1.1)
 _WS_PATH = re.compile(r"\A(?:.*)/app/([^/]+)/?\Z")
 _FRAME_TOO_BIG_FACTOR = 4  # aiohttp's own hard cap, as a multiple of max_frame_size
+_LINGER = 3.0  # seconds a refused client gets to finish sending and read its close frame
 
 
 def _text_frame(payload: bytes) -> bytes:
@@ -44,13 +45,34 @@ def _text_frame(payload: bytes) -> bytes:
 
 
 class _PusherWebSocket(web.WebSocketResponse):
-    """aiohttp closes an oversized frame with 1009; the protocol wants a 4xxx code (reference §1.11)."""
+    """aiohttp closes an oversized frame with 1009; the protocol wants a 4xxx code (reference §1.11).
+
+    aiohttp refuses such a frame from its header, while the client is still sending the rest. Closing the
+    socket then, with bytes unread, makes the kernel answer with a reset that destroys the close frame
+    before the client reads it. So after a refusal the transport stays open, its input discarded (aiohttp
+    drops what arrives once the parser has failed), until the client closes or :data:`_LINGER` passes:
+    RFC 6455 §7.1.1, the server waits for the client to close the TCP connection.
+    """
+
+    refused_frame = False
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG:
             # 4100: pusher-js backs off and reconnects; only this connection is affected.
             code, message = CloseCode.OVER_CAPACITY, b"Frame over the size limit"
+            self.refused_frame = True
         return await super().close(code=code, message=message, drain=drain)
+
+    def _close_transport(self) -> None:
+        if not self.refused_frame:  # after a refusal, linger() closes it
+            super()._close_transport()
+
+    async def linger(self, transport: asyncio.Transport) -> None:
+        """Wait (bounded) for the client to close after a refused frame, then close the transport."""
+        deadline = time.monotonic() + _LINGER
+        while not transport.is_closing() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # aiohttp offers no connection-lost future to wait on
+        transport.close()
 
 
 class _Peer:
@@ -294,6 +316,8 @@ class PusherServer:
                 self._run(hub, hub.close(conn, time.time()))
             else:
                 cluster.closed(hub, conn, time.time())
+        if ws.refused_frame:
+            await ws.linger(transport)
         return ws
 
     def stats(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import socket
+import struct
 import time
 
 import aiohttp
@@ -75,10 +76,19 @@ async def test_answering_pings_keeps_the_socket():
             assert not ws.closed
 
 
-def _raw_ws(port: int, key: str) -> socket.socket:
-    """A WebSocket client socket with a tiny receive buffer that we then stop reading."""
+def _masked_frame(payload: bytes, *, length: int | None = None) -> bytes:
+    """A client-to-server text frame (RFC 6455 §5.2); ``length`` may claim more than ``payload`` holds."""
+    n = len(payload) if length is None else length
+    head = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _raw_ws(port: int, key: str, *, rcvbuf: int | None = 4096) -> socket.socket:
+    """A WebSocket client socket subscribed to ``flood``; by default with a tiny receive buffer."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     nonce = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -91,9 +101,7 @@ def _raw_ws(port: int, key: str) -> socket.socket:
         head += sock.recv(1)
     assert b" 101 " in head
     payload = json.dumps({"event": "pusher:subscribe", "data": {"channel": "flood"}}).encode()
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(bytes((0x81, 0x80 | len(payload))) + mask + masked)
+    sock.sendall(_masked_frame(payload))
     return sock
 
 
@@ -142,6 +150,52 @@ async def test_frame_limits():
             other, _ = await open_ws(session, server)
             await other.send_json({"event": "pusher:ping", "data": {}})
             assert (await other.receive_json(timeout=5))["event"] == "pusher:pong"
+
+
+def _read_close_code(sock: socket.socket, timeout: float) -> int:
+    """Read frames until the server's close frame and return its code (RFC 6455 §5.5.1)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)  # a reset here is the bug: the close frame was thrown away
+        assert chunk, f"connection ended without a close frame after {buf[-60:]!r}"
+        buf += chunk
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            start = 2 if n < 126 else 4 if n == 126 else 10
+            if len(buf) < start:
+                break
+            if n >= 126:
+                n = int.from_bytes(buf[2:start], "big")
+            if len(buf) < start + n:
+                break
+            opcode, body, buf = buf[0] & 0x0F, buf[start : start + n], buf[start + n :]
+            if opcode == 0x8:
+                return int(struct.unpack("!H", body[:2])[0])
+
+
+@pytest.mark.asyncio
+async def test_frame_refused_mid_upload_still_gets_its_close_frame():
+    """The server refuses a huge frame from its header, while the client is still sending it.
+
+    Closing the socket with the rest of the frame unread would make the kernel answer with a reset that
+    destroys the 4100 close frame before the client reads it; the server must read and discard until
+    the client stops (RFC 6455 §7.1.1) so the client learns why it was closed.
+    """
+    with LocalServer(max_frame_size=1024) as server:
+        sock = _raw_ws(server.port, server.key, rcvbuf=None)
+        total = 4 * 1024 * 1024
+        sock.sendall(_masked_frame(b"", length=total))
+        await asyncio.sleep(0.2)  # the server has parsed the header and refused the frame by now
+        chunk = b"x" * 65536
+        for _ in range(total // len(chunk) // 2):  # half of it, then stop as a client that gave up would
+            sock.sendall(chunk)
+        assert await asyncio.to_thread(_read_close_code, sock, 5.0) == 4100
+        sock.close()
+        deadline = time.monotonic() + 5
+        while n_connections(server) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert n_connections(server) == 0
 
 
 @pytest.mark.asyncio
