@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,24 @@ def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = STOP_TIMEOUT) -
                 os.kill(pid, signal.SIGKILL)
 
 
+def lab_command(port: int, root: Path, *, token: str, extra: Sequence[str] = ()) -> list[str]:
+    """``jupyter lab`` on 127.0.0.1:``port`` serving ``root``, as the demo and the browser tests start it.
+
+    ``window.jupyterapp`` is exposed for scripted checks; the news feed is off (its toast covers widgets).
+    """
+    cmd = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        *extra,
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
 def _lab_ready(url: str, token: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as resp:
@@ -210,22 +229,7 @@ def run_demo(no_browser: bool = False, port: int | None = None, lab_port: int | 
                     start_new_session=True,
                 )
             )
-        lab_cmd = [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={lab_port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={folder}",
-            "--LabApp.news_url=None",
-            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, for scripted checks
-        ]
-        if os.geteuid() == 0:
-            lab_cmd.append("--allow-root")
+        lab_cmd = lab_command(lab_port, folder, token=token)
         lab = subprocess.Popen(
             lab_cmd, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, Emitter, formatRate, h, RateMeter, ViewBase } from "./util.js";
+import { bytesToText, formatRate, h, RateMeter, StoreBase, ViewBase } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -161,21 +161,17 @@ export function decodeColumns(value) {
  * The model-level state of a LiveChart: the points in the window, as uPlot's aligned columns, with
  * counters. Emits `"change"` when something new is buffered or the settings change.
  */
-export class ChartStore extends Emitter {
+export class ChartStore extends StoreBase {
   /**
    * @param {object} model  the anywidget model (or anything with get/on/off)
    * @param {import("./connection.js").Connection | null} conn  emits "event" (null in tests)
    * @param {object} deps  `{now?}`
    */
   constructor(model, conn, deps = {}) {
-    super();
-    this.model = model;
-    this.conn = conn;
-    this.now = deps.now || (() => Date.now());
+    super(model, conn, deps);
     this.settings = settingsOf(model);
     this.meter = new RateMeter();
     this._filter = new Set();
-    this._unbind = [];
     this.reset();
   }
 
@@ -204,10 +200,7 @@ export class ChartStore extends Emitter {
   }
 
   start() {
-    const on = (event, fn) => {
-      this.model.on(event, fn);
-      this._unbind.push(() => this.model.off(event, fn));
-    };
+    const on = (event, fn) => this._onModel(event, fn);
     this._filter = new Set(this.model.get("event_filter") || []);
     on("change:event_filter", () => {
       this._filter = new Set(this.model.get("event_filter") || []);
@@ -505,11 +498,6 @@ export class ChartStore extends Emitter {
   data() {
     return [this.xs, ...this.series.map((s) => s.values)];
   }
-
-  close() {
-    for (const off of this._unbind.splice(0)) off();
-    this.removeAll();
-  }
 }
 
 function groupName(v) {
@@ -619,13 +607,15 @@ export class ChartView extends ViewBase {
 
     this._listen(this.pauseEl, "click", () => this.resume());
     this._unbind.push(this.store.on("change", this.schedule), this.conn.on("change", this.schedule));
-    for (const name of ["status", "error", "count", "title", "channels"]) this._onModel(name, this.schedule);
+    for (const name of ["status", "error", "count", "title", "channels"]) {
+      this._onModel(`change:${name}`, this.schedule);
+    }
     const reshape = () => {
       this.optionsVersion += 1;
       this.schedule();
     };
     for (const name of ["kind", "x_label", "y_label", "log_x", "log_y", "xlim", "ylim", "height", "colors"]) {
-      this._onModel(name, reshape);
+      this._onModel(`change:${name}`, reshape);
     }
     const timer = this.setInterval(this.schedule, RATE_REFRESH_MS);
     this._unbind.push(() => this.clearInterval(timer));
@@ -647,12 +637,6 @@ export class ChartView extends ViewBase {
     }
     this.paint();
     return this;
-  }
-
-  _onModel(name, fn) {
-    const event = `change:${name}`;
-    this.model.on(event, fn);
-    this._unbind.push(() => this.model.off(event, fn));
   }
 
   /** Stop following the live data (a zoom or a pan); the store keeps receiving. */

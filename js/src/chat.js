@@ -11,7 +11,7 @@
 // in livewidget/widgets/chat.py.
 
 import { renderMarkdown } from "./markdown.js";
-import { decodeJsonLines, Emitter, h, ViewBase } from "./util.js";
+import { decodeJsonLines, h, StoreBase, ViewBase } from "./util.js";
 
 export const EVENTS = {
   message: "client-chat-message",
@@ -110,17 +110,14 @@ function isNumber(v) {
 }
 
 /** The model-level state of a Chat. Emits `"change"`. */
-export class ChatStore extends Emitter {
+export class ChatStore extends StoreBase {
   /**
    * @param {object} model  the anywidget model
    * @param {import("./connection.js").Connection} conn  the model's connection
    * @param {object} deps  `{now?, random?, setTimeout?, clearTimeout?, defer?}`
    */
   constructor(model, conn, deps = {}) {
-    super();
-    this.model = model;
-    this.conn = conn;
-    this.now = deps.now || (() => Date.now());
+    super(model, conn, deps);
     this.random = deps.random || Math.random;
     this.setTimer = deps.setTimeout || ((fn, ms) => setTimeout(fn, ms));
     this.clearTimer = deps.clearTimeout || ((id) => clearTimeout(id));
@@ -152,15 +149,11 @@ export class ChatStore extends Emitter {
     this._pumpTimer = null;
     this._errorBound = null;
     this._closed = false;
-    this._unbind = [];
     this._onError = (err) => this._connectionError(err);
   }
 
   start() {
-    const on = (event, fn) => {
-      this.model.on(event, fn);
-      this._unbind.push(() => this.model.off(event, fn));
-    };
+    const on = (event, fn) => this._onModel(event, fn);
     on("change:_history", () => this.seedHistory());
     on("change:me", () => this.emit("change"));
     this._unbind.push(
@@ -625,11 +618,10 @@ export class ChatStore extends Emitter {
 
   close() {
     this._closed = true;
-    for (const off of this._unbind.splice(0)) off();
     if (this._errorBound) this._errorBound.unbind("error", this._onError);
     for (const id of this._timers) this.clearTimer(id);
     this._timers.clear();
-    this.removeAll();
+    super.close();
   }
 }
 
@@ -720,9 +712,7 @@ export class ChatView extends ViewBase {
 
     this._unbind.push(this.store.on("change", this.schedule), this.conn.on("change", this.schedule));
     for (const name of ["status", "error", "title"]) {
-      const event = `change:${name}`;
-      this.model.on(event, this.schedule);
-      this._unbind.push(() => this.model.off(event, this.schedule));
+      this._onModel(`change:${name}`, this.schedule);
     }
     this.paint();
     return this;

@@ -9,12 +9,12 @@ import {
   dataPretty,
   dataText,
   decodeJsonLines,
-  Emitter,
   formatRate,
   formatTime,
   h,
   RateMeter,
   RingBuffer,
+  StoreBase,
   truncate,
   ViewBase,
 } from "./util.js";
@@ -32,17 +32,14 @@ function maxLog(model) {
 }
 
 /** The model-level state of a Feed: the event log, counts and rate. Emits `"change"`. */
-export class FeedStore extends Emitter {
+export class FeedStore extends StoreBase {
   /**
    * @param {object} model  the anywidget model
    * @param {import("./connection.js").Connection} conn  the model's connection (emits "event")
    * @param {object} deps  `{now?}`
    */
   constructor(model, conn, deps = {}) {
-    super();
-    this.model = model;
-    this.conn = conn;
-    this.now = deps.now || (() => Date.now());
+    super(model, conn, deps);
     this.log = new RingBuffer(maxLog(model));
     this.meter = new RateMeter();
     this.received = 0; // live events accepted (after event_filter) since the start
@@ -51,14 +48,10 @@ export class FeedStore extends Emitter {
     this.liveSince = null; // receive time of the first live event
     this._seq = 0;
     this._filter = new Set();
-    this._unbind = [];
   }
 
   start() {
-    const on = (event, fn) => {
-      this.model.on(event, fn);
-      this._unbind.push(() => this.model.off(event, fn));
-    };
+    const on = (event, fn) => this._onModel(event, fn);
     this._readFilter();
     on("change:event_filter", () => this._filterChanged());
     on("change:max_log", () => this._resize());
@@ -133,11 +126,6 @@ export class FeedStore extends Emitter {
     this.log.reset(this.log.toArray(), maxLog(this.model));
     this.generation += 1;
     this.emit("change");
-  }
-
-  close() {
-    for (const off of this._unbind.splice(0)) off();
-    this.removeAll();
   }
 }
 
@@ -243,9 +231,7 @@ export class FeedView extends ViewBase {
 
     this._unbind.push(this.store.on("change", this.schedule), this.conn.on("change", this.schedule));
     for (const name of ["status", "error", "count", "dropped", "title", "channels"]) {
-      const event = `change:${name}`;
-      this.model.on(event, this.schedule);
-      this._unbind.push(() => this.model.off(event, this.schedule));
+      this._onModel(`change:${name}`, this.schedule);
     }
     const timer = this.setInterval(this.schedule, RATE_REFRESH_MS);
     this._unbind.push(() => this.clearInterval(timer));

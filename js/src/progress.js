@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { Emitter, h, ViewBase } from "./util.js";
+import { h, StoreBase, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -184,12 +184,9 @@ function parseState(data) {
  * The model-level state of a board: `jobs` (job → latest state, with `_received` ms), the aggregates,
  * and the notifications. Emits `"change"` (a view coalesces them per animation frame).
  */
-export class ProgressStore extends Emitter {
+export class ProgressStore extends StoreBase {
   constructor(model, conn, deps = {}) {
-    super();
-    this.model = model;
-    this.conn = conn;
-    this.now = deps.now || (() => Date.now());
+    super(model, conn, deps);
     this.setTimeout = deps.setTimeout || ((fn, ms) => setTimeout(fn, ms));
     this.clearTimeout = deps.clearTimeout || ((id) => clearTimeout(id));
     this.Notification = "Notification" in deps ? deps.Notification : globalThis.Notification;
@@ -202,14 +199,10 @@ export class ProgressStore extends Emitter {
     this._pending = []; // notifications waiting for the batch timer
     this._timer = null;
     this._order = 0; // first-seen order of jobs: rows keep their place while they update
-    this._unbind = [];
   }
 
   start() {
-    const on = (event, fn) => {
-      this.model.on(event, fn);
-      this._unbind.push(() => this.model.off(event, fn));
-    };
+    const on = (event, fn) => this._onModel(event, fn);
     on("change:jobs", () => this.seed());
     this._unbind.push(this.conn.on("event", (row) => this.add(row)));
     this.seed(true);
@@ -381,8 +374,7 @@ export class ProgressStore extends Emitter {
   close() {
     if (this._timer !== null) this.clearTimeout(this._timer);
     this._timer = null;
-    for (const off of this._unbind.splice(0)) off();
-    this.removeAll();
+    super.close();
   }
 }
 
@@ -472,9 +464,7 @@ export class ProgressView extends ViewBase {
 
     this._unbind.push(this.store.on("change", this.schedule), this.conn.on("change", this.schedule));
     for (const name of ["status", "error", "title", "channels", "notify"]) {
-      const event = `change:${name}`;
-      this.model.on(event, this.schedule);
-      this._unbind.push(() => this.model.off(event, this.schedule));
+      this._onModel(`change:${name}`, this.schedule);
     }
     const timer = this.setInterval(() => {
       if (this.store.counts().running) this.schedule();

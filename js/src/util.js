@@ -36,6 +36,41 @@ export class Emitter {
   }
 }
 
+/** `model.on(event, fn)`, undone by the function pushed onto `unbind` (stores and views share it). */
+function onModel(model, unbind, event, fn) {
+  model.on(event, fn);
+  unbind.push(() => model.off(event, fn));
+}
+
+/**
+ * What the widget stores share: the model-level state of one widget model, fed by its connection.
+ * Listeners added with `_onModel` (or pushed onto `_unbind`) are removed by `close()`.
+ */
+export class StoreBase extends Emitter {
+  /**
+   * @param {object} model  the anywidget model (or anything with get/on/off)
+   * @param {import("./connection.js").Connection | null} conn  the model's connection (emits "event")
+   * @param {object} deps  `{now?}` and what each store documents
+   */
+  constructor(model, conn, deps = {}) {
+    super();
+    this.model = model;
+    this.conn = conn;
+    this.now = deps.now || (() => Date.now());
+    this._unbind = [];
+  }
+
+  /** Call `fn` on the model's `event` ("change:<trait>", "msg:custom") until `close()`. */
+  _onModel(event, fn) {
+    onModel(this.model, this._unbind, event, fn);
+  }
+
+  close() {
+    for (const off of this._unbind.splice(0)) off();
+    this.removeAll();
+  }
+}
+
 /** A fixed-capacity FIFO: pushing onto a full buffer drops the oldest item. */
 export class RingBuffer {
   constructor(capacity) {
@@ -251,6 +286,11 @@ export class ViewBase {
     this.frame = null;
     for (const off of this._unbind.splice(0)) off();
     this.root?.remove();
+  }
+
+  /** Call `fn` on the model's `event` until `destroy()`. */
+  _onModel(event, fn) {
+    onModel(this.model, this._unbind, event, fn);
   }
 
   _listen(node, type, fn, options) {

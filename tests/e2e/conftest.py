@@ -30,7 +30,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +41,7 @@ import nbformat
 import pusher
 import pytest
 
+from livewidget._demo import lab_command
 from livewidget.server import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,24 +226,12 @@ class JupyterLab:
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
-            cmd = [
-                sys.executable,
-                "-m",
-                "jupyter",
-                "lab",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--ServerApp.ip=127.0.0.1",
-                "--ServerApp.port_retries=0",
-                "--IdentityProvider.token=",
-                "--ServerApp.password=",
-                "--ServerApp.disable_check_xsrf=True",
-                "--LabApp.expose_app_in_browser=True",
-                "--LabApp.news_url=None",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                f"--ServerApp.root_dir={self.root}",
-            ]
+            cmd = lab_command(
+                self.port,
+                self.root,
+                token="",
+                extra=("--ServerApp.password=", "--ServerApp.disable_check_xsrf=True"),
+            )
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
             self.proc = subprocess.Popen(
                 cmd,
