@@ -1,6 +1,6 @@
 """Feed in headless Chromium: publish-to-DOM latency, and keeping up with 10,000 events/s.
 
-    .venv/bin/python bench/bench_feed_browser.py [--seconds 10]
+    .venv/bin/python bench/bench_feed_browser.py [--seconds 10] [--profile] [--trace]
 
 Not a test. The bundle (``livewidget/static/widget.js``) runs in a plain page with a minimal anywidget
 model (the front end alone, no kernel), next to a raw baseline on the same page: a native WebSocket
@@ -113,13 +113,54 @@ ws.onmessage = (m) => {
   if (MODE === "raw") { raw.prepend(row); if (raw.childElementCount > 200) raw.lastElementChild.remove(); }
   B.rawCount++; B.raw.push(Date.now() / 1000 - d.ts);
 };
+// lag = now - publish time of the newest row shown (the rows carry it; a row's own time is its receipt)
+const newestTs = () => {
+  const cell = document.querySelector("#feed .lw-row .lw-data");
+  try { return JSON.parse(cell.title || cell.textContent).ts; } catch (e) { return null; }
+};
 setInterval(() => {
-  const c = Number(document.querySelector(".lw-count")?.textContent || 0);
+  const c = Number(document.querySelector(".lw-count")?.textContent.replace(/[^0-9]/g, "") || 0);
+  const ts = newestTs();
   B.feedLag.push({ t: performance.now(), frames: B.frames, count: c,
-    lag: Date.now() - Number(document.querySelector(".lw-feed")?.dataset.latestT || 0) });
+    lag: ts === null ? 0 : Date.now() - ts * 1000 });
 }, 250);
 window.benchReady = true;
 </script></body></html>"""
+
+
+def print_profile(profile: dict[str, Any], top: int = 25) -> None:
+    """Self time per function of a CDP ``Profiler`` profile, the largest first."""
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    dt: dict[int, float] = {}
+    for node_id, delta in zip(profile["samples"], profile["timeDeltas"], strict=False):
+        dt[node_id] = dt.get(node_id, 0.0) + delta / 1000
+    by_fn: dict[str, float] = {}
+    for node_id, ms in dt.items():
+        f = nodes[node_id]["callFrame"]
+        name = f["functionName"] or "(anonymous)"
+        where = f"{name} {Path(f['url']).name}:{f['lineNumber'] + 1}:{f['columnNumber']}"
+        by_fn[where] = by_fn.get(where, 0.0) + ms
+    total = sum(by_fn.values()) or 1.0
+    print(f"Feed page CPU profile during the flood ({total / 1000:.1f} s sampled), self time:")
+    for where, ms in sorted(by_fn.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {ms / total:6.1%}  {ms:8.0f} ms  {where}")
+
+
+def print_trace(trace: dict[str, Any], when: str, top: int = 20) -> None:
+    """Time of the renderer's main thread by trace event name (complete events, not nested)."""
+    events = trace.get("traceEvents", trace)
+    main = {
+        (e["pid"], e["tid"])
+        for e in events
+        if e.get("name") == "thread_name" and e.get("args", {}).get("name") == "CrRendererMain"
+    }
+    by_name: dict[str, float] = {}
+    for e in events:
+        if (e.get("pid"), e.get("tid")) in main and e.get("ph") == "X" and "dur" in e:
+            by_name[e["name"]] = by_name.get(e["name"], 0.0) + e["dur"] / 1000
+    print(f"Feed page renderer main thread {when}, total ms by event (nested events overlap):")
+    for name, ms in sorted(by_name.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {ms:9.0f} ms  {name}")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -135,6 +176,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--profile", action="store_true", help="CPU profile of the Feed page during the flood")
+    ap.add_argument("--trace", action="store_true", help="main-thread time by kind, Feed page at 100/s")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -186,6 +229,9 @@ def main() -> None:
 
         def publish_run(mode: str) -> tuple[int, dict[str, Any]]:
             page = open_page(mode)
+            tracing = args.trace and mode == "feed"
+            if tracing:
+                browser.start_tracing(page=page, categories=["devtools.timeline", "blink", "v8"])
             proc = subprocess.run(
                 [sys.executable, "-c", PUBLISHER, channel, "100", str(args.seconds)],
                 capture_output=True,
@@ -195,6 +241,8 @@ def main() -> None:
                 check=True,
             )
             time.sleep(1.5)
+            if tracing:
+                print_trace(json.loads(browser.stop_tracing()), "at 100 events/s")
             result = page.evaluate("window.bench")
             page.close()
             return int(proc.stdout.split()[-1]), result
@@ -210,6 +258,13 @@ def main() -> None:
                     data = json.dumps({"ts": now, "i": base + k})
                     server.server._run(hub, hub.trigger("tick", data, [channel], now))
 
+            if args.trace and mode == "feed":
+                browser.start_tracing(page=page, categories=["devtools.timeline", "blink", "v8"])
+            cdp = None
+            if args.profile and mode == "feed":
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.start")
             start = time.monotonic()
             while (elapsed := time.monotonic() - start) < args.seconds:
                 due = int(elapsed * FLOOD) - injected
@@ -220,6 +275,10 @@ def main() -> None:
                 else:
                     time.sleep(0.002)
             time.sleep(2.0)
+            if cdp is not None:
+                print_profile(cdp.send("Profiler.stop")["profile"])
+            if args.trace and mode == "feed":
+                print_trace(json.loads(browser.stop_tracing()), "during the flood")
             result = page.evaluate("window.bench")
             page.close()
             return injected, result

@@ -553,9 +553,6 @@ export class ChartView extends ViewBase {
     this.zoomed = false; // the last mouse-up ended a zoom or a pan: not a click that resumes
     this.paints = 0; // redraws with new data (for tests and benchmarks)
     this.paintMs = 0; // how long the last of them took (flush + setData), ms
-    this.schedule = () => {
-      if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
-    };
   }
 
   mount() {

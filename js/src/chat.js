@@ -641,9 +641,7 @@ export class ChatView extends ViewBase {
     this.elById = new Map();
     this.pending = new Set(); // ids of own messages not sent yet
     this.forceBottom = true;
-    this.schedule = () => {
-      if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
-    };
+    this.eager = deps.eager ?? true;
   }
 
   mount() {

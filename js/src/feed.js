@@ -160,9 +160,7 @@ export class FeedView extends ViewBase {
     this.expanded = new WeakSet();
     this.rowOf = new WeakMap(); // row element -> row
     this.lastLogPaint = -Infinity;
-    this.schedule = () => {
-      if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
-    };
+    this.eager = deps.eager ?? true;
   }
 
   mount() {

@@ -420,9 +420,6 @@ export class ProgressView extends ViewBase {
     this.expanded = new Set(); // parents shown open in this view
     this.rows = new Map(); // job -> {el, parts}
     this.groupEls = new Map(); // parent -> {el, parts, list}
-    this.schedule = () => {
-      if (this.frame === null && !this.destroyed) this.frame = this.raf(() => this.paint());
-    };
   }
 
   mount() {
@@ -516,8 +513,7 @@ export class ProgressView extends ViewBase {
   }
 
   paint() {
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
+    this._cancelFrame();
     if (this.destroyed) return;
     this.paints += 1;
     this._paintHeader();

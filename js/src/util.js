@@ -258,6 +258,9 @@ export function h(doc, tag, className, text) {
  * What every widget view shares: listeners removed on cleanup, and DOM writes skipped when nothing
  * changed (a repaint per animation frame must not touch what did not change).
  */
+const EAGER = -1; // ViewBase.frame while a paint waits for a microtask rather than a frame
+export const EAGER_GAP_MS = 16; // an eager view idle for about a frame paints at once
+
 export class ViewBase {
   /** A view of `model` painted into `el`, from the model's `session` ({conn, store}); `deps` for tests. */
   constructor(model, el, session, deps = {}) {
@@ -275,15 +278,34 @@ export class ViewBase {
     this.setInterval = deps.setInterval || ((fn, ms) => setInterval(fn, ms));
     this.clearInterval = deps.clearInterval || ((id) => clearInterval(id));
     this.now = deps.now || (() => Date.now());
-    this.frame = null; // the animation frame requested for the next paint
+    this.frame = null; // the animation frame requested for the next paint (EAGER: a microtask)
     this.destroyed = false;
+    this.eager = false; // text views set it: paint at once when idle, rather than on the next frame
+    this.lastPaintAt = Number.NEGATIVE_INFINITY; // when schedule() last painted
+    const paint = () => {
+      this.lastPaintAt = this.now();
+      this.paint();
+    };
+    /** Ask for a paint: coalesced to one per animation frame, or at once after a quiet frame. */
+    this.schedule = () => {
+      if (this.frame !== null || this.destroyed) return;
+      if (this.eager && this.now() - this.lastPaintAt >= EAGER_GAP_MS) {
+        // An event after a quiet spell shows now, not up to a frame later (publish-to-DOM latency);
+        // the microtask still merges what the same task changes. Under load this falls back to frames.
+        this.frame = EAGER;
+        queueMicrotask(() => {
+          if (this.frame === EAGER) paint();
+        });
+      } else {
+        this.frame = this.raf(paint);
+      }
+    };
   }
 
   /** Remove listeners and the DOM (the cleanup `render` returns). */
   destroy() {
     this.destroyed = true;
-    if (this.frame !== null) this.caf(this.frame);
-    this.frame = null;
+    this._cancelFrame();
     for (const off of this._unbind.splice(0)) off();
     this.root?.remove();
   }
@@ -291,6 +313,12 @@ export class ViewBase {
   /** Call `fn` on the model's `event` until `destroy()`. */
   _onModel(event, fn) {
     onModel(this.model, this._unbind, event, fn);
+  }
+
+  /** Forget the paint asked for (a frame is cancelled; an EAGER microtask finds `frame` changed). */
+  _cancelFrame() {
+    if (this.frame !== null && this.frame !== EAGER) this.caf(this.frame);
+    this.frame = null;
   }
 
   _listen(node, type, fn, options) {

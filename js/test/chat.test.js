@@ -91,6 +91,7 @@ function view(s) {
   const el = dom.container();
   const v = new ChatView(s.model, el, s, {
     requestAnimationFrame: frames.requestAnimationFrame,
+    eager: false, // frames run by hand; the eager path has its own test
     cancelAnimationFrame: frames.cancelAnimationFrame,
   }).mount();
   return { v, el, frames, root: el.querySelector(".lw-chat") };

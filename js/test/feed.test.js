@@ -3,6 +3,7 @@ import { after, afterEach, beforeEach, describe, test } from "node:test";
 
 import { Connection } from "../src/connection.js";
 import { FeedStore, FeedView, MAX_DOM_ROWS } from "../src/feed.js";
+import { EAGER_GAP_MS } from "../src/util.js";
 import { createWidget } from "../src/widget.js";
 import { FakeModel, FakePusher, historyBytes, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
@@ -45,6 +46,7 @@ function view(s) {
   const v = new FeedView(s.model, el, s, {
     ...s.deps,
     requestAnimationFrame: frames.requestAnimationFrame,
+    eager: false, // frames run by hand; the eager path has its own test
     cancelAnimationFrame: frames.cancelAnimationFrame,
     setInterval: (fn) => intervals.push(fn),
     clearInterval: () => intervals.pop(),
@@ -250,6 +252,40 @@ describe("FeedView", () => {
     assert.equal(after[3], first, "existing rows are kept, not rebuilt");
   });
 
+  test("eager: an event after a quiet frame shows at once; a burst waits for the next frame", async () => {
+    const s = session({ channels: ["a"], max_log: 100 });
+    const frames = new ManualFrames();
+    const v = new FeedView(s.model, dom.container(), s, {
+      ...s.deps,
+      requestAnimationFrame: frames.requestAnimationFrame,
+      cancelAnimationFrame: frames.cancelAnimationFrame,
+      setInterval: () => 0,
+      clearInterval: () => {},
+    }).mount();
+    const rows = () => v.root.querySelectorAll(".lw-row").length;
+    const requested = frames.requested;
+    s.clock.now += 100;
+    s.pusher.deliver("a", "tick", { i: 0 });
+    assert.equal(rows(), 0, "painted in a microtask, not inside the message handler");
+    await Promise.resolve();
+    assert.equal(rows(), 1, "the first event after a quiet spell is shown without waiting for a frame");
+    assert.equal(frames.requested, requested, "no animation frame was needed");
+    for (let i = 1; i <= 50; i++) s.pusher.deliver("a", "tick", { i }); // the same instant: a burst
+    await Promise.resolve();
+    assert.equal(rows(), 1, "a burst right after a paint is coalesced");
+    assert.equal(frames.requested - requested, 1, "into one animation frame");
+    frames.frame();
+    assert.equal(rows(), 51);
+    s.clock.now += EAGER_GAP_MS;
+    s.pusher.deliver("a", "tick", { i: 51 });
+    await Promise.resolve();
+    assert.equal(rows(), 52, "quiet again for a frame: eager again");
+    v.destroy();
+    s.pusher.deliver("a", "tick", { i: 52 });
+    await Promise.resolve();
+    assert.equal(frames.queue.size, 0, "a destroyed view schedules nothing");
+  });
+
   test("never shows more rows than max_log", () => {
     const s = session({ channels: ["a"], max_log: 3 });
     const { root, frames } = view(s);
@@ -356,6 +392,8 @@ describe("the anywidget module", () => {
     const widget = createWidget({
       Pusher: FakePusher,
       requestAnimationFrame: frames.requestAnimationFrame,
+    eager: false, // frames run by hand; the eager path has its own test
+      eager: false, // frames run by hand; the eager path has its own test
       cancelAnimationFrame: frames.cancelAnimationFrame,
       setInterval: () => 0,
       clearInterval: () => {},
