@@ -35,6 +35,7 @@ COMPONENTS = [
     ),
     ("kernel: read/recv/epoll (libc)", re.compile(r"^(__)?(read|readv|recv|recvmsg|epoll_p?wait)\w* \(libc")),
     ("event loop (uvloop / asyncio; runner.py is the loop's own frame)", re.compile(r"runner\.py")),
+    ("livewidget.server._wire (HTTP and WebSocket parsing)", re.compile(r"livewidget/server/_wire\.py")),
     ("livewidget.server (app.py: fan-out loop, dispatch)", re.compile(r"livewidget/server/")),
     ("livewidget.protocol (hub, rest, signatures)", re.compile(r"livewidget/protocol/")),
     ("aiohttp (HTTP parsing, request/response, websocket)", re.compile(r"aiohttp/|llhttp|_http_parser")),

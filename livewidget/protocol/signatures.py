@@ -26,7 +26,7 @@ def hmac_hex(secret: str, message: str | bytes) -> str:
     """Hex HMAC-SHA256 of ``message`` under ``secret``."""
     if isinstance(message, str):
         message = message.encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()  # one-shot: OpenSSL in one call
 
 
 def channel_auth(key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The embedded Pusher-compatible server: an asyncio (aiohttp) transport over :mod:`livewidget.protocol`.
+"""The embedded Pusher-compatible server: a lean asyncio transport over :mod:`livewidget.protocol`.
 
 - :class:`PusherServer`: the server itself, to run inside an event loop
 - :class:`LocalServer`: the same in a background thread, as a context manager (port 0 by default)

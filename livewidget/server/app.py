@@ -1,8 +1,13 @@
-"""The aiohttp transport: WebSocket (protocol 7) and the REST API on one port.
+"""The asyncio transport: WebSocket (protocol 7) and the REST API on one port.
 
-Thin on purpose: it feeds frames and requests to :mod:`livewidget.protocol` with the current time and
-carries out the actions it returns. The only decisions made here are about sockets: how to write one
-frame to many clients cheaply, and when a client that does not read must go (4100).
+Thin on purpose: bytes are parsed by :mod:`._wire` (sans-I/O HTTP/1.1 and WebSocket), frames and
+requests go to :mod:`livewidget.protocol` with the current time, and the actions it returns are carried
+out here. The only decisions made here are about sockets: how to write one frame to many clients
+cheaply, when a client that does not read must go (4100), and when an idle or slow socket is closed.
+
+One small :class:`asyncio.Protocol` per socket, driven by callbacks: an idle WebSocket is that object,
+its frame parser and the protocol's :class:`~livewidget.protocol.Connection`, with no task, no coroutine
+frame and no retained HTTP request (what decides how many idle clients a process holds).
 """
 
 from __future__ import annotations
@@ -16,11 +21,26 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
-from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, Send, Webhook
+from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, RestResponse, Send, Webhook
 from ..protocol.messages import error_frame
 from ..protocol.rest import handle_rest
+from ._wire import (
+    FrameParser,
+    HttpError,
+    Request,
+    RequestParser,
+    WsClose,
+    WsFail,
+    WsMessage,
+    WsPing,
+    close_frame,
+    handshake,
+    pong_frame,
+    response,
+    response_bytes,
+    text_frame,
+    upgrade_required,
+)
 from .adapters import Adapter, LocalAdapter
 from .webhooks import WebhookSender
 
@@ -30,60 +50,371 @@ log = logging.getLogger("livewidget.server")
 
 # /app/{key}, after any path prefix (pusher-js wsPath; reference §1.1)
 _WS_PATH = re.compile(r"\A(?:.*)/app/([^/]+)/?\Z")
-_FRAME_TOO_BIG_FACTOR = 4  # aiohttp's own hard cap, as a multiple of max_frame_size
-_LINGER = 3.0  # seconds a refused client gets to finish sending and read its close frame
+_FRAME_TOO_BIG_FACTOR = 4  # the hard cap on a message, as a multiple of max_frame_size
+_LINGER = 3.0  # seconds a closing client gets to finish sending and to answer our close frame
+_REQUEST_TIMEOUT = 10.0  # seconds for a request head, or without progress in a body (slowloris)
+_KEEPALIVE_TIMEOUT = 75.0  # seconds an idle HTTP keep-alive connection is kept
+_DEFAULT_CAP = 64 * 1024 * _FRAME_TOO_BIG_FACTOR  # for a refused (unknown) app key
+_OK = response(200, {"ok": True})
+_EMPTY = response_bytes(200, b"{}")  # what a successful trigger answers
+_HEALTH = ("/", "/ready", "/health")
+_text_frame = text_frame  # the fan-out's encoder (kept under its old name)
 
 
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed server-to-client text frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+class _Conn(asyncio.Protocol):
+    """One socket: HTTP requests until an upgrade, then a WebSocket (the protocol's ``conn.transport``).
 
-
-class _PusherWebSocket(web.WebSocketResponse):
-    """aiohttp closes an oversized frame with 1009; the protocol wants a 4xxx code (reference §1.11).
-
-    aiohttp refuses such a frame from its header, while the client is still sending the rest. Closing the
-    socket then, with bytes unread, makes the kernel answer with a reset that destroys the close frame
-    before the client reads it. So after a refusal the transport stays open, its input discarded (aiohttp
-    drops what arrives once the parser has failed), until the client closes or :data:`_LINGER` passes:
-    RFC 6455 §7.1.1, the server waits for the client to close the TCP connection.
+    ``closing`` and ``transport`` are read by :meth:`PusherServer._run`'s fan-out loop.
     """
 
-    refused_frame = False
+    __slots__ = (
+        "closing",
+        "conn",
+        "hub",
+        "parser",
+        "pending",
+        "server",
+        "t_last",
+        "t_start",
+        "timer",
+        "transport",
+        "ws",
+    )
 
-    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG:
-            # 4100: pusher-js backs off and reconnects; only this connection is affected.
-            code, message = CloseCode.OVER_CAPACITY, b"Frame over the size limit"
-            self.refused_frame = True
-        return await super().close(code=code, message=message, drain=drain)
+    def __init__(self, server: PusherServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self.closing = False  # a close frame was sent or the socket is going: write nothing more
+        self.parser: RequestParser | None = None  # HTTP mode
+        self.ws: FrameParser | None = None  # WebSocket mode
+        self.hub: Hub | None = None  # the app, until the WebSocket has ended
+        self.conn: Connection | None = None
+        # HTTP: a REST call awaiting the cluster; WebSocket: frames queued behind one (kept in order)
+        self.pending: Any = None
+        self.t_start = 0.0  # monotonic time the current HTTP request began (0: none in progress)
+        self.t_last = 0.0  # monotonic time of the last bytes received in HTTP mode
+        self.timer: asyncio.TimerHandle | None = None
 
-    def _close_transport(self) -> None:
-        if not self.refused_frame:  # after a refusal, linger() closes it
-            super()._close_transport()
+    # ------------------------------------------------------------------ asyncio callbacks
 
-    async def linger(self, transport: asyncio.Transport) -> None:
-        """Wait (bounded) for the client to close after a refused frame, then close the transport."""
-        deadline = time.monotonic() + _LINGER
-        while not transport.is_closing() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # aiohttp offers no connection-lost future to wait on
-        transport.close()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio and uvloop both set TCP_NODELAY on accepted sockets: frames are written whole.
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.parser = RequestParser(self.server._max_request)
+        self.t_last = time.monotonic()
+        self.server._http.add(self)
 
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.ws is not None:
+                self._ws_data(data)
+            elif self.parser is not None:
+                self.t_last = time.monotonic()
+                self.parser.feed(data)
+                self._http_loop()
+            # else: lingering after a refusal; input is read and dropped (see _linger)
+        except Exception:
+            log.exception("error on a connection; closing it")
+            self._crash()
 
-class _Peer:
-    """What the transport keeps for one socket (the protocol's ``Connection.transport``)."""
+    def eof_received(self) -> bool | None:
+        # The client will send nothing more. A REST answer still on its way is written first; the
+        # sweep then closes the connection as idle (t_last: long ago).
+        if self.parser is not None and self.pending is not None:
+            self.t_last = -1e9
+            return True
+        return None
 
-    __slots__ = ("closing", "transport", "ws")
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server._http.discard(self)
+        server._ws.discard(self)
+        self.closing = True
+        self.parser = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self._ws_ended()
+        except Exception:  # pragma: no cover - a bug must not leak the connection's state silently
+            log.exception("error closing a connection")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.closing = False
+    # ------------------------------------------------------------------ HTTP
+
+    def _http_loop(self) -> None:
+        """Answer the complete requests received so far, in order (pipelining, RFC 9112 §9.3.2)."""
+        parser = self.parser
+        while parser is not None and self.pending is None and not self.transport.is_closing():
+            try:
+                req = parser.next()
+            except HttpError as exc:
+                self._refuse(exc.status, exc.message)
+                return
+            if req is None:
+                if parser.expects_continue():
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # RFC 9110 §10.1.1
+                break
+            self._request(req)
+            parser = self.parser  # None after an upgrade or a close
+        if parser is not None:
+            busy = parser.in_head or parser.in_body
+            if not busy:
+                self.t_start = 0.0
+            elif not self.t_start:
+                self.t_start = time.monotonic()
+
+    def _request(self, req: Request) -> None:
+        self.t_start = 0.0
+        server = self.server
+        path = req.path
+        try:
+            m = _WS_PATH.match(path)
+            if m is not None and req.headers.get("upgrade", "").lower() == "websocket":
+                self._upgrade(req, m[1])
+                return
+            head = req.method == "HEAD"
+            if req.method == "GET" and path in _HEALTH:
+                self._reply(req, _OK)
+            elif req.method == "GET" and path == "/stats":
+                self._reply(req, response(200, server.stats(), keep_alive=req.keep_alive))
+            elif server._cluster is not None:
+                self._cluster_rest(req)
+            else:
+                # handle_rest is synchronous: the local adapter answers inline, without a task.
+                resp = handle_rest(
+                    server.apps, req.method, path, req.query(), req.body, time.time(), raw_path=req.raw_path
+                )
+                if resp.hub is not None and resp.actions:
+                    server._run(resp.hub, resp.actions)
+                self._reply(req, self._encode(resp, req, head))
+        except Exception:
+            log.exception("error handling %s %s", req.method, req.raw_path)
+            self._refuse(500, "Internal server error")
+
+    @staticmethod
+    def _encode(resp: RestResponse, req: Request, head: bool) -> bytes:
+        if resp.status == 200 and not resp.body and req.keep_alive and not head:
+            return _EMPTY
+        return response(resp.status, resp.body, keep_alive=req.keep_alive, head=head)
+
+    def _reply(self, req: Request, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if req.keep_alive:
+            self.transport.write(data)
+            return
+        if data is _OK:
+            data = response(200, {"ok": True}, keep_alive=False)
+        self.transport.write(data)
+        self._linger()
+
+    def _cluster_rest(self, req: Request) -> None:
+        """A REST call through the clustered adapter: one at a time per connection, answered in order."""
+        cluster = self.server._cluster
+        assert cluster is not None
+        self.transport.pause_reading()
+        coro = cluster.rest(
+            self.server.apps, req.method, req.path, req.query(), req.body, time.time(), req.raw_path
+        )
+        task = self.server._spawn(coro)
+        self.pending = task
+
+        def done(task: asyncio.Task[RestResponse]) -> None:
+            self.pending = None
+            if task.cancelled() or self.transport.is_closing():
+                return
+            self.transport.resume_reading()
+            try:
+                resp = task.result()
+            except Exception:
+                log.exception("error handling %s %s", req.method, req.raw_path)
+                self._refuse(500, "Internal server error")
+                return
+            try:
+                self._reply(req, self._encode(resp, req, req.method == "HEAD"))
+                self._http_loop()  # requests pipelined behind this one
+            except Exception:  # pragma: no cover - as in data_received
+                log.exception("error on a connection; closing it")
+                self._crash()
+
+        task.add_done_callback(done)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer an HTTP error and close the connection (the input cannot be trusted any more)."""
+        if not self.transport.is_closing():
+            self.transport.write(response(status, {"error": message}, keep_alive=False))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer without resetting it away (RFC 9112 §9.6).
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy the answer
+        before the client reads it. So our side is shut down (the client sees the end of the answer),
+        what still arrives is read and dropped, and the socket is closed when the client closes or
+        after :data:`_LINGER` seconds.
+        """
+        self.parser = None  # stays in server._http (for stop()); the sweep skips it
+        tr = self.transport
+        if tr.is_closing():
+            return
+        if tr.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                tr.write_eof()
+        self._close_later()
+
+    def _close_later(self) -> None:
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(_LINGER, self.transport.close)
+
+    def _crash(self) -> None:
+        """An unexpected error in this connection's handling: close it, never the server."""
+        tr = self.transport
+        if not tr.is_closing():
+            with contextlib.suppress(Exception):
+                if self.ws is not None and not self.closing:
+                    tr.write(close_frame(1011, "Internal server error"))  # RFC 6455 §7.4.1
+                elif self.parser is not None and self.pending is None:
+                    tr.write(response(500, {"error": "Internal server error"}, keep_alive=False))
+        self.closing = True
+        tr.close()
+
+    # ------------------------------------------------------------------ WebSocket
+
+    def _upgrade(self, req: Request, key: str) -> None:
+        server = self.server
+        try:
+            accept = handshake(req)
+        except HttpError as exc:
+            if exc.status == 426:
+                self.transport.write(upgrade_required(exc.message))
+                self._linger()
+            else:
+                self._refuse(exc.status, exc.message)
+            return
+        assert self.parser is not None
+        rest = self.parser.take_rest()
+        self.parser = None
+        server._http.discard(self)
+        server._ws.add(self)
+        self.t_start = self.t_last = 0.0
+        self.transport.write(accept)
+        hub = server.apps.by_key.get(key)
+        # Over the hard cap a message is refused with 4100 (pusher-js backs off and reconnects, only
+        # this connection is affected); between max_frame_size and the cap it gets a pusher:error.
+        self.ws = FrameParser(server._frame_caps.get(key, _DEFAULT_CAP), CloseCode.OVER_CAPACITY)
+        refusal = server._refusal(hub, key, req.query_get("protocol"))
+        if refusal is not None:
+            code, reason = refusal
+            self.transport.write(text_frame(error_frame(reason, code).encode()))
+            self._send_close(code, reason)
+        else:
+            assert hub is not None
+            self.hub = hub
+            self.conn, actions = hub.open(time.time(), self)
+            server._run(hub, actions)
+        if rest:
+            self._ws_data(rest)
+
+    def _ws_data(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        for event in ws.feed(data):
+            kind = type(event)
+            if kind is WsMessage:
+                if not self.closing:
+                    self._message(event)  # type: ignore[arg-type]
+            elif kind is WsPing:
+                if not self.closing:
+                    self.transport.write(pong_frame(event.payload))  # type: ignore[union-attr]
+            elif kind is WsClose:
+                # RFC 6455 §5.5.1, §7.1.1: answer with the same code, then the server closes the TCP
+                # connection first.
+                if not self.closing:
+                    self.closing = True
+                    self.transport.write(close_frame(event.code))  # type: ignore[union-attr]
+                self._ws_ended()
+                self.transport.close()
+                return
+            elif kind is WsFail:
+                assert isinstance(event, WsFail)
+                if event.code == CloseCode.OVER_CAPACITY:
+                    # Refused from its header while the client may still be sending it. The parser
+                    # drops the rest as it arrives and still reads the client's close frame: closing
+                    # now, with input unread, would make the kernel answer with a reset that destroys
+                    # our 4100 close frame before the client reads it (RFC 6455 §7.1.1).
+                    log.info("refused a message over the size limit: %s", event.reason)
+                    reason = "Frame over the size limit"
+                else:
+                    reason = event.reason
+                self._send_close(event.code, reason)
+                if ws.failed and self.transport.can_write_eof():
+                    # Nothing more can be parsed, not even the client's close frame: shut our side so
+                    # the client sees the end at once and closes too (RFC 6455 §7.1.1, §7.1.7).
+                    with contextlib.suppress(OSError, RuntimeError):
+                        self.transport.write_eof()
+                self._ws_ended()
+
+    def _message(self, event: WsMessage) -> None:
+        hub, conn = self.hub, self.conn
+        if hub is None or conn is None:
+            return  # a refused connection: nothing is read any more
+        server = self.server
+        max_frame = hub.config.max_frame_size
+        if event.size > max_frame:
+            msg = f"Frame of {event.size} bytes is over the limit of {max_frame}"
+            server._run(hub, [Send((conn,), error_frame(msg, None))])
+            return
+        cluster = server._cluster
+        if cluster is None:
+            server._run(hub, hub.receive(conn, event.data, time.time()))
+        elif self.pending is not None:
+            self.pending.append(event.data)
+        else:
+            # The cluster's answer is awaited before the next frame of this socket is handled: frames
+            # of one connection stay in order. Reading pauses meanwhile, so the queue stays short.
+            self.pending = [event.data]
+            self.transport.pause_reading()
+            server._spawn(self._drain(hub, conn))
+
+    async def _drain(self, hub: Hub, conn: Connection) -> None:
+        cluster = self.server._cluster
+        assert cluster is not None
+        queue: list[str | bytes] = self.pending
+        try:
+            while queue:
+                data = queue.pop(0)
+                try:
+                    await cluster.receive(hub, conn, data, time.time())
+                except Exception:
+                    log.exception("error handling a frame from %s", conn.socket_id)
+        finally:
+            self.pending = None
+            if self.hub is None:  # the socket ended meanwhile: the hub learns it after the frames
+                cluster.closed(hub, conn, time.time())
+            elif not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _send_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2): our close frame, then wait (bounded) for the
+        client's, reading and dropping what arrives before it."""
+        if not self.closing and not self.transport.is_closing():
+            self.transport.write(close_frame(code, reason))
+        self.closing = True
+        self._close_later()
+
+    def _ws_ended(self) -> None:
+        """Tell the hub, once, that this connection is gone."""
+        hub, conn = self.hub, self.conn
+        if hub is None or conn is None:
+            return
+        self.hub = None
+        if self.pending is not None:
+            return  # _drain tells it once the queued frames are handled
+        cluster = self.server._cluster
+        if cluster is None:
+            self.server._run(hub, hub.close(conn, time.time()))
+        else:
+            cluster.closed(hub, conn, time.time())
 
 
 class PusherServer:
@@ -109,14 +440,16 @@ class PusherServer:
         self.host = host
         self.port = port
         self._reuse_port = reuse_port
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._http: set[_Conn] = set()  # sockets not upgraded (HTTP timeouts apply while parser is set)
+        self._ws: set[_Conn] = set()  # upgraded sockets
         self._background: set[asyncio.Task[Any]] = set()
         self.webhooks: WebhookSender | None = None
         configs = [hub.config for hub in self.apps]
         self._max_request = max(c.max_request_size for c in configs)
+        # one int per app, shared by its connections' frame parsers
+        self._frame_caps = {c.key: c.max_frame_size * _FRAME_TOO_BIG_FACTOR for c in configs}
         self._tick_every = min(
             [1.0]
             + [c.pong_timeout / 4 for c in configs]
@@ -130,20 +463,14 @@ class PusherServer:
         """Bind and start serving; ``self.port`` is the real port afterwards."""
         self.webhooks = WebhookSender()
         await self.adapter.start(self.apps, self._run)
-        app = web.Application(client_max_size=self._max_request + 1024, handler_args=None)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner, self.host, self.port, reuse_port=self._reuse_port or None, backlog=4096
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Conn(self), self.host, self.port, reuse_port=self._reuse_port or None, backlog=4096
         )
-        await self._site.start()
-        server = self._site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
+        sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._tick_task = asyncio.get_running_loop().create_task(self._ticker())
+        self._tick_task = loop.create_task(self._ticker())
         log.info("livewidget server listening on %s:%d", self.host, self.port)
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -152,13 +479,27 @@ class PusherServer:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
+        if self._server is not None:
+            self._server.close()  # no new connections
         for hub in self.apps:
             self._run(hub, hub.shutdown())
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=grace)
+        deadline = time.monotonic() + grace
+        while self._ws and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # clients answer the 4200 close frame, then we close
+        for c in list(self._ws) + list(self._http):
+            c.closing = True
+            c.transport.abort()
+        await asyncio.sleep(0)  # let connection_lost run
+        if self._background:  # frames and REST calls still with the cluster: bounded
+            left = max(0.1, deadline - time.monotonic())
+            _, late = await asyncio.wait(list(self._background), timeout=left)
+            for task in late:
+                task.cancel()
         await self.adapter.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), max(0.1, deadline - time.monotonic()))
+            self._server = None
         if self.webhooks is not None:
             await self.webhooks.close(grace)
 
@@ -171,6 +512,30 @@ class PusherServer:
                     self._run(hub, hub.tick(now))
                 except Exception:  # pragma: no cover - a bug must not stop heartbeats
                     log.exception("tick failed")
+            try:
+                self._sweep(time.monotonic())
+            except Exception:  # pragma: no cover
+                log.exception("sweep failed")
+
+    def _sweep(self, now: float) -> None:
+        """Close HTTP connections that are idle too long or send a request too slowly (slowloris)."""
+        for c in list(self._http):
+            parser = c.parser
+            if parser is None or c.pending is not None:
+                continue
+            if parser.in_head and now - c.t_start > _REQUEST_TIMEOUT:
+                c._refuse(408, f"Request head not received within {_REQUEST_TIMEOUT:g} s")
+            elif parser.in_body and now - c.t_last > _REQUEST_TIMEOUT:
+                c._refuse(408, f"Request body stalled for {_REQUEST_TIMEOUT:g} s")
+            elif not parser.in_head and not parser.in_body and now - c.t_last > _KEEPALIVE_TIMEOUT:
+                self._http.discard(c)
+                c.transport.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # ------------------------------------------------------------------ carrying out actions
 
@@ -180,7 +545,7 @@ class PusherServer:
                 data = _text_frame(action.frame.encode())
                 limit = hub.config.max_send_buffer
                 for conn in action.targets:
-                    peer: _Peer = conn.transport
+                    peer: _Conn = conn.transport
                     if peer.closing:
                         continue
                     tr = peer.transport
@@ -195,18 +560,15 @@ class PusherServer:
                 self.webhooks.submit(hub.config, action.event)
 
     def _close(self, conn: Connection, code: int, reason: str, frame: str | None = None) -> None:
-        peer: _Peer | None = conn.transport
+        peer: _Conn | None = conn.transport
         if peer is None or peer.closing:
             return
-        peer.closing = True
         if frame is not None and not peer.transport.is_closing():
             peer.transport.write(_text_frame(frame.encode()))
-        task = asyncio.get_running_loop().create_task(peer.ws.close(code=code, message=reason.encode()[:120]))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        peer._send_close(code, reason)
 
     def _abort(self, conn: Connection, code: int, reason: str) -> None:
-        peer: _Peer = conn.transport
+        peer: _Conn = conn.transport
         peer.closing = True
         payload = struct.pack("!H", code) + reason.encode()[:120]
         tr = peer.transport
@@ -214,111 +576,6 @@ class PusherServer:
         tr.write(bytes((0x88, len(payload))) + payload)
         tr.abort()
         log.info("closed %s (%d): %s", conn.socket_id, code, reason)
-
-    # ------------------------------------------------------------------ HTTP
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        try:
-            m = _WS_PATH.match(request.path)
-            if m is not None and request.headers.get("Upgrade", "").lower() == "websocket":
-                return await self._websocket(request, m[1])
-            if request.method == "GET" and request.path in ("/", "/ready", "/health"):
-                return web.json_response({"ok": True})
-            if request.method == "GET" and request.path == "/stats":
-                return web.json_response(self.stats())
-            return await self._rest(request)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("error handling %s %s", request.method, request.path)
-            return web.json_response({"error": "Internal server error"}, status=500)
-        finally:
-            if task is not None:
-                self._handlers.discard(task)
-
-    async def _rest(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response(
-                {"error": f"Request body over the limit of {self._max_request} bytes"}, status=413
-            )
-        if len(body) > self._max_request:
-            return web.json_response(
-                {"error": f"Request body over the limit of {self._max_request} bytes"}, status=413
-            )
-        raw_path = request.raw_path.split("?", 1)[0]
-        if self._cluster is not None:
-            query = list(request.query.items())
-            resp = await self._cluster.rest(
-                self.apps, request.method, request.path, query, body, time.time(), raw_path
-            )
-            return web.json_response(resp.body, status=resp.status)
-        resp = handle_rest(
-            self.apps,
-            request.method,
-            request.path,
-            list(request.query.items()),
-            body,
-            time.time(),
-            raw_path=raw_path,
-        )
-        if resp.hub is not None and resp.actions:
-            self._run(resp.hub, resp.actions)
-        return web.json_response(resp.body, status=resp.status)
-
-    # ------------------------------------------------------------------ WebSocket
-
-    async def _websocket(self, request: web.Request, key: str) -> web.WebSocketResponse:
-        hub = self.apps.by_key.get(key)
-        max_frame = hub.config.max_frame_size if hub else 64 * 1024
-        ws = _PusherWebSocket(
-            compress=False,  # frames are written pre-encoded to many sockets at once
-            max_msg_size=max_frame * _FRAME_TOO_BIG_FACTOR,
-            autoping=True,
-        )
-        await ws.prepare(request)
-        refusal = self._refusal(hub, key, request.query.get("protocol"))
-        if refusal is not None:
-            code, reason = refusal
-            await ws.send_str(error_frame(reason, code))
-            await ws.close(code=code, message=reason.encode()[:120])
-            return ws
-        assert hub is not None
-        transport = request.transport
-        assert transport is not None
-        conn, actions = hub.open(time.time(), _Peer(ws, transport))
-        self._run(hub, actions)
-        cluster = self._cluster
-        try:
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    data: str | bytes = msg.data
-                    if len(msg.data) > max_frame:
-                        ws_error = error_frame(
-                            f"Frame of {len(msg.data)} bytes is over the limit of {max_frame}", None
-                        )
-                        self._run(hub, [Send((conn,), ws_error)])
-                        continue
-                    if cluster is None:
-                        self._run(hub, hub.receive(conn, data, time.time()))
-                    else:
-                        await cluster.receive(hub, conn, data, time.time())
-                elif msg.type is WSMsgType.BINARY:
-                    self._run(hub, hub.receive(conn, msg.data, time.time()))
-                elif msg.type is WSMsgType.ERROR:
-                    break
-        finally:
-            if cluster is None:
-                self._run(hub, hub.close(conn, time.time()))
-            else:
-                cluster.closed(hub, conn, time.time())
-        if ws.refused_frame:
-            await ws.linger(transport)
-        return ws
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``GET /stats``: connections, webhooks, and the adapter's deliveries."""

@@ -1,4 +1,4 @@
-"""The aiohttp transport against real sockets: heartbeats, slow readers, limits, shutdown."""
+"""The transport against real sockets: heartbeats, slow readers, limits, shutdown."""
 
 from __future__ import annotations
 

@@ -1,0 +1,322 @@
+"""The transport's HTTP/1.1 and WebSocket handling against raw sockets on 127.0.0.1.
+
+What clients with good manners never do: pipelining, chunked bodies, garbage, slow or idle sockets,
+control frames, bad frames. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from livewidget.protocol.signatures import body_md5, sign_rest_query
+from livewidget.server import LocalServer, app as app_module
+
+_open: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as s:
+        yield s
+
+
+def connect(server: LocalServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.settimeout(5)
+    _open.append(sock)
+    return sock
+
+
+class Reader:
+    """Reads HTTP responses (Content-Length framed) and WebSocket frames from a socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _more(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            assert self._more(), f"closed before a response: {self.buf!r}"
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        n = int(headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            assert self._more()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, headers, body
+
+    def frame(self) -> tuple[int, bytes]:
+        while True:
+            if len(self.buf) >= 2:
+                n = self.buf[1] & 0x7F
+                start = 2 if n < 126 else 4 if n == 126 else 10
+                if len(self.buf) >= start:
+                    if n >= 126:
+                        n = int.from_bytes(self.buf[2:start], "big")
+                    if len(self.buf) >= start + n:
+                        opcode, body = self.buf[0] & 0x0F, self.buf[start : start + n]
+                        self.buf = self.buf[start + n :]
+                        return opcode, body
+            assert self._more(), "closed before a frame"
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection within ``timeout`` (anything else is read)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self._more():
+                pass
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        return True
+
+
+def masked(opcode: int, payload: bytes, *, mask: bool = True) -> bytes:
+    key = os.urandom(4) if mask else b""
+    n = len(payload)
+    head = bytes((0x80 | opcode, (0x80 if mask else 0) | n)) if n < 126 else b""
+    assert head, "small frames only"
+    return head + key + (bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload)
+
+
+def ws_connect(server: LocalServer) -> tuple[socket.socket, Reader]:
+    sock = connect(server)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /app/{server.key}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    reader = Reader(sock)
+    status, _, _ = reader.response()
+    assert status == 101
+    opcode, body = reader.frame()
+    assert opcode == 1 and b"connection_established" in body
+    return sock, reader
+
+
+def signed_trigger(server: LocalServer, channel: str = "c") -> tuple[str, bytes]:
+    body = json.dumps({"name": "ev", "channel": channel, "data": "hi"}).encode()
+    path = f"/apps/{server.app_id}/events"
+    params = {"auth_key": server.key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+    params["body_md5"] = body_md5(body)
+    query = sign_rest_query("POST", path, params, server.secret)
+    return path + "?" + "&".join(f"{k}={v}" for k, v in query.items()), body
+
+
+# -------------------------------------------------------------------------------------------- HTTP
+
+
+def test_keep_alive_and_pipelined_requests_answered_in_order(server: LocalServer):
+    sock = connect(server)
+    target, body = signed_trigger(server)
+    sock.sendall(
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        + f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+        + b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+        + b"GET /apps/nope/channels HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    reader = Reader(sock)
+    first, second, third, fourth = (reader.response() for _ in range(4))
+    assert (first[0], json.loads(first[2])) == (200, {"ok": True})
+    assert (second[0], json.loads(second[2])) == (200, {})
+    assert third[0] == 200 and json.loads(third[2])["connections"] == 0
+    assert fourth[0] == 404 and "error" in json.loads(fourth[2])
+    assert first[1]["content-type"].startswith("application/json")
+    assert "connection" not in first[1]
+    # still open: one more request on the same connection
+    sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    assert reader.response()[0] == 200
+    sock.close()
+
+
+def test_chunked_request_body_and_expect_continue(server: LocalServer):
+    target, body = signed_trigger(server)
+    sock = connect(server)
+    sock.sendall(
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7))
+        + b"0\r\n\r\n"
+    )
+    reader = Reader(sock)
+    assert reader.response()[:1] == (200,)
+    target, body = signed_trigger(server)
+    sock.sendall(
+        f"POST {target} HTTP/1.1\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    assert reader.response()[0] == 100
+    sock.sendall(body)
+    assert reader.response()[0] == 200
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET / HTTP/3.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+        (b"POST /apps/1/events HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /apps/1/events HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 426),
+        (
+            b"GET /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            400,
+        ),
+    ],
+)
+def test_malformed_requests_get_a_json_error_and_a_close(server: LocalServer, raw: bytes, status: int):
+    sock = connect(server)
+    sock.sendall(raw)
+    reader = Reader(sock)
+    got, headers, body = reader.response()
+    assert got == status
+    assert json.loads(body)["error"]
+    assert headers["connection"] == "close"
+    if status == 426:
+        assert headers["sec-websocket-version"] == "13"
+    assert reader.closed()
+    # the server lives on
+    ws, _ = ws_connect(server)
+    ws.close()
+
+
+def test_connection_close_and_http_1_0(server: LocalServer):
+    for raw in (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"GET /stats HTTP/1.0\r\n\r\n"):
+        sock = connect(server)
+        sock.sendall(raw)
+        reader = Reader(sock)
+        status, headers, _ = reader.response()
+        assert status == 200 and headers["connection"] == "close"
+        assert reader.closed()
+        sock.close()
+
+
+def test_slow_request_head_gets_408_and_idle_keep_alive_is_closed(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(app_module, "_REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(app_module, "_KEEPALIVE_TIMEOUT", 0.5)
+    with LocalServer() as server:
+        slow = connect(server)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: ")  # and nothing more (slowloris)
+        idle = connect(server)
+        idle.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        idle_reader = Reader(idle)
+        assert idle_reader.response()[0] == 200
+        ws, _ = ws_connect(server)  # WebSockets are not HTTP connections: no timeout applies
+        reader = Reader(slow)
+        status, _, body = reader.response()
+        assert status == 408 and "within" in json.loads(body)["error"]
+        assert reader.closed(5)
+        assert idle_reader.closed(5)
+        ws.sendall(masked(0x1, b'{"event":"pusher:ping","data":{}}'))
+        assert b"pusher:pong" in Reader(ws).frame()[1]
+
+
+def test_an_error_in_one_request_is_a_500_not_a_dead_server(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app_module, "handle_rest", broken)
+    sock = connect(server)
+    sock.sendall(b"GET /apps/1/channels HTTP/1.1\r\n\r\n")
+    reader = Reader(sock)
+    status, _, body = reader.response()
+    assert status == 500 and json.loads(body) == {"error": "Internal server error"}
+    assert reader.closed()
+    other = connect(server)
+    other.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+    assert Reader(other).response()[0] == 200
+
+
+# --------------------------------------------------------------------------------------- WebSocket
+
+
+def test_ping_pong_and_client_close_handshake(server: LocalServer):
+    sock, reader = ws_connect(server)
+    sock.sendall(masked(0x9, b"are you there"))
+    assert reader.frame() == (0xA, b"are you there")
+    sock.sendall(masked(0x2, b"\x00binary"))
+    opcode, body = reader.frame()
+    assert opcode == 1 and "Binary frames" in json.loads(body)["data"]["message"]
+    sock.sendall(masked(0x8, struct.pack("!H", 1000) + b"bye"))
+    assert reader.frame() == (0x8, struct.pack("!H", 1000))  # echoed (RFC 6455 §5.5.1)
+    assert reader.closed()  # and the server closes the TCP connection first (§7.1.1)
+    deadline = time.monotonic() + 5
+    while server.call(lambda: len(server.server.apps.by_key[server.key].connections)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    assert server.call(lambda: len(server.server.apps.by_key[server.key].connections)) == 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (masked(0x1, b"{}", mask=False), 1002),
+        (masked(0x1, b"\xff\xfe"), 1007),
+        (masked(0x3, b""), 1002),
+        (masked(0x8, struct.pack("!H", 1005)), 1002),
+    ],
+)
+def test_bad_frames_are_closed_with_their_code(server: LocalServer, frame: bytes, code: int):
+    sock, reader = ws_connect(server)
+    sock.sendall(frame)
+    opcode, body = reader.frame()
+    assert opcode == 0x8 and struct.unpack("!H", body[:2])[0] == code
+    sock.sendall(masked(0x8, struct.pack("!H", code)))  # what a client answers
+    assert reader.closed()
+
+
+def test_handshake_and_first_frame_in_one_packet_and_frames_split_byte_by_byte(server: LocalServer):
+    sock = connect(server)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    ping = masked(0x1, b'{"event":"pusher:ping","data":{}}')
+    sock.sendall(
+        (
+            f"GET /prefix/app/{server.key}?protocol=7&client=x&extra=1 HTTP/1.1\r\nUpgrade: WebSocket\r\n"
+            f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        + ping
+    )
+    reader = Reader(sock)
+    assert reader.response()[0] == 101
+    assert b"connection_established" in reader.frame()[1]
+    assert b"pusher:pong" in reader.frame()[1]
+    for i in range(len(ping)):
+        sock.sendall(ping[i : i + 1])
+        time.sleep(0.001)
+    assert b"pusher:pong" in reader.frame()[1]
