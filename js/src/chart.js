@@ -20,6 +20,8 @@ const RATE_REFRESH_MS = 500;
 const BACKFILL_MAGIC = "LWC1";
 const MISSING = -Infinity; // in the binary columns: the field was absent (NaN: present but unusable)
 const LIVE_MARGIN_MS = 250; // backfill rows this close to the first live event may be the same events
+const LIVE_KEYS = 32; // first live points remembered, to find where they begin in the kernel's record
+const MATCH_BACK_MS = 60_000; // how far before the live start that beginning is looked for
 
 /** Colours for series, by theme (readable on JupyterLab's light and dark backgrounds). */
 export const PALETTES = {
@@ -196,6 +198,7 @@ export class ChartStore extends StoreBase {
     this.structure = 0; // bumped when the series or the x kind change
     this.latestX = null; // the largest x seen
     this.liveFrom = null; // when this browser started receiving live (ms, its clock)
+    this.firstLive = []; // keys of the first live points (pointKey), at most LIVE_KEYS
     this.seedUntil = -Infinity; // the newest kernel time taken from the record (ms)
   }
 
@@ -308,47 +311,85 @@ export class ChartStore extends StoreBase {
       this.bad += bad;
     }
     const group = s.by === null ? "" : groupName(field(point, s.by));
-    this.pending.push({ x, g: group, v });
+    const p = { x, g: group, v };
+    this.pending.push(p);
+    if (this.liveFrom !== null && this.firstLive.length < LIVE_KEYS) this.firstLive.push(pointKey(p));
     if (this.pending.length > s.maxPoints) this.flush(); // no view is flushing: keep memory bounded
     return usable > 0;
   }
 
-  /** Ingest decoded binary columns (the kernel's record, or `extend`); `keep(t)` filters rows. */
+  /** Ingest decoded binary columns (the kernel's record, or `extend`); `keep(t, row)` filters rows. */
   addColumns(cols, keep = () => true) {
-    const s = this.settings;
     if (this.xKind === null && cols.header.x_kind) {
       this.xKind = cols.header.x_kind === "time" ? "time" : "number";
       this.structure += 1;
     }
-    const index = s.y.map((name) => cols.fields.indexOf(name));
-    const gap = s.missing === "gap" ? null : undefined;
+    const index = this.settings.y.map((name) => cols.fields.indexOf(name));
     let n = 0;
     let newest = -Infinity;
     for (let r = 0; r < cols.n; r++) {
       const t = cols.t[r];
-      if (!keep(t)) continue;
-      const x = cols.x[r];
-      if (!Number.isFinite(x) || (s.logX && x <= 0)) continue;
-      const v = new Array(index.length);
-      let usable = 0;
-      for (let i = 0; i < index.length; i++) {
-        const y = index[i] < 0 ? MISSING : cols.ys[index[i]][r];
-        if (y === MISSING) v[i] = undefined;
-        else if (Number.isNaN(y) || !Number.isFinite(y) || (s.logY && y <= 0)) v[i] = gap;
-        else {
-          v[i] = y;
-          usable += 1;
-        }
-      }
-      if (!usable && !v.some((y) => y === null)) continue;
-      const group = cols.g && cols.groups ? (cols.groups[cols.g[r]] ?? "") : "";
-      this.pending.push({ x, g: group, v });
+      if (!keep(t, r)) continue;
+      const p = this._rowPoint(cols, r, index);
+      if (p === null) continue;
+      this.pending.push(p);
       if (t > newest) newest = t;
       n += 1;
     }
     this.seeded += n;
     if (newest > this.seedUntil) this.seedUntil = newest;
     return n;
+  }
+
+  /** Row `r` of decoded columns as a buffered point `{x, g, v}`, or null when it has nothing to draw. */
+  _rowPoint(cols, r, index) {
+    const s = this.settings;
+    const x = cols.x[r];
+    if (!Number.isFinite(x) || (s.logX && x <= 0)) return null;
+    const gap = s.missing === "gap" ? null : undefined;
+    const v = new Array(index.length);
+    let usable = 0;
+    for (let i = 0; i < index.length; i++) {
+      const y = index[i] < 0 ? MISSING : cols.ys[index[i]][r];
+      if (y === MISSING) v[i] = undefined;
+      else if (Number.isNaN(y) || !Number.isFinite(y) || (s.logY && y <= 0)) v[i] = gap;
+      else {
+        v[i] = y;
+        usable += 1;
+      }
+    }
+    if (!usable && !v.some((y) => y === null)) return null;
+    const group = cols.g && cols.groups ? (cols.groups[cols.g[r]] ?? "") : "";
+    return { x, g: group, v };
+  }
+
+  /**
+   * The row of the kernel's record where this browser's live points begin, or -1 when the record does
+   * not show them (yet). The kernel's receiver and this browser get a channel's events in the same
+   * order (the server fans each one out in turn), so the first live points appear in the record as one
+   * run: everything before it is what this browser missed, everything from it on arrived live.
+   */
+  _liveStartRow(cols) {
+    const live = this.firstLive;
+    if (!live.length) return -1;
+    const index = this.settings.y.map((name) => cols.fields.indexOf(name));
+    const from = this.liveFrom - MATCH_BACK_MS;
+    const rows = [];
+    const keys = [];
+    for (let r = 0; r < cols.n; r++) {
+      if (cols.t[r] < from) continue;
+      const p = this._rowPoint(cols, r, index);
+      if (p === null) continue;
+      rows.push(r);
+      keys.push(pointKey(p));
+    }
+    for (let i = 0; i < keys.length; i++) {
+      const m = Math.min(live.length, keys.length - i);
+      let k = 0;
+      while (k < m && keys[i + k] === live[k]) k += 1;
+      if (k === m) return rows[i];
+    }
+    return -1;
   }
 
   /**
@@ -358,9 +399,17 @@ export class ChartStore extends StoreBase {
   seedBackfill() {
     const cols = decodeColumns(this.model.get("_backfill"));
     if (!cols || cols.n === 0) return;
-    const until = this.liveFrom === null ? Infinity : this.liveFrom - LIVE_MARGIN_MS;
     const since = this.seedUntil;
-    const n = this.addColumns(cols, (t) => t > since && t < until);
+    // Where the live points begin in the record, when it shows them: exactly what was missed. Else (no
+    // live point yet, or not recorded yet) a time bound, with a margin for events still on their way.
+    const start = this.liveFrom === null ? -1 : this._liveStartRow(cols);
+    let keep;
+    if (start >= 0) keep = (t, r) => t > since && r < start;
+    else {
+      const until = this.liveFrom === null ? Infinity : this.liveFrom - LIVE_MARGIN_MS;
+      keep = (t) => t > since && t < until;
+    }
+    const n = this.addColumns(cols, keep);
     // The record includes these extend() calls: their `points` messages, if still on the way, repeat it.
     this.extendsApplied = Math.max(this.extendsApplied, Number(cols.header.extends) || 0);
     if (this.liveFrom === null) {
@@ -498,6 +547,11 @@ export class ChartStore extends StoreBase {
   data() {
     return [this.xs, ...this.series.map((s) => s.values)];
   }
+}
+
+/** A point's identity for matching live points against the kernel's record. */
+function pointKey(p) {
+  return `${p.x}\u0001${p.g}\u0001${p.v.join("\u0002")}`;
 }
 
 function groupName(v) {

@@ -392,6 +392,40 @@ describe("ChartStore seeding", () => {
     assert.deepEqual(store.xs, [-5, -4, -2, 10]);
   });
 
+  test("points sent while this browser subscribed are drawn once: the record fills exactly the gap", () => {
+    const { store, model } = bare();
+    const record = (ts, xs) => encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] });
+    // The kernel heard x = 0..9; this browser went live at T0 with x = 8 (what it missed: 0..7, the
+    // last three of them in the 250 ms before T0, which a time bound alone would lose).
+    const ts = [T0 - 5000, T0 - 4000, T0 - 3000, T0 - 2000, T0 - 1000, T0 - 200, T0 - 100, T0 - 50, T0 - 20, T0 + 5];
+    const xs = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    store.addEvent({ t: T0, channel: "c", event: "p", data: { step: 8, loss: 80 } });
+    store.addEvent({ t: T0 + 30, channel: "c", event: "p", data: { step: 9, loss: 90 } });
+    model.set("_backfill", record(ts, xs));
+    store.flush();
+    assert.deepEqual(store.xs, xs);
+    assert.deepEqual(store.series[0].values, xs.map((x) => x * 10));
+    assert.equal(store.seeded, 8);
+    // a refreshed record later adds nothing that arrived live
+    model.set("_backfill", record([...ts, T0 + 40], [...xs, 10]));
+    store.addEvent({ t: T0 + 41, channel: "c", event: "p", data: { step: 10, loss: 100 } });
+    store.flush();
+    assert.deepEqual(store.xs, [...xs, 10]);
+  });
+
+  test("live points the kernel recorded well before this browser's clock says live are not doubled", () => {
+    const { store, model } = bare();
+    const ts = [T0 - 3000, T0 - 2500, T0 - 2000, T0 - 1500]; // a slow page: far more than the margin
+    const xs = [1, 2, 3, 4];
+    store.addEvent({ t: T0, channel: "c", event: "p", data: { step: 3, loss: 30 } });
+    store.addEvent({ t: T0 + 1, channel: "c", event: "p", data: { step: 4, loss: 40 } });
+    model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
+    store.flush();
+    assert.deepEqual(store.xs, [1, 2, 3, 4]);
+    assert.equal(store.seeded, 2);
+    assert.equal(store.received, 2);
+  });
+
   test("extend() arrives as a 'points' message with a buffer; reset starts over", () => {
     const { store, model } = bare();
     store.addPoint({ step: 100, loss: 1 }, T0);
