@@ -31,6 +31,26 @@ function maxLog(model) {
   return Number.isFinite(n) && n > 0 ? Math.floor(n) : 500;
 }
 
+const LIVE_KEYS = 32; // first live events remembered, to find where they begin in the kernel's history
+
+/** An event's identity for matching live events against the kernel's history. */
+function rowKey(row) {
+  return `${row.channel}\u0001${row.event}\u0001${JSON.stringify(row.data ?? null)}`;
+}
+
+/** The index in `rows` where the live events (`live`: their keys, in order) begin, or -1. */
+function liveStart(rows, live) {
+  if (!live.length) return -1;
+  const keys = rows.map(rowKey);
+  for (let i = 0; i < keys.length; i++) {
+    const m = Math.min(live.length, keys.length - i);
+    let k = 0;
+    while (k < m && keys[i + k] === live[k]) k += 1;
+    if (k === m) return i;
+  }
+  return -1;
+}
+
 /** The model-level state of a Feed: the event log, counts and rate. Emits `"change"`. */
 export class FeedStore extends StoreBase {
   /**
@@ -46,6 +66,8 @@ export class FeedStore extends StoreBase {
     this.seeded = 0; // rows taken from the kernel's history
     this.generation = 0; // bumped when rows are replaced or removed, not when one is appended
     this.liveSince = null; // receive time of the first live event
+    this.firstLive = []; // keys of the first live events (rowKey), at most LIVE_KEYS
+    this.historyUntil = Number.NEGATIVE_INFINITY; // kernel time of the newest history row taken
     this._seq = 0;
     this._filter = new Set();
   }
@@ -75,16 +97,18 @@ export class FeedStore extends StoreBase {
     this.received += 1;
     this.meter.add(row.t);
     if (this.liveSince === null) this.liveSince = row.t;
+    if (this.firstLive.length < LIVE_KEYS) this.firstLive.push(rowKey(row));
     this.emit("change");
   }
 
   /**
-   * Seed the log from `_history` (JSON lines written by the kernel). Only until the first live event:
-   * from then on this browser's own connection is the source, and a refreshed history would only
-   * repeat what it already has.
+   * Seed the log from `_history` (JSON lines written by the kernel). Before the first live event it
+   * replaces the log. After it, a refreshed history only fills the gap: the events sent while this
+   * browser was subscribing, which the kernel heard and this browser did not. The kernel and this
+   * browser get each channel's events in the same order, so the first live events appear in the
+   * history as one run; what comes before it and after the rows taken so far is the gap.
    */
   seedHistory() {
-    if (this.liveSince !== null) return;
     const rows = [];
     for (const item of decodeJsonLines(this.model.get("_history"))) {
       const t = Number(item.t);
@@ -96,12 +120,31 @@ export class FeedStore extends StoreBase {
         data: item.data,
         user_id: item.user_id ?? null,
         history: true,
-        seq: ++this._seq,
+        seq: 0,
       });
     }
-    if (rows.length === 0 && this.log.size === 0) return;
-    this.log.reset(rows);
-    this.seeded = Math.min(rows.length, this.log.capacity);
+    if (this.liveSince === null) {
+      if (rows.length === 0 && this.log.size === 0) return;
+      for (const row of rows) row.seq = ++this._seq;
+      this.log.reset(rows);
+      this.seeded = Math.min(rows.length, this.log.capacity);
+      this.historyUntil = rows.length ? rows[rows.length - 1].t : this.historyUntil;
+      this.generation += 1;
+      this.emit("change");
+      return;
+    }
+    const start = liveStart(rows, this.firstLive);
+    if (start < 0) return; // the history does not show the live events yet: a later refresh will
+    const missed = rows.slice(0, start).filter((row) => row.t > this.historyUntil);
+    if (missed.length === 0) return;
+    this.historyUntil = missed[missed.length - 1].t;
+    const all = this.log.toArray();
+    const firstLive = all.findIndex((row) => !row.history);
+    const at = firstLive < 0 ? all.length : firstLive;
+    const merged = [...all.slice(0, at), ...missed, ...all.slice(at)];
+    for (const row of merged) row.seq = ++this._seq; // the log's order, renumbered
+    this.log.reset(merged);
+    this.seeded += missed.length;
     this.generation += 1;
     this.emit("change");
   }

@@ -76,7 +76,33 @@ describe("FeedStore", () => {
     assert.deepEqual(s.store.log.newest(0).data, { i: 2 });
   });
 
-  test("a refreshed _history replaces the seed until the first live event, then is ignored", () => {
+  test("after the first live event a refreshed _history only fills in what this browser missed", () => {
+    const s = session({ channels: ["a"] });
+    s.model.set("_history", historyBytes([{ t: T0 - 500, channel: "a", event: "tick", data: { i: 0 } }]));
+    // i = 1 and 2 were sent while this browser subscribed: the kernel heard them, the browser did not
+    s.pusher.deliver("a", "tick", { i: 3 });
+    s.pusher.deliver("a", "tick", { i: 4 });
+    const history = (n) =>
+      historyBytes(
+        [...Array(n).keys()].map((i) => ({ t: T0 - 500 + i * 10, channel: "a", event: "tick", data: { i } })),
+      );
+    s.model.set("_history", history(4)); // the kernel has heard up to i = 3
+    const order = () => s.store.log.toArray().map((r) => r.data.i);
+    assert.deepEqual(order(), [0, 1, 2, 3, 4]);
+    assert.deepEqual(
+      s.store.log.toArray().map((r) => Boolean(r.history)),
+      [true, true, true, false, false],
+    );
+    assert.equal(s.store.seeded, 3);
+    assert.equal(s.store.received, 2);
+    s.model.set("_history", history(6)); // refreshed again: nothing new is missing
+    s.pusher.deliver("a", "tick", { i: 5 });
+    assert.deepEqual(order(), [0, 1, 2, 3, 4, 5]);
+    const seqs = s.store.log.toArray().map((r) => r.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "rows keep increasing seq numbers");
+  });
+
+  test("a refreshed _history replaces the seed until the first live event, then repeats nothing", () => {
     const s = session({ channels: ["a"] });
     assert.equal(s.store.log.size, 0);
     s.model.set("_history", historyBytes([{ t: T0 - 10, channel: "a", event: "old", data: 1 }]));
