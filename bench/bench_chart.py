@@ -363,7 +363,7 @@ JL_PROBE = """
   const loop = () => { bench.frames++; requestAnimationFrame(loop); };
   requestAnimationFrame(loop);
   setInterval(() => {
-    let x = null, paints = 0, received = 0;
+    let x = null, paints = 0, received = 0, points = 0, paintMs = 0;
     if (kind === "plotly") {
       const gd = document.querySelector(".js-plotly-plot");
       const data = gd && gd.data && gd.data[0];
@@ -376,8 +376,13 @@ JL_PROBE = """
     } else {
       const d = document.querySelector(".lw-chart")?.dataset || {};
       x = Number(d.latestX); paints = Number(d.paints || 0); received = Number(d.received || 0);
+      points = Number(d.points || 0); paintMs = Number(d.paintMs || 0);
     }
-    bench.samples.push({ t: performance.now(), frames: bench.frames, paints, received, points: 0,
+    if (kind === "plotly") {
+      const gd = document.querySelector(".js-plotly-plot");
+      points = gd && gd.data && gd.data[0] && gd.data[0].x ? gd.data[0].x.length : 0;
+    }
+    bench.samples.push({ t: performance.now(), frames: bench.frames, paints, received, points, paintMs,
       lag: Number.isFinite(x) && x > 0 ? Date.now() / 1000 - x : null });
   }, 250);
 }
