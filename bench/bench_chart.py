@@ -368,6 +368,7 @@ JL_PROBE = """
       const gd = document.querySelector(".js-plotly-plot");
       const data = gd && gd.data && gd.data[0];
       if (data && data.x && data.x.length) x = Number(data.x[data.x.length - 1]);
+      points = data && data.x ? data.x.length : 0;
       paints = bench.afterplot || 0;
       if (gd && gd.on && !bench.hooked) {
         bench.hooked = true;
@@ -377,10 +378,6 @@ JL_PROBE = """
       const d = document.querySelector(".lw-chart")?.dataset || {};
       x = Number(d.latestX); paints = Number(d.paints || 0); received = Number(d.received || 0);
       points = Number(d.points || 0); paintMs = Number(d.paintMs || 0);
-    }
-    if (kind === "plotly") {
-      const gd = document.querySelector(".js-plotly-plot");
-      points = gd && gd.data && gd.data[0] && gd.data[0].x ? gd.data[0].x.length : 0;
     }
     bench.samples.push({ t: performance.now(), frames: bench.frames, paints, received, points, paintMs,
       lag: Number.isFinite(x) && x > 0 ? Date.now() / 1000 - x : null });

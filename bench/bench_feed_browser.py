@@ -136,15 +136,15 @@ setInterval(() => {
   B.feedLag.push({ t: performance.now(), frames: B.frames, count: c,
     lag: ts === null ? 0 : Date.now() - ts * 1000 });
 }, 250);
-window.benchReady = true;
-// Without a DevTools client (see the module docstring) the page says when it is subscribed and hands
-// its figures over when the bench asks, through the bench's HTTP server.
+// subscribed: the raw socket (raw, feedprobe) and the Feed's pusher-js connection (feed, feedprobe)
+window.benchReady = () => (MODE === "feed" || rawReady) &&
+  (MODE === "raw" || document.querySelector(".lw-state")?.dataset.state === "connected");
+// Without a DevTools client (see the module docstring) the page says when it is ready and hands its
+// figures over when the bench asks, through the bench's HTTP server.
 if (new URLSearchParams(location.search).get("report")) {
-  const isReady = () => (MODE === "raw" || MODE === "feedprobe" ? rawReady : true) &&
-    (MODE === "raw" || document.querySelector(".lw-state")?.dataset.state === "connected");
   let said = false;
   const poll = setInterval(async () => {
-    if (!said && isReady()) { said = true; fetch("/ready", { method: "POST", body: "{}" }); }
+    if (!said && window.benchReady()) { said = true; fetch("/ready", { method: "POST", body: "{}" }); }
     const r = await fetch("/control?" + Date.now());
     if ((await r.text()) === "report") {
       clearInterval(poll); fetch("/result", { method: "POST", body: JSON.stringify(B) }); }
@@ -232,9 +232,14 @@ class PlainChromium:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        path, _ = httpd.posts.get(timeout=30)
+        try:
+            path, _ = httpd.posts.get(timeout=30)
+        except queue.Empty:
+            self.close()
+            raise RuntimeError(
+                f"Chromium (exit code {self.proc.returncode}) never reported the page ready"
+            ) from None
         assert path == "/ready", path
-        time.sleep(1.0)
 
     def result(self) -> dict[str, Any]:
         self.httpd.control = "report"
@@ -251,6 +256,21 @@ class PlainChromium:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class PlaywrightPage:
+    """The same page driven by Playwright, DevTools attached (--playwright, --profile, --trace)."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1200, "height": 700})
+        self.page.goto(url)
+        self.page.wait_for_function("window.benchReady && window.benchReady()", timeout=30_000)
+
+    def result(self) -> dict[str, Any]:
+        return dict(self.page.evaluate("window.bench"))
+
+    def close(self) -> None:
+        self.page.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -318,16 +338,9 @@ def main() -> None:
             "LIVEWIDGET_URL": f"http://{server.key}:{server.secret}@127.0.0.1:{server.port}/apps/{server.app_id}",
         }
 
-        def open_page(mode: str) -> Any:
+        def open_page(mode: str) -> PlainChromium | PlaywrightPage:
             url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html?mode={mode}"
-            if browser is None:
-                return PlainChromium(httpd, url, root)
-            page = browser.new_page(viewport={"width": 1200, "height": 700})
-            page.goto(url)
-            ready = "document.querySelector('.lw-state')?.dataset.state === 'connected'"
-            page.wait_for_function(
-                f"window.benchReady && ({ready if mode.startswith('feed') else 'true'})", timeout=30_000
-            )
+            page = PlainChromium(httpd, url, root) if browser is None else PlaywrightPage(browser, url)
             time.sleep(1.0)
             return page
 
@@ -335,8 +348,8 @@ def main() -> None:
             page = open_page(mode)
             tracing = args.trace and mode == "feed"
             if tracing:
-                assert browser is not None
-                browser.start_tracing(page=page, categories=["devtools.timeline", "blink", "v8"])
+                assert browser is not None and isinstance(page, PlaywrightPage)
+                browser.start_tracing(page=page.page, categories=["devtools.timeline", "blink", "v8"])
             proc = subprocess.run(
                 [sys.executable, "-c", PUBLISHER, channel, "100", str(args.seconds)],
                 capture_output=True,
@@ -349,7 +362,7 @@ def main() -> None:
             if tracing:
                 assert browser is not None
                 print_trace(json.loads(browser.stop_tracing()), "at 100 events/s")
-            result = page.evaluate("window.bench") if browser else page.result()
+            result = page.result()
             page.close()
             return int(proc.stdout.split()[-1]), result
 
@@ -365,11 +378,12 @@ def main() -> None:
                     server.server._run(hub, hub.trigger("tick", data, [channel], now))
 
             if args.trace and mode == "feed":
-                assert browser is not None
-                browser.start_tracing(page=page, categories=["devtools.timeline", "blink", "v8"])
+                assert browser is not None and isinstance(page, PlaywrightPage)
+                browser.start_tracing(page=page.page, categories=["devtools.timeline", "blink", "v8"])
             cdp = None
             if args.profile and mode == "feed":
-                cdp = page.context.new_cdp_session(page)
+                assert isinstance(page, PlaywrightPage)
+                cdp = page.page.context.new_cdp_session(page.page)
                 cdp.send("Profiler.enable")
                 cdp.send("Profiler.start")
             start = time.monotonic()
@@ -387,7 +401,7 @@ def main() -> None:
             if args.trace and mode == "feed":
                 assert browser is not None
                 print_trace(json.loads(browser.stop_tracing()), "during the flood")
-            result = page.evaluate("window.bench") if browser else page.result()
+            result = page.result()
             page.close()
             return injected, result
 
