@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ._loop import submit
+from .protocol._json import loads_bounded
 
 __all__ = ["AuthEndpoint", "endpoint"]
 
@@ -73,7 +74,7 @@ class AuthEndpoint:
 
     async def _auth(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read())
+            body = loads_bounded(await request.read())  # deep nesting: a 400, not a RecursionError
             token, socket_id, channel = body["token"], body["socket_id"], body["channel_name"]
         except (ValueError, KeyError, TypeError):
             return _json({"error": "expected JSON {token, socket_id, channel_name}"}, 400)

@@ -9,13 +9,13 @@ they return, in order.
 from __future__ import annotations
 
 import enum
-import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..exceptions import ProtocolError, SubscriptionError
 from . import signatures
+from ._json import JSONDepthError, loads_bounded
 from .channels import (
     USER_CHANNEL_PREFIX,
     ChannelKind,
@@ -185,7 +185,10 @@ class Hub:
             # spec *WebSocket data messages*: binary frames are not supported
             return [Send((conn,), error_frame("Binary frames are not supported; send text", None))]
         try:
-            message = json.loads(text)
+            # bounded: 1,000 levels of [ would overflow the parser's recursion (issue 14 item 7)
+            message = loads_bounded(text)
+        except JSONDepthError as exc:
+            return [Send((conn,), error_frame(exc.message))]
         except ValueError:
             return [Send((conn,), error_frame("Invalid JSON: each frame must be a JSON object"))]
         if not isinstance(message, dict) or not isinstance(message.get("event"), str):
@@ -256,9 +259,15 @@ class Hub:
         return actions
 
     def shutdown(self) -> list[Action]:
-        """The server is stopping: ask every client to reconnect (4200)."""
+        """The server is stopping: ask every client to reconnect (4200).
+
+        ``pusher:error`` {4200} comes first, then the 4200 close, as Soketi, Reverb and Sockudo do:
+        some clients (pysher on websocket-client < 1.9) reconnect only on the message (reference §1.11).
+        """
+        msg = "Server is shutting down; reconnect"
+        frame = error_frame(msg, CloseCode.RECONNECT)
         return [
-            self._closing(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect")
+            self._closing(conn, CloseCode.RECONNECT, msg, frame)
             for conn in list(self.connections.values())
             if conn.state is ConnectionState.OPEN
         ]
@@ -372,7 +381,9 @@ class Hub:
     def _parse_channel_data(self, channel_data: str) -> tuple[str, Any]:
         cfg = self.config
         try:
-            parsed = json.loads(channel_data)
+            parsed = loads_bounded(channel_data)
+        except JSONDepthError as exc:
+            raise SubscriptionError(f"channel_data: {exc.message}", "AuthError") from None
         except ValueError:
             raise SubscriptionError("channel_data is not valid JSON", "AuthError") from None
         if not isinstance(parsed, dict) or "user_id" not in parsed:
@@ -594,7 +605,9 @@ class Hub:
                 f"{conn.socket_id}::user::{user_data}, but got {sig}"
             )
         try:
-            parsed = json.loads(user_data)
+            parsed = loads_bounded(user_data)
+        except JSONDepthError as exc:
+            raise ProtocolError(f"pusher:signin user_data: {exc.message}") from None
         except ValueError:
             raise ProtocolError("pusher:signin user_data is not valid JSON") from None
         if not isinstance(parsed, dict):
@@ -604,12 +617,29 @@ class Hub:
             user_id = str(user_id)
         if not isinstance(user_id, str) or not user_id:
             raise ProtocolError("pusher:signin user_data needs a non-empty string id")
+        # The limits of a presence member (presence-channels.md: user id <= 128 characters, user
+        # object <= 1 KB; reference §1.12, §3): the info is kept for the connection's lifetime and is
+        # what a presence subscription without channel_data joins with.
+        if len(user_id) > cfg.max_user_id_length:
+            raise ProtocolError(
+                f"pusher:signin user id is {len(user_id)} characters; the limit is {cfg.max_user_id_length}",
+                CloseCode.UNAUTHORIZED,
+            )
+        user_info = parsed.get("user_info")
+        limit = cfg.max_presence_user_info
+        if limit is not None and user_info is not None:
+            size = len(dumps(user_info).encode())
+            if size > limit:
+                raise ProtocolError(
+                    f"pusher:signin user_info is {size} bytes; the limit is {limit}",
+                    CloseCode.OVER_CAPACITY,
+                )
         if conn.user_id is not None and conn.user_id != user_id:
             raise ProtocolError(f"This connection is already signed in as {conn.user_id}")
         actions: list[Action] = []
         first_time = conn.user_id is None
         conn.user_id = user_id
-        conn.user_info = parsed.get("user_info")
+        conn.user_info = user_info
         if first_time:
             conns = self.users.setdefault(user_id, set())
             conns.add(conn)

@@ -6,7 +6,6 @@ Endpoints and rules: library_auth_reference/rest-api.md (reference §2). Every r
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any, Protocol
 
 from ..exceptions import RestError
 from . import signatures
+from ._json import JSONDepthError, loads_bounded
 from .channels import ChannelKind, channel_kind, is_cache, is_valid_channel_name, is_valid_socket_id
 from .config import AppConfig
 from .hub import Hub, _new_socket_id
@@ -331,7 +331,9 @@ def _authenticate(
 
 def _json_body(body: bytes) -> dict[str, Any]:
     try:
-        parsed = json.loads(body or b"null")
+        parsed = loads_bounded(body or b"null")
+    except JSONDepthError as exc:  # issue 14 item 7: was a RecursionError, answered 500
+        raise RestError(400, f"Request body is not valid JSON: {exc.message}") from None
     except ValueError:
         raise RestError(400, "Request body is not valid JSON") from None
     if not isinstance(parsed, dict):
