@@ -10,6 +10,9 @@ main(async () => {
   recordErrors(pusher, 'dan');
   obs.states = [[pusher.connection.state, Date.now() - t0]];
   pusher.connection.bind('state_change', ({ current }) => obs.states.push([current, Date.now() - t0]));
+  // what the server says before it goes (Soketi, Reverb and Sockudo send pusher:error 4200 first)
+  obs.pusher_errors = [];
+  pusher.connection.bind('message', (m) => m.event === 'pusher:error' && obs.pusher_errors.push(m.data));
   const name = channelName('private-', 'lw-reco');
   const userChannel = `#server-to-user-${id}`;
   const succeeded = (ch) => (m) => m.event === 'pusher_internal:subscription_succeeded' && m.channel === ch;

@@ -308,3 +308,5 @@ def test_reconnects_and_resubscribes_after_server_restart(downtime: float) -> No
     assert states.count("connected") == 2, states  # lost once, came back once
     # the 4200 close is reported as an error event, and nothing else
     assert all("4200" in json.dumps(e) for e in obs["errors"]), obs["errors"]
+    # pusher:error {4200} came before the close, as from Soketi, Reverb and Sockudo (issue 14 item 10)
+    assert obs["pusher_errors"] == [{"code": 4200, "message": "Server is shutting down; reconnect"}]
