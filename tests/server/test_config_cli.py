@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -31,15 +32,27 @@ pytestmark = pytest.mark.timeout(60)
 
 LIVEWIDGET = Path(sys.executable).with_name("livewidget")  # the console script of this venv
 LISTENING = re.compile(r"listening on http://(?P<host>[0-9.]+):(?P<port>\d+)")
-APP_LINE = re.compile(
-    r"app_id=(?P<app_id>\S+) key=(?P<key>\S+) secret=(?P<secret>\S+) client_events=(?P<ce>\w+)"
-)
+APP_LINE = re.compile(r"app_id=(?P<app_id>\S+) key=(?P<key>\S+) client_events=(?P<ce>\w+)")
+URL_LINE = re.compile(r'LIVEWIDGET_URL=(?P<url>"[^"]*")')
 START_TIMEOUT = 20.0  # seconds for the process to import and bind
 
 
+_runtime: list[Path] = []  # this test's runtime folder (where a generated secret is written)
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path) -> Iterator[Path]:
+    _runtime[:] = [tmp_path / "runtime"]
+    yield _runtime[0]
+    _runtime.clear()
+
+
 def clean_env(**variables: str) -> dict[str, str]:
-    """This process's environment without any LIVEWIDGET_* variable, plus ``variables``."""
+    """This process's environment without any LIVEWIDGET_* variable (but a runtime folder of the
+    test's own), plus ``variables``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEWIDGET_")}
+    if _runtime:
+        env["LIVEWIDGET_RUNTIME_DIR"] = str(_runtime[0])
     env.update(variables)
     return env
 
@@ -101,6 +114,16 @@ class Serve:
     def apps(self) -> list[dict[str, str]]:
         """The apps printed at start-up."""
         return [m.groupdict() for line in self.out if (m := APP_LINE.search(line)) is not None]
+
+    def urls(self, env: dict[str, str] | None = None) -> list[str]:
+        """The LIVEWIDGET_URL lines printed at start-up, expanded by a shell as a user would paste them."""
+        found = [m["url"] for line in self.out if (m := URL_LINE.search(line)) is not None]
+        return [
+            subprocess.run(
+                ["sh", "-c", f"printf %s {url}"], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            for url in found
+        ]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send ``sig``; return the exit code once it and its output are done."""
@@ -193,27 +216,32 @@ async def connect(session: aiohttp.ClientSession, port: int, app: AppConfig) -> 
     return client
 
 
-def app_from(printed: dict[str, str]) -> AppConfig:
-    return AppConfig(printed["app_id"], printed["key"], printed["secret"])
+def app_from(url: str) -> AppConfig:
+    """The app of a ``LIVEWIDGET_URL`` (http://KEY:SECRET@HOST:PORT/apps/APP_ID)."""
+    parts = urlsplit(url)
+    assert parts.username and parts.password, url
+    return AppConfig(parts.path.rsplit("/", 1)[1], parts.username, parts.password)
 
 
 # ---------------------------------------------------------------------------------------------- running
 
 
 def test_serve_prints_where_it_listens_and_credentials_that_work(serve: Any) -> None:
-    """`livewidget serve --port 0` prints its URL and credentials; the SDK can publish with them."""
+    """`livewidget serve --port 0` prints its URL and where the secret is; the SDK can publish with them."""
     server = serve("--port", "0")
     port = server.listening()
     assert server.host == "127.0.0.1"
     [printed] = server.apps()
     assert printed["app_id"].isdigit()
     assert printed["ce"] == "on"  # client events are on by default
-    url = f"http://{printed['key']}:{printed['secret']}@127.0.0.1:{port}/apps/{printed['app_id']}"
-    assert f"LIVEWIDGET_URL={url}" in server.output
+    [url] = server.urls()  # the secret is read from its file by the pasted line
+    app = app_from(url)
+    assert url == f"http://{printed['key']}:{app.secret}@127.0.0.1:{port}/apps/{printed['app_id']}"
+    assert app.secret not in server.output
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as resp:
         assert json.load(resp) == {"ok": True}
-    assert sdk_for("127.0.0.1", port, app_from(printed)).trigger("news", "hello", {"n": 1}) == {}
+    assert sdk_for("127.0.0.1", port, app).trigger("news", "hello", {"n": 1}) == {}
 
     assert server.stop(signal.SIGINT) == 0
     assert "livewidget server stopped" in server.output
@@ -249,9 +277,11 @@ async def test_a_signal_stops_the_server_cleanly_and_clients_are_told_to_reconne
     server = serve("--port", "0")
     port = await asyncio.to_thread(server.listening)
     async with aiohttp.ClientSession() as session:
-        client = await connect(session, port, app_from(server.apps()[0]))
+        client = await connect(session, port, app_from(server.urls()[0]))
         await client.subscribe("lobby")
         server.proc.send_signal(sig)
+        error = await client.next("pusher:error")  # first, as Soketi, Reverb and Sockudo do
+        assert error["data"]["code"] == 4200
         msg = await client.ws.receive(timeout=10)
         assert msg.type is aiohttp.WSMsgType.CLOSE
         assert msg.data == 4200
@@ -275,7 +305,8 @@ async def test_options_set_credentials_webhook_urls_and_client_events(serve: Any
             "--webhook-url", hooks[0].url, "--webhook-url", hooks[1].url, "--no-client-events",
         )  # fmt: skip
         port = await asyncio.to_thread(server.listening)
-        assert server.apps() == [{"app_id": "4242", "key": "opt-key", "secret": "opt-secret", "ce": "off"}]
+        assert server.apps() == [{"app_id": "4242", "key": "opt-key", "ce": "off"}]
+        assert "opt-secret" not in server.output
 
         async with aiohttp.ClientSession() as session:
             client = await connect(session, port, app)
@@ -310,7 +341,10 @@ async def test_environment_variables_configure_serve(serve: Any) -> None:
     try:
         server = serve(env=env)
         assert await asyncio.to_thread(server.listening) == wanted_port
-        assert server.apps() == [{"app_id": "5151", "key": "env-key", "secret": "env-secret", "ce": "off"}]
+        assert server.apps() == [{"app_id": "5151", "key": "env-key", "ce": "off"}]
+        assert "env-secret" not in server.output
+        assert "secret: from $LIVEWIDGET_SECRET" in server.output
+        assert server.urls(env) == [f"http://env-key:env-secret@127.0.0.1:{wanted_port}/apps/5151"]
         async with aiohttp.ClientSession() as session:
             client = await connect(session, wanted_port, app)
             await client.subscribe("from-env")
@@ -347,9 +381,8 @@ async def test_explicit_options_beat_environment_variables(serve: Any) -> None:
             )  # fmt: skip
             port = await asyncio.to_thread(server.listening)
             assert port != taken.getsockname()[1]
-            assert server.apps() == [
-                {"app_id": "2222", "key": "opt-key", "secret": "opt-secret", "ce": "off"}
-            ]
+            assert server.apps() == [{"app_id": "2222", "key": "opt-key", "ce": "off"}]
+            assert "secret: as given with --secret" in server.output
             async with aiohttp.ClientSession() as session:
                 client = await connect(session, port, app)
                 await client.subscribe("precedence")
@@ -403,9 +436,11 @@ async def test_config_file_with_two_apps(serve: Any, tmp_path: Path, suffix: str
             server = serve(env=clean_env(LIVEWIDGET_CONFIG=str(path)))
         port = await asyncio.to_thread(server.listening)
         assert server.apps() == [
-            {"app_id": "101", "key": "first-key", "secret": "first-secret", "ce": "on"},
-            {"app_id": "202", "key": "second-key", "secret": "second-secret", "ce": "off"},
+            {"app_id": "101", "key": "first-key", "ce": "on"},
+            {"app_id": "202", "key": "second-key", "ce": "off"},
         ]
+        assert "first-secret" not in server.output and "second-secret" not in server.output
+        assert f"secret: in the config file {path}" in server.output
         async with aiohttp.ClientSession() as session:
             for app in apps:
                 client = await connect(session, port, app)

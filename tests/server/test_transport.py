@@ -206,6 +206,7 @@ async def test_stop_tells_clients_to_reconnect_4200():
         async with aiohttp.ClientSession() as session:
             ws, _ = await open_ws(session, server)
             stopper = asyncio.get_running_loop().run_in_executor(None, server.stop)
+            assert (await ws.receive_json(timeout=5))["data"]["code"] == 4200  # pusher:error first
             msg = await ws.receive(timeout=5)
             assert msg.type is aiohttp.WSMsgType.CLOSE
             assert msg.data == 4200
