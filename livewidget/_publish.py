@@ -19,6 +19,7 @@ import json
 import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -35,6 +36,9 @@ __all__ = ["PublishError", "Publisher", "encode_data", "publish"]
 MAX_DATA_SIZE = 10 * 1024  # bytes of `data` per event: hosted Pusher's limit (HTTP 413 above it)
 MAX_BATCH = 10  # events per batch_events request: hosted Pusher's multi-tenant limit
 RETRIES = 4
+# A signed REST query (auth_key=...&auth_signature=...&body_md5=...), as requests' errors quote the URL:
+# replayable for the timestamp window, and noise in a notebook's warning.
+_SIGNED_QUERY = re.compile(r"\?[^\s'\"()]*auth_signature=[^\s'\"()]*")
 FIRST_BACKOFF = 0.25
 
 
@@ -224,7 +228,7 @@ class Publisher:
             try:
                 return self._client.trigger([channel], event, text, socket_id)
             except Exception as exc:
-                raise PublishError(f"publishing {event!r} to {channel!r} failed: {exc}") from exc
+                raise PublishError(f"publishing {event!r} to {channel!r} failed: {_problem(exc)}") from exc
         with self._cond:
             self._pending += 1
             if self._thread is None:
@@ -313,7 +317,7 @@ class Publisher:
                 self.sent += len(batch)
                 return
             except Exception as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {_problem(exc)}"
                 permanent = type(exc).__name__ in ("PusherBadRequest", "PusherBadAuth", "PusherForbidden")
                 if permanent or attempt == RETRIES:
                     channels = sorted({e.channel for e in batch})
@@ -329,6 +333,11 @@ class Publisher:
     def _report(self, message: str) -> None:
         """Say that a batch was not delivered (on the sender thread): a warning; subclasses may differ."""
         warnings.warn(f"livewidget: {message}", RuntimeWarning, stacklevel=1)
+
+
+def _problem(exc: BaseException) -> str:
+    """``str(exc)`` without a signed query string in it."""
+    return _SIGNED_QUERY.sub("", str(exc))
 
 
 _live_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()

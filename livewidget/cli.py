@@ -347,10 +347,9 @@ def _server(args: argparse.Namespace) -> int:
     if info is None:
         print(f"no embedded server running (runtime folder {runtime_dir()})")
         return 0
-    secret = str(info["secret"])[:4] + "…"
     print(
         f"pid {info['pid']}  http://{info['host']}:{info['port']}  app_id={info['app_id']}  "
-        f"key={info['key']}  secret={secret}  since {info.get('started', '?')}"
+        f"key={info['key']}  secret in {runtime_dir() / 'server.json'}  since {info.get('started', '?')}"
     )
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import deque
 from typing import Any
@@ -32,12 +33,20 @@ MAX_BACKOFF = 30.0
 REQUEST_TIMEOUT = 5.0
 
 
+def _for_log(url: str) -> str:
+    """``url`` without what may be a credential: user:password, and the query (?token=...)."""
+    url = re.sub(r"(?<=//)[^@/?#]*@", "", url, count=1)
+    base, query, _ = url.partition("?")
+    return base + "?…" if query else base
+
+
 class _Target:
-    __slots__ = ("app", "dropped", "queue", "task", "url", "wakeup")
+    __slots__ = ("app", "dropped", "queue", "shown", "task", "url", "wakeup")
 
     def __init__(self, app: AppConfig, url: str) -> None:
         self.app = app
         self.url = url
+        self.shown = _for_log(url)  # how the logs name it
         self.queue: deque[dict[str, Any]] = deque()
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -65,7 +74,9 @@ class WebhookSender:
                 target.dropped += 1
                 self.failed += 1
                 if target.dropped == 1 or target.dropped % 1000 == 0:
-                    log.warning("webhook queue for %s is full: %d events dropped", url, target.dropped)
+                    log.warning(
+                        "webhook queue for %s is full: %d events dropped", target.shown, target.dropped
+                    )
             target.queue.append(event)
             target.wakeup.set()
 
@@ -103,18 +114,18 @@ class WebhookSender:
                         return
                     problem = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {exc}".replace(target.url, target.shown)  # InvalidURL
             if time.monotonic() + backoff > deadline:
                 self.failed += len(events)
                 log.warning(
                     "webhook to %s failed for %.0f s (%s); %d event(s) dropped",
-                    target.url,
+                    target.shown,
                     RETRY_FOR,
                     problem,
                     len(events),
                 )
                 return
-            log.info("webhook to %s failed (%s); retrying in %.1f s", target.url, problem, backoff)
+            log.info("webhook to %s failed (%s); retrying in %.1f s", target.shown, problem, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
