@@ -128,4 +128,5 @@ def _check_type(name: str, annotation: object, value: object) -> None:
         kind = {"tuple[str, ...]": "a list of strings", "float": "a number", "int": "an integer"}.get(
             base, f"a {base}"
         )
-        raise ConfigurationError(f"{name} must be {kind}{' or null' if optional else ''}, got {value!r}")
+        got = f"type {type(value).__name__}" if name == "secret" else repr(value)  # never echo a secret
+        raise ConfigurationError(f"{name} must be {kind}{' or null' if optional else ''}, got {got}")

@@ -182,3 +182,13 @@ def test_serve_redis_without_the_extra_says_what_to_install(tmp_path: Path) -> N
     assert "listening" not in result.stdout
     runtime = tmp_path / "runtime"  # no generated secret's file left behind
     assert not runtime.exists() or os.listdir(runtime) == []
+
+
+def test_a_secret_of_the_wrong_type_in_a_config_file_is_not_echoed(tmp_path: Path) -> None:
+    """Was: "secret must be a str, got 918273645546" on stderr."""
+    config = tmp_path / "apps.toml"
+    config.write_text('[[apps]]\nid = 1\nkey = "k"\nsecret = 918273645546\n')
+    result = run_serve("--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "secret must be a str, got type int" in result.stderr
+    assert "918273645546" not in result.stderr
