@@ -120,7 +120,8 @@ def _serve_parser(sub: Any) -> None:
         default=None,
         help="read the app secret from PATH; if PATH does not exist, a new secret is written there "
         "(mode 0600) [LIVEWIDGET_SECRET_FILE; else LIVEWIDGET_SECRET; else generated into "
-        "<runtime dir>/serve-<app id>.secret, mode 0600, removed at exit]",
+        "RUNTIME/serve-APP_ID.secret, mode 0600, removed at exit; RUNTIME is $LIVEWIDGET_RUNTIME_DIR, "
+        "else $XDG_RUNTIME_DIR/livewidget, else ~/.cache/livewidget/run]",
     )
     p.add_argument(
         "--secret",
@@ -148,7 +149,8 @@ def _serve_parser(sub: Any) -> None:
         "--redis",
         default=env("LIVEWIDGET_REDIS"),
         metavar="URL",
-        help="share the apps with every process using this Redis (redis://host:port)",
+        help="share the apps with every process using this Redis (redis://host:port); needs the redis "
+        "extra: pip install 'livewidget[redis]'",
     )
     p.add_argument(
         "--redis-node-ttl",
