@@ -143,7 +143,13 @@ def _spawn(folder: Path) -> dict[str, Any]:
         LIVEWIDGET_KEY=creds["key"],
         LIVEWIDGET_SECRET=creds["secret"],
     )
-    for name in ("LIVEWIDGET_URL", "LIVEWIDGET_CONFIG", "LIVEWIDGET_HOST", "LIVEWIDGET_PORT"):
+    for name in (
+        "LIVEWIDGET_URL",
+        "LIVEWIDGET_CONFIG",
+        "LIVEWIDGET_HOST",
+        "LIVEWIDGET_PORT",
+        "LIVEWIDGET_SECRET_FILE",  # the daemon's secret is the one above (serve refuses both)
+    ):
         env.pop(name, None)
     port = os.environ.get("LIVEWIDGET_EMBEDDED_PORT", "0")
     cmd = [sys.executable, "-m", "livewidget", "serve", "--host", "127.0.0.1", "--port", port]

@@ -6,6 +6,7 @@
 - :mod:`.config`: per-app settings and limits
 - :mod:`.hub`: one app's connections, channels, presence, users and cache
 - :mod:`.rest`: the REST API
+- :mod:`._json`: JSON from the network, with a bound on nesting depth (``loads_bounded``)
 """
 
 from .config import AppConfig

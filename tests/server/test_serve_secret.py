@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -146,6 +147,9 @@ def test_embedded_daemon_gets_the_secret_in_its_environment_not_its_command_line
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LIVEWIDGET_RUNTIME_DIR", str(tmp_path / "rt"))
+    # a user's own `serve` setting is not the daemon's: it must neither start with it nor fail on it
+    (tmp_path / "mine.secret").write_text("not-the-daemons")
+    monkeypatch.setenv("LIVEWIDGET_SECRET_FILE", str(tmp_path / "mine.secret"))
     for name in ("LIVEWIDGET_URL", "PUSHER_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_config, "_process_settings", None)
@@ -154,6 +158,7 @@ def test_embedded_daemon_gets_the_secret_in_its_environment_not_its_command_line
         line = cmdline(int(info["pid"]))
         assert "livewidget serve" in line
         assert info["secret"] not in line
+        assert info["secret"] == json.loads((tmp_path / "rt" / "credentials.json").read_text())["secret"]
         log = (tmp_path / "rt" / "server.log").read_text()
         assert "secret: from $LIVEWIDGET_SECRET" in log
         assert info["secret"] not in log and info["secret"][:4] + "…" not in log
