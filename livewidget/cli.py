@@ -176,7 +176,8 @@ def _url_option(p: Any) -> None:
     p.add_argument(
         "--url",
         default=None,
-        help="http://KEY:SECRET@HOST:PORT/apps/APP_ID [LIVEWIDGET_URL, PUSHER_*, or the embedded server]",
+        help="http://KEY:SECRET@HOST:PORT/apps/APP_ID, visible to other local users in ps: prefer "
+        "LIVEWIDGET_URL [LIVEWIDGET_URL, PUSHER_*, or the embedded server]",
     )
 
 

@@ -141,6 +141,9 @@ def test_help_says_how_to_keep_the_secret_private() -> None:
     assert "visible to every local user in the process list" in text
     assert "mode 0600" in text
     assert "The app secret is never printed" in text
+    for command in ("publish", "tail"):  # --url holds the secret too
+        out = subprocess.run([str(LIVEWIDGET), command, "--help"], capture_output=True, text=True, check=True)
+        assert "visible to other local users in ps: prefer LIVEWIDGET_URL" in " ".join(out.stdout.split())
 
 
 def test_embedded_daemon_gets_the_secret_in_its_environment_not_its_command_line(
