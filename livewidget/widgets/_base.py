@@ -51,6 +51,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .. import _check
 from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
@@ -122,9 +123,7 @@ class LiveWidget(anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until fully started: close() (also from __del__) has nothing to free
-        names = [channels] if isinstance(channels, str) else list(channels)
-        if not names:
-            raise ValueError("give at least one channel name")
+        names = _check.names(channels, "channels")
         for name in names:
             if not is_valid_channel_name(name):
                 raise ValueError(
@@ -133,12 +132,23 @@ class LiveWidget(anywidget.AnyWidget):
                 )
             if channel_kind(name) is ChannelKind.USER:
                 raise ValueError(f"{name}: server-to-user channels are for signed-in users only")
-        filt = [] if events is None else ([events] if isinstance(events, str) else list(events))
+        filt = _check.names(events, "events", allow_none=True, allow_empty=True)
+        _check.check_int(max_rows, "max_rows", minimum=1, allow_none=True)
+        _check.check_int(keep, "keep", minimum=0)
+        _check.check_int(max_log, "max_log", minimum=0, maximum=100_000)
+        _check.check_bool(record, "record")
+        _check.check_callable(authorize, "authorize")
+        _check.check_str(title, "title", allow_none=True)
+        if user is not None and (not isinstance(user, dict) or user.get("id") in (None, "")):
+            raise ValueError(f"user must be a dict with an 'id' (and optional 'info'), got {user!r}")
         self._settings: Settings = resolve(
             url, app_id=app_id, key=key, secret=secret, cluster=cluster, host=host, port=port, use_tls=use_tls
         )
-        if user is not None and "id" not in user:
-            raise ValueError("user must be a dict with an 'id' (and optional 'info')")
+        # What the kernel signs, records and publishes to comes from Python only: the synced traits
+        # (channels, event_filter, max_log) may be changed by the browser, which must never widen it.
+        self._channel_names = tuple(names)
+        self._event_filter = frozenset(filt)
+        self._max_log = max_log
         self._user = user or _default_user()
         self._authorize_cb = authorize
         self._store = EventStore(max_rows)
@@ -195,7 +205,7 @@ class LiveWidget(anywidget.AnyWidget):
 
     def _sign(self, socket_id: str, channel: str) -> dict[str, Any]:
         """Sign ``channel`` for the browser's ``socket_id`` (raises PermissionError to refuse)."""
-        if channel not in self.channels:
+        if channel not in self._channel_names:  # not the synced trait: the browser may change that
             raise PermissionError(f"this widget did not ask for {channel}")
         if not is_valid_socket_id(socket_id):
             raise PermissionError(f"invalid socket id {socket_id!r}")
@@ -228,7 +238,7 @@ class LiveWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ receiving
 
     def _on_status(self, state: str, detail: str) -> None:
-        if state == "error":
+        if state in ("error", "warning"):  # warning: an undecodable event (the receiver says it once)
             self._set_error(detail)
             return
         if state in ("unavailable", "failed") and self.status not in ("unavailable", "failed"):
@@ -245,7 +255,7 @@ class LiveWidget(anywidget.AnyWidget):
         """Presence bookkeeping from the receiver (subscription_succeeded, member_added/removed)."""
 
     def _accepts(self, event: ClientEvent) -> bool:
-        return not self.event_filter or event.event in self.event_filter
+        return not self._event_filter or event.event in self._event_filter
 
     def _on_event(self, event: ClientEvent) -> None:
         """On the I/O thread: record, call back, wake waiters (trait updates are coalesced)."""
@@ -306,7 +316,7 @@ class LiveWidget(anywidget.AnyWidget):
             if self._history_dirty and now - self._last_history >= HISTORY_EVERY:
                 self._history_dirty = False
                 self._last_history = now
-                self._history = _history_bytes(list(self._recent)[-self.max_log :])
+                self._history = _history_bytes(list(self._recent)[-self._max_log :] if self._max_log else [])
             elif self._history_dirty:
                 self._dirty = True  # come back for the history later
 
@@ -367,7 +377,7 @@ class LiveWidget(anywidget.AnyWidget):
 
         if self._publisher is None:
             self._publisher = Publisher(self._settings)
-        self._publisher.publish(channel or self.channels[0], event, data)
+        self._publisher.publish(channel or self._channel_names[0], event, data)
 
     def close(self) -> None:
         """Unsubscribe, stop receiving, free the record, and close the widget."""

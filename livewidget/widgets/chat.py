@@ -53,6 +53,7 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import table
 from .._loop import io_loop
 from ..protocol.client import ClientEvent
@@ -123,13 +124,25 @@ def _full_name(login: str) -> str:
     return gecos or login
 
 
-def person(user: dict[str, Any] | None = None) -> dict[str, str]:
-    """``{"id", "name", "color"}`` from ``user`` (``name``/``color`` or ``info``), or the login name."""
+def person(user: str | dict[str, Any] | None = None) -> dict[str, str]:
+    """``{"id", "name", "color"}`` from ``user``: a user id (``"alice"``), a dict (``name``/``color``
+    or ``info``), or ``None`` for the login name."""
     if user is None:
         login = _login()
         return {"id": login, "name": _full_name(login), "color": color_for(login)}
+    if isinstance(user, str):
+        user = {"id": user}
+    if not isinstance(user, dict):
+        raise TypeError(
+            f'user must be a user id (a string such as "alice") or a dict {{"id", "name"?, "color"?}}, '
+            f"not {type(user).__name__}"
+        )
     if user.get("id") in (None, ""):
-        raise ValueError('user must be a dict with an "id" (and optional "name" and "color")')
+        raise ValueError(
+            'user must be a non-empty user id, or a dict with an "id" (and optional "name" and "color")'
+        )
+    if not isinstance(user["id"], (str, int)) or isinstance(user["id"], bool):
+        raise TypeError(f"user id must be a string, not {type(user['id']).__name__}")
     info = _dict(user.get("info"))
     uid = str(user["id"])
     if len(uid) > 120 or uid.endswith(":kernel"):
@@ -171,7 +184,8 @@ class Chat(LiveWidget):
     room:
         The room's name (letters, digits, ``_ - = @ , . ;``); the channel is ``presence-chat-<room>``.
     user:
-        Who this notebook is: ``{"id", "name"?, "color"?: "#rrggbb"}``. Default: the login name
+        Who this notebook is: a user id (``"alice"``) or ``{"id", "name"?, "color"?: "#rrggbb"}``.
+        Default: the login name
         (``JUPYTERHUB_USER`` on JupyterHub), the full name from the system when known, a colour
         derived from the id. A person in several tabs or kernels counts once.
     max_history:
@@ -204,19 +218,22 @@ class Chat(LiveWidget):
         self,
         room: str = "general",
         *,
-        user: dict[str, Any] | None = None,
+        user: str | dict[str, Any] | None = None,
         max_history: int = 200,
         max_rows: int = 10_000,
         title: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(room, str):
+            raise TypeError(f"room must be a string (the room's name), not {type(room).__name__}")
         if not _ROOM_RE.match(room):
             raise ValueError(
                 f"invalid room name {room!r}: use 1 to 180 of a-z A-Z 0-9 _ - = @ , . ; (no spaces)"
             )
-        if max_history < 1 or max_rows < 1:
-            raise ValueError("max_history and max_rows must be at least 1")
+        _check.check_int(max_history, "max_history", minimum=1)
+        _check.check_int(max_rows, "max_rows", minimum=1)
         me = person(user)
+        self._me = me  # what send() uses: the synced `me` trait may be changed by the browser
         # Set before the base starts the receiver, which may deliver events at once (I/O thread).
         self._lock = threading.Lock()
         self._msgs: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -472,7 +489,7 @@ class Chat(LiveWidget):
 
     # ------------------------------------------------------------------ public API
 
-    def send(self, text: Any, *, user: dict[str, Any] | None = None) -> str:  # type: ignore[override]
+    def send(self, text: Any, *, user: str | dict[str, Any] | None = None) -> str:  # type: ignore[override]
         """Post ``text`` (Markdown) to the room, as this notebook's user or ``user``; returns its id.
 
         Goes through the REST API (queued, returns at once), so it works from any thread, also
@@ -482,7 +499,7 @@ class Chat(LiveWidget):
         text = str(text)
         if not text.strip():
             raise ValueError("empty message")
-        sender = self.me if user is None else person(user)
+        sender = self._me if user is None else person(user)
         chunks = split_text(text)
         if len(chunks) > MAX_PARTS:
             raise ValueError(

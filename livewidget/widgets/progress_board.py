@@ -10,6 +10,7 @@ import traitlets
 
 from .._frames import table
 from ..protocol.client import ClientEvent
+from .. import _check
 from ._base import LiveWidget
 
 __all__ = ["ProgressBoard"]
@@ -103,14 +104,14 @@ class ProgressBoard(LiveWidget):
         title: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if max_jobs < 1:
-            raise ValueError("max_jobs must be at least 1")
+        _check.check_int(max_jobs, "max_jobs", minimum=1)
+        _check.check_bool(notify, "notify")
         # Set before the base starts the receiver, which may deliver events at once.
         self._jobs_lock = threading.Lock()
         self._states: dict[str, dict[str, Any]] = {}
         self._jobs_dirty = False
         self._max_jobs = max_jobs
-        names = [channel] if isinstance(channel, str) else list(channel)
+        names = _check.names(channel, "channel")
         super().__init__(
             names,
             events=[EVENT],
