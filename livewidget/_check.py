@@ -31,7 +31,7 @@ def names(value: Any, what: str, *, allow_none: bool = False, allow_empty: bool 
         if not isinstance(item, str):
             raise TypeError(f"{what} must hold strings; got {item!r} ({_kind(item)})")
     if not items and not allow_empty:
-        raise ValueError(f"{what}: give at least one name")
+        raise ValueError(f"{what}: give at least one {what.rstrip('s')} name")
     return items
 
 

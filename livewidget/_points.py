@@ -24,8 +24,8 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._config import resolve
 from ._check import check_int, check_number
+from ._config import resolve
 from ._publish import MAX_DATA_SIZE, Publisher, _default_publisher, check_names, encode_data
 
 __all__ = ["ChartPublisher", "points"]

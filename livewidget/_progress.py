@@ -105,6 +105,8 @@ def _warn_once(kind: str, message: str) -> None:
 class _ProgressPublisher(Publisher):
     """The shared publisher of progress bars: a failed delivery is reported once per process."""
 
+    _always_report = True  # by the one warning of _report(), also while a worker waits in flush()
+
     def _report(self, message: str) -> None:
         _warn_once(
             "network",

@@ -200,6 +200,8 @@ class Publisher:
         Events per ``batch_events`` request (hosted Pusher: 10).
     """
 
+    _always_report = False  # report even failures that a waiting flush() raises (subclasses)
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -422,7 +424,7 @@ class Publisher:
             for owner in dict.fromkeys(e.owner for e in batch):
                 if owner is not _NOBODY:
                     self._unreported.setdefault(owner, []).append(message)
-                if owner is _NOBODY or not self._flushing.get(owner):
+                if owner is _NOBODY or not self._flushing.get(owner) or self._always_report:
                     warn = True
         if warn:
             self._report(message)

@@ -264,8 +264,8 @@ class Receiver:
                                 self.socket_id = proto.socket_id
                                 self._was_connected = True
                                 self._status("connected", proto.socket_id or "")
-                            elif event.event == PROTOCOL_ERROR:
-                                self._undecodable(event)
+                            elif event.event == PROTOCOL_ERROR:  # said by the status, counted
+                                self.undecodable += 1
                                 self._status("unavailable", event.error or "protocol error; reconnecting")
                                 return None
                             else:

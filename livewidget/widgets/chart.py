@@ -54,10 +54,10 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import records
 from ..protocol.client import ClientEvent
 from . import _base
-from .. import _check
 from ._base import LiveWidget
 
 __all__ = ["LiveChart"]
@@ -282,8 +282,8 @@ class LiveChart(LiveWidget):
         max_rows: int | None = 1_000_000,
         **kwargs: Any,
     ) -> None:
-        fields = _check.names(y, "y")
-        if not all(fields):
+        fields = _check.names(y, "y", allow_empty=True)
+        if not fields or not all(fields):
             raise ValueError("y must name at least one field (non-empty names)")
         _check.check_str(x, "x", allow_none=True)
         _check.check_str(by, "by", allow_none=True)

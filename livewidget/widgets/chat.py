@@ -8,7 +8,11 @@ Where things live
     hidden from member lists) records every message: ``chat.df``, ``chat.on_message``.
 
 History
-    Pusher stores nothing, so history lives in the members. A member that joins (browser or kernel)
+    Pusher stores nothing, so history lives in the members. The server stamps who sent each client
+    event, but not who wrote the messages inside a history answer: a message is attributed to its
+    author only when the answering member is that author (or the author's kernel); otherwise it is
+    kept with ``relayed_by`` set to the answering member (shown "relayed by ..."), so a member cannot
+    make others appear to have said something. A member that joins (browser or kernel)
     asks with ``client-chat-history-request``; members that hold messages answer with
     ``client-chat-history`` chunks (each under the 10 KB limit, paced under the client-event rate).
     Kernels answer first (they record from the moment the ``Chat`` is created, whether or not a view
@@ -72,10 +76,16 @@ HISTORY = "client-chat-history"
 PIECE_BYTES = 9000  # JSON bytes of one event's data: under the 10 KB limit with room to spare
 MAX_PARTS = 12  # a message is at most this many pieces (about 100 KB); longer ones are refused
 MAX_TEXT = 200_000  # characters kept of a received message (a hostile sender could send more parts)
+# Incomplete multi-part messages: kept per (sender, id) at most PARTS_TTL seconds, at most
+# PENDING_PER_SENDER per sender and PENDING_TOTAL in all (oldest dropped): a hostile member sending
+# first parts only (90 KB/s) cannot grow the kernel's memory.
+PARTS_TTL = 60.0
+PENDING_PER_SENDER = 4
+PENDING_TOTAL = 64
 TYPING_EVERY = 2.5  # seconds between typing notifications
 KERNEL_RATE = 5.0  # client events per second the kernel sends (Pusher allows 10 per connection)
 KERNEL_ANSWER_DELAY = 0.15  # seconds: a kernel answers a history request within this (random)
-COLUMNS = ("time", "user_id", "name", "text", "id", "via", "history")
+COLUMNS = ("time", "user_id", "name", "text", "id", "via", "history", "relayed_by")
 
 _ROOM_RE = re.compile(r"\A[A-Za-z0-9_\-=@,.;]{1,180}\Z")
 _COLOR_RE = re.compile(r"\A#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
@@ -237,7 +247,7 @@ class Chat(LiveWidget):
         # Set before the base starts the receiver, which may deliver events at once (I/O thread).
         self._lock = threading.Lock()
         self._msgs: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._parts: dict[str, dict[str, Any]] = {}
+        self._parts: dict[tuple[str, str], dict[str, Any]] = {}  # (sender, id) -> parts received
         self._max_msgs = max_rows
         self._max_history = max_history
         self._mine: deque[str] = deque(maxlen=1000)  # ids sent by chat.send(): no on_message for them
@@ -293,11 +303,14 @@ class Chat(LiveWidget):
         try:
             if event.event in (MESSAGE, SERVER_MESSAGE):
                 via = "python" if event.event == SERVER_MESSAGE else "browser"
-                self._take_piece(data, via, event.user_id if via == "browser" else None, history=False)
+                stamped = event.user_id if via == "browser" else None
+                if via == "browser" and stamped is None:
+                    return  # a client event always carries the sender the server stamped
+                self._take_piece(data, via, stamped, history=False)
             elif event.event == HISTORY_REQUEST:
                 self._history_requested(data)
             elif event.event == HISTORY:
-                self._history_answered(data)
+                self._history_answered(data, event.user_id)
         except Exception:
             log.exception("chat: could not handle %s", event.event)
 
@@ -312,26 +325,36 @@ class Chat(LiveWidget):
             color = color_for(uid)
         return {"id": uid, "name": str(name)[:80], "color": color}
 
-    def _take_piece(self, piece: dict[str, Any], via: str, stamped: str | None, *, history: bool) -> None:
+    def _take_piece(
+        self,
+        piece: dict[str, Any],
+        via: str,
+        stamped: str | None,
+        *,
+        history: bool,
+        relayed_by: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        """One piece; whole messages are recorded. ``source`` is who sent the event (the stamped id
+        for client events, the answering member for history): parts are joined per source and id."""
         mid, text, t = piece.get("id"), piece.get("text"), piece.get("t")
         if not isinstance(mid, str) or not mid or len(mid) > 200 or not isinstance(text, str):
             return
-        if not isinstance(t, (int, float)) or isinstance(t, bool):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t or abs(t) > 1e15:
             t = time.time() * 1000
         parts = piece.get("parts")
-        if isinstance(parts, int) and 1 < parts <= MAX_PARTS:
+        if isinstance(parts, int) and not isinstance(parts, bool) and 1 < parts <= MAX_PARTS:
             part = piece.get("part")
-            if not isinstance(part, int) or not 0 <= part < parts:
+            if not isinstance(part, int) or isinstance(part, bool) or not 0 <= part < parts:
                 return
-            pending = self._parts.setdefault(mid, {"got": {}, "parts": parts})
-            pending["got"][part] = text
-            if len(pending["got"]) < parts:
+            text = self._join(source or stamped or via, mid, parts, part, text)
+            if text is None:
                 return
-            del self._parts[mid]
-            text = "".join(pending["got"][i] for i in range(parts))
         sender = self._sender(piece, stamped)
         if history and piece.get("via") in ("python", "browser"):
             via = str(piece["via"])
+        if history and relayed_by is None and isinstance(piece.get("relayed_by"), str):
+            relayed_by = str(piece["relayed_by"])[:128]  # only from the kernel's own record (trusted)
         msg = {
             "id": mid,
             "t": int(t),
@@ -341,8 +364,32 @@ class Chat(LiveWidget):
             "text": text[:MAX_TEXT],
             "via": via,
             "history": history,
+            "relayed_by": relayed_by,
         }
         self._record(msg)
+
+    def _join(self, source: str, mid: str, parts: int, part: int, text: str) -> str | None:
+        """Keep part ``part`` of message ``mid`` from ``source``; the whole text once all are here."""
+        now = time.monotonic()
+        pending_all = self._parts
+        for key in [k for k, v in pending_all.items() if now - v["since"] > PARTS_TTL]:
+            del pending_all[key]  # expired: its other parts never came
+        key = (source, mid)
+        pending = pending_all.get(key)
+        if pending is None or pending["parts"] != parts:
+            mine = [k for k in pending_all if k[0] == source]
+            while len(mine) >= PENDING_PER_SENDER:
+                oldest = min(mine, key=lambda k: pending_all[k]["since"])
+                del pending_all[oldest]
+                mine.remove(oldest)
+            while len(pending_all) >= PENDING_TOTAL:
+                del pending_all[min(pending_all, key=lambda k: pending_all[k]["since"])]
+            pending = pending_all[key] = {"got": {}, "parts": parts, "since": now}
+        pending["got"][part] = text
+        if len(pending["got"]) < parts:
+            return None
+        del pending_all[key]
+        return "".join(pending["got"][i] for i in range(parts))
 
     def _record(self, msg: dict[str, Any]) -> bool:
         """Keep ``msg`` unless already known; tell the listeners about live ones from others."""
@@ -401,7 +448,7 @@ class Chat(LiveWidget):
             answer["done"] = seq == len(chunks) - 1
             self._queue(HISTORY, answer)
 
-    def _history_answered(self, data: dict[str, Any]) -> None:
+    def _history_answered(self, data: dict[str, Any], answerer: str | None = None) -> None:
         req = data.get("req")
         horizon = data.get("horizon")
         if not isinstance(req, str):
@@ -413,10 +460,15 @@ class Chat(LiveWidget):
             self._answers[req] = False
         if req != self._my_request:
             return
-        for piece in data.get("pieces") or []:
+        pieces = data.get("pieces")
+        for piece in pieces if isinstance(pieces, list) else []:
             if isinstance(piece, dict):
-                stamped = piece.get("user", {}).get("id") if isinstance(piece.get("user"), dict) else None
-                self._take_piece(piece, "browser", stamped, history=True)
+                claimed = _dict(piece.get("user")).get("id")
+                author = str(claimed)[:128] if isinstance(claimed, (str, int)) and claimed != "" else "?"
+                # The server stamped the answering member, not the authors of what it relays.
+                relayed = None if _same_person(author, answerer) else (answerer or "?")
+                source = answerer or "?"
+                self._take_piece(piece, "browser", author, history=True, relayed_by=relayed, source=source)
         if data.get("done") and theirs is not None and (self._horizon is None or theirs < self._horizon):
             self._horizon = int(theirs)
 
@@ -468,7 +520,8 @@ class Chat(LiveWidget):
                         "t": m["t"],
                         "channel": self.channel,
                         "event": SERVER_MESSAGE,
-                        "data": {**_piece_of(m), "via": m["via"]},
+                        "data": {**_piece_of(m), "via": m["via"]}
+                        | ({"relayed_by": m["relayed_by"]} if m.get("relayed_by") else {}),
                         "user_id": m["user_id"],
                     }
                 )
@@ -515,6 +568,7 @@ class Chat(LiveWidget):
             "text": text,
             "via": "python",
             "history": False,
+            "relayed_by": None,
         }
         with self._lock:
             self._mine.append(msg["id"])
@@ -531,7 +585,8 @@ class Chat(LiveWidget):
         """Call ``callback(message)`` for each new message from someone else, on the receiver thread.
 
         ``message`` is ``{"id", "t" (ms since the epoch), "user_id", "name", "color", "text", "via"
-        ("browser" or "python"), "history"}``. Not called for messages from :meth:`send` on this
+        ("browser" or "python"), "history", "relayed_by"}`` (``relayed_by``: the member who passed
+        on a history message it did not write; ``None`` when the author is known first-hand). Not called for messages from :meth:`send` on this
         ``Chat`` (a bot cannot answer itself) nor for history. Runs while cells run: keep it quick
         (``chat.send`` is fine). Returns a function that removes the callback.
         """
@@ -556,7 +611,8 @@ class Chat(LiveWidget):
         """The messages as a DataFrame, oldest first.
 
         Columns: time (UTC), user_id, name, text, id, via (``browser`` or ``python``), history (True
-        when learned from another member rather than heard live).
+        when learned from another member rather than heard live), relayed_by (who passed it on, when
+        that is not its author: its authorship is then only claimed).
         """
         rows = [{**m, "time": m["t"] / 1000} for m in self.messages]
         return table(rows, COLUMNS, times=("time",))
@@ -574,6 +630,11 @@ class Chat(LiveWidget):
         with self._lock:
             self._msgs.clear()
             self._parts.clear()
+
+
+def _same_person(author: str, member: str | None) -> bool:
+    """Whether ``member`` (a stamped presence id) is ``author`` or ``author``'s kernel."""
+    return member is not None and member in (author, f"{author}:kernel")
 
 
 def _dict(value: Any) -> dict[str, Any]:

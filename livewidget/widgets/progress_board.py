@@ -8,9 +8,9 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import table
 from ..protocol.client import ClientEvent
-from .. import _check
 from ._base import LiveWidget
 
 __all__ = ["ProgressBoard"]
