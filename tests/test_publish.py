@@ -114,11 +114,10 @@ def test_bad_credentials_fail_fast(server):
     """A wrong secret is a permanent failure (no retries), raised by flush() and in publisher.errors."""
     pub = Publisher(settings(server).__class__(**{**settings(server).__dict__, "secret": "wrong"}))
     t = time.monotonic()
-    with pytest.raises(PublishError, match="PusherBadAuth"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # warned if it failed before flush() started waiting
-            pub.publish("c", "e", 2)
-            pub.flush(30)
+    with pytest.raises(PublishError, match="PusherBadAuth"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warned if it failed before flush() started waiting
+        pub.publish("c", "e", 2)
+        pub.flush(30)
     assert time.monotonic() - t < 2
     pub.close()
 

@@ -34,7 +34,7 @@ def settings_of(server: LocalServer) -> Settings:
 
 
 def test_deep_rest_events_are_recorded_as_undecodable_and_the_feed_goes_on(server, make_feed):
-    """Three deep events over REST: recorded with their raw text, counted, said once; later events recorded."""
+    """Three deep events over REST: kept as raw text, counted, said once; later events recorded."""
     feed = make_feed("hostile-rest")
     pub = Publisher(settings_of(server))
     with pytest.warns(RuntimeWarning, match="could not be decoded") as caught:
