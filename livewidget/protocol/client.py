@@ -202,14 +202,15 @@ class ClientProtocol:
             return self._receive(text)
         except Exception as exc:  # a bug or an input nobody foresaw: this frame only
             self.undecodable += 1
-            raw = text if isinstance(text, str) else repr(text)
+            value: Any = text  # typed str, but a transport may hand over anything
+            raw = value if isinstance(value, str) else repr(value)
             return [ClientEvent(BAD_FRAME, None, raw, raw, error=f"{type(exc).__name__}: {exc}")]
 
     def _bad(self, text: str, why: str) -> list[ClientEvent]:
         self.undecodable += 1
         return [ClientEvent(BAD_FRAME, None, text, text, error=why)]
 
-    def _receive(self, text: str) -> list[ClientEvent]:
+    def _receive(self, text: Any) -> list[ClientEvent]:
         if not isinstance(text, str):
             return self._bad(repr(text), "not a text frame")
         try:

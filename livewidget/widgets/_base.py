@@ -139,7 +139,10 @@ class LiveWidget(anywidget.AnyWidget):
         _check.check_bool(record, "record")
         _check.check_callable(authorize, "authorize")
         _check.check_str(title, "title", allow_none=True)
-        if user is not None and (not isinstance(user, dict) or user.get("id") in (None, "")):
+        user_value: Any = user  # typed dict, checked: callers may pass anything
+        if user_value is not None and (
+            not isinstance(user_value, dict) or user_value.get("id") in (None, "")
+        ):
             raise ValueError(f"user must be a dict with an 'id' (and optional 'info'), got {user!r}")
         self._settings: Settings = resolve(
             url, app_id=app_id, key=key, secret=secret, cluster=cluster, host=host, port=port, use_tls=use_tls

@@ -586,9 +586,10 @@ class Chat(LiveWidget):
 
         ``message`` is ``{"id", "t" (ms since the epoch), "user_id", "name", "color", "text", "via"
         ("browser" or "python"), "history", "relayed_by"}`` (``relayed_by``: the member who passed
-        on a history message it did not write; ``None`` when the author is known first-hand). Not called for messages from :meth:`send` on this
-        ``Chat`` (a bot cannot answer itself) nor for history. Runs while cells run: keep it quick
-        (``chat.send`` is fine). Returns a function that removes the callback.
+        on a history message it did not write; ``None`` when the author is known first-hand). Not
+        called for messages from :meth:`send` on this ``Chat`` (a bot cannot answer itself) nor for
+        history. Runs while cells run: keep it quick (``chat.send`` is fine). Returns a function that
+        removes the callback.
         """
         self._listeners.append(callback)
 
