@@ -454,6 +454,9 @@ def publish(channel: str, event: str, data: Any = None, *, wait: bool = False, *
     reported once, as a warning naming the channel and event (never raised by a later, unrelated
     call). ``connection`` takes the same keywords as :func:`livewidget.connect` for a one-off target.
     """
+    check_names(channel, event)  # before anything is resolved or started
+    if not isinstance(wait, bool):
+        raise TypeError(f"wait must be True or False, not {type(wait).__name__}")
     return _default_publisher(resolve(**connection)).publish(channel, event, data, wait=wait, _owner=_NOBODY)
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 import warnings
 
@@ -158,3 +162,80 @@ def test_events_near_the_size_limit_are_delivered(server):
         pub.close()
     finally:
         feed.close()
+
+
+def test_a_publish_failure_is_reported_once_and_never_raised_by_an_unrelated_points_block(monkeypatch):
+    """livewidget.publish() whose event the server refuses: one warning naming its channel and event;
+    a later points() block on the same (shared) publisher delivers its points and raises nothing."""
+    from livewidget.server import LocalServer
+
+    monkeypatch.setattr(livewidget._publish, "FIRST_BACKOFF", 0.01)
+    with LocalServer(max_data_size=200) as small:
+        kw = {"host": small.host, "port": small.port, "app_id": small.app_id, "key": small.key}
+        kw["secret"] = small.secret
+        with pytest.warns(RuntimeWarning) as caught:
+            livewidget.publish("too-big", "blob", "x" * 500, **kw)  # refused by this server (413)
+            pub = livewidget._publish._default_publisher(livewidget._config.resolve(**kw))
+            deadline = time.monotonic() + 20
+            while not pub.errors and time.monotonic() < deadline:
+                time.sleep(0.02)
+        ours = [str(w.message) for w in caught if "not delivered" in str(w.message)]
+        assert len(ours) == 1 and "'blob' on 'too-big'" in ours[0], ours
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with livewidget.points("fine", **kw) as pts:  # the same shared publisher
+                pts.add(step=1, loss=0.5)
+        assert len(pub.errors) == 1
+        pub.flush(10)  # the Publisher's own callers had no failure either
+
+
+def test_points_failures_are_raised_by_their_own_block(monkeypatch):
+    """A points() block whose points are refused raises at its end, once (no warning as well)."""
+    from livewidget.server import LocalServer
+
+    monkeypatch.setattr(livewidget._publish, "FIRST_BACKOFF", 0.01)
+    with LocalServer(max_data_size=100) as small:
+        kw = {"host": small.host, "port": small.port, "app_id": small.app_id, "key": small.key}
+        kw["secret"] = small.secret
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(PublishError, match="'point' on 'mine'"):  # noqa: SIM117
+                with livewidget.points("mine", interval=0.5, **kw) as pts:
+                    pts.add(text="y" * 300)
+
+
+EXIT_SCRIPT = """
+import livewidget, time
+livewidget.connect(app_id="1", key="k", secret="{secret}", host="127.0.0.1", port={port})
+for i in range(5):
+    livewidget.publish("exit-c", "e", {{"i": i}})
+print("queued", flush=True)
+"""
+
+
+@pytest.mark.parametrize("timeout", [None, "0.5"])
+def test_exit_with_the_server_down_is_bounded_says_how_many_were_lost_and_no_secrets(timeout):
+    """Interpreter exit with the server down waits at most LIVEWIDGET_EXIT_TIMEOUT (default 2 s), says
+    plainly how many events were lost, and prints no signature, signed query string or secret."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave: connection refused
+    secret = "s3cr3t-do-not-print"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEWIDGET_", "PUSHER_"))}
+    if timeout is not None:
+        env["LIVEWIDGET_EXIT_TIMEOUT"] = timeout
+    script = EXIT_SCRIPT.format(secret=secret, port=port)
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - start
+    assert run.returncode == 0 and run.stdout == "queued\n", run.stderr
+    bound = 2.0 if timeout is None else 0.5
+    assert took < bound + 3.0, f"exit took {took:.1f} s"  # interpreter start-up and imports included
+    assert "5 event(s) were not delivered" in run.stderr, run.stderr
+    assert f"within {bound:g} s (LIVEWIDGET_EXIT_TIMEOUT)" in run.stderr
+    for leak in (secret, "auth_signature=", "auth_key=", "body_md5=", "auth_timestamp="):
+        if leak.endswith("="):
+            assert f"{leak}…" in run.stderr or leak not in run.stderr
+        else:
+            assert leak not in run.stderr
+    assert run.stderr.count("livewidget") == 1, run.stderr  # one report, not one per batch
