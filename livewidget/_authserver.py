@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ._loop import submit
+from .protocol.client import loads
 
 __all__ = ["AuthEndpoint", "endpoint"]
 
@@ -73,10 +74,12 @@ class AuthEndpoint:
 
     async def _auth(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read())
+            body = loads(await request.read())  # depth-safe: a nested body is a 400, not a 500
             token, socket_id, channel = body["token"], body["socket_id"], body["channel_name"]
         except (ValueError, KeyError, TypeError):
             return _json({"error": "expected JSON {token, socket_id, channel_name}"}, 400)
+        if not isinstance(socket_id, str) or not isinstance(channel, str):
+            return _json({"error": "socket_id and channel_name must be strings"}, 400)
         signer = self._signers.get(token) if isinstance(token, str) else None
         if signer is None:
             return _json({"error": "unknown widget token"}, 403)

@@ -81,6 +81,7 @@ class Receiver:
         self.state = "idle"
         self.socket_id: str | None = None
         self.undecodable = 0  # events and frames that could not be decoded
+        self.callback_failures = 0  # events whose on_event raised
         self._was_connected = False
 
     def start(self) -> Receiver:
@@ -189,7 +190,12 @@ class Receiver:
         try:
             self._on_event(event)
         except Exception:
-            log.exception("event callback failed")
+            # The failure stays with this event; said once with its traceback, then counted.
+            self.callback_failures += 1
+            if self.callback_failures == 1:
+                log.exception("event callback failed on %s (further failures are counted)", event.event)
+            else:
+                log.debug("event callback failed on %s", event.event, exc_info=True)
 
     def _flush(self) -> None:
         ws = self._ws

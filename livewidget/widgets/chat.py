@@ -643,7 +643,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _number(value: Any, default: float) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e15
     return float(value) if ok else default
 
 

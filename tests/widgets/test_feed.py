@@ -311,3 +311,21 @@ def test_the_browser_cannot_widen_what_the_kernel_signs(make_feed, server, comms
     time.sleep(0.2)
     assert [e["event"] for e in feed.events] == ["wanted"]
     pub.close()
+
+
+def test_auth_endpoint_refuses_malformed_bodies_plainly(make_feed):
+    """A nested or ill-typed body to the kernel's auth endpoint is a 400 with the expected shape."""
+    feed = make_feed(["private-t-body"])
+    url, token = feed._auth["url"], feed._auth["token"]
+    for body in (
+        [[[[[]]]]],
+        {"token": token, "socket_id": ["1.2"], "channel_name": "private-t-body"},
+        {"token": token, "socket_id": "1.2", "channel_name": {"x": 1}},
+    ):
+        assert _post(url, body)[0] == 400
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    req = urllib.request.Request(url, data=deep, headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    assert info.value.code == 400 and "expected JSON" in json.loads(info.value.read())["error"]
+    assert _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-body"})[0] == 200
