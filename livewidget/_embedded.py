@@ -72,7 +72,7 @@ def _credentials(folder: Path) -> dict[str, str]:
     path = folder / "credentials.json"
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
-        if {"app_id", "key", "secret"} <= set(data):
+        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("app_id", "key", "secret")):
             return {k: str(data[k]) for k in ("app_id", "key", "secret")}
     creds = {
         "app_id": str(secrets.randbelow(9_000_000) + 1_000_000),
@@ -109,9 +109,12 @@ def read_info() -> dict[str, Any] | None:
     path = runtime_dir() / "server.json"
     try:
         info: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not _alive(int(info.get("pid", 0))) or not _listening(info["host"], int(info["port"])):
+        pid, host, port = int(info["pid"]), str(info["host"]), int(info["port"])
+        if not all(isinstance(info.get(k), str) for k in ("app_id", "key", "secret")):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, half-written or not ours: as if no server were running
+    if pid <= 0 or not _alive(pid) or not _listening(host, port):
         return None
     return info
 

@@ -159,3 +159,17 @@ def _wait(predicate, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "content", ["{}", "[1]", '{"pid": 0, "host": "127.0.0.1", "port": 1}', "not json", '{"pid": "x"}']
+)
+def test_a_malformed_runtime_file_is_as_if_no_server_ran(runtime, content):
+    """A broken server.json (half-written, edited, another version's) never breaks resolve(): a server
+    is started as usual."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / "server.json").write_text(content)
+    (runtime / "credentials.json").write_text('["app_id", "key", "secret"]')
+    assert _embedded.read_info() is None
+    s = _config.resolve()
+    assert s.source == "embedded" and s.port and _embedded.read_info() is not None
