@@ -55,6 +55,7 @@ MAX_EVENT_NAME = 200  # characters (hosted Pusher and the embedded server)
 _NOBODY = object()  # owner of module-level publish() events: failures warned, never raised
 _QUERY = re.compile(r"\?[^\s'\"()<>]*")
 _SIGNED = re.compile(r"(auth_signature|auth_key|body_md5|auth_timestamp)=[^&\s'\"()]*")
+_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")  # signatures and digests (servers echo the one sent)
 
 
 class PublishError(LivewidgetError):
@@ -71,8 +72,8 @@ class _Event:
 
 
 def scrub(text: str, secret: str | None = None) -> str:
-    """``text`` without query strings (the SDK's errors carry the signed URL) or ``secret``."""
-    text = _SIGNED.sub(r"\1=…", _QUERY.sub("?…", text))
+    """``text`` without query strings (the SDK's errors carry the signed URL), signatures or ``secret``."""
+    text = _HEX.sub("…", _SIGNED.sub(r"\1=…", _QUERY.sub("?…", text)))
     if secret:
         text = text.replace(secret, "…")
     return text
@@ -222,7 +223,9 @@ class Publisher:
         self._unreported: dict[Any, list[str]] = {}  # owner -> failures its flush() will raise
         self._flushing: dict[Any, int] = {}  # owner -> flush() calls waiting now
         self.failed = 0  # events not delivered
-        self._abandon = False  # at exit, past the deadline: stop retrying, report nothing more
+        self._abandon = False  # at exit, past the deadline: stop retrying
+        self._exiting = False  # at exit: failures are counted in the one exit message, not warned
+        self._pending_at_exit = 0
         self._closed = False
         self._pid = os.getpid()
         self._client = self._make_client()
@@ -419,8 +422,8 @@ class Publisher:
         warn = False
         with self._cond:
             self.failed += len(batch)
-            if self._abandon:
-                return  # at exit: counted in the one exit warning
+            if self._exiting:
+                return  # at exit: counted in the one exit message
             for owner in dict.fromkeys(e.owner for e in batch):
                 if owner is not _NOBODY:
                     self._unreported.setdefault(owner, []).append(message)
@@ -487,31 +490,43 @@ def _flush_at_exit() -> None:
     timeout = exit_timeout()
     deadline = time.monotonic() + timeout
     pubs = [p for p in list(_live_publishers) if not p._closed]
-    failed_before = {id(p): p.failed for p in pubs}
-    lost = 0
+    before: dict[int, tuple[int, int]] = {}
+    for pub in pubs:
+        with pub._cond:
+            pub._exiting = True
+            before[id(pub)] = (pub.failed, len(pub.errors))  # those were reported already
+    lost = still = 0
     targets: set[str] = set()
     problems: list[str] = []
     for pub in pubs:
+        failed_before, errors_before = before[id(pub)]
         with pub._cond:
             while pub._pending and time.monotonic() < deadline:
                 pub._cond.wait(max(0.0, deadline - time.monotonic()))
             pub._abandon = True  # whatever is left is lost: no more retries or warnings
-            n = pub._pending + pub.failed - failed_before[id(pub)]
+            n = pub._pending + pub.failed - failed_before
+            pub._pending_at_exit = pub._pending
             pub._pending = 0
             pub._cond.notify_all()
         pub._closed = True
         pub._queue.put(None)
         if n:
             lost += n
+            still += pub._pending_at_exit
             targets.add(
                 pub.settings.rest_url if pub.settings.host else f"Pusher cluster {pub.settings.cluster}"
             )
-            problems += pub.errors[-1:]
+            problems += pub.errors[errors_before:][-1:]
     if lost:
-        why = f" (last error: {problems[-1].split(': ', 1)[-1]})" if problems else ""
+        parts = []
+        if lost - still:
+            last = f" (last error: {problems[-1].split('): ', 1)[-1]})" if problems else ""
+            parts.append(f"{lost - still} failed{last}")
+        if still:
+            parts.append(f"{still} still queued after {timeout:g} s (LIVEWIDGET_EXIT_TIMEOUT)")
         message = (
             f"livewidget: at exit, {lost} event(s) were not delivered to {', '.join(sorted(targets))}: "
-            f"the server did not take them within {timeout:g} s (LIVEWIDGET_EXIT_TIMEOUT){why}"
+            + "; ".join(parts)
         )
         with contextlib.suppress(Exception):
             print(message, file=sys.stderr, flush=True)

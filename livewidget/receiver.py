@@ -64,7 +64,7 @@ class Receiver:
         settings: Settings,
         channels: list[str],
         on_event: Callable[[ClientEvent], None],
-        on_status: Callable[[str, str], None] = lambda state, detail: None,
+        on_status: Callable[[str, str], None] | None = None,
         *,
         user: dict[str, Any] | None = None,
         on_internal: Callable[[ClientEvent], None] | None = None,
@@ -74,7 +74,8 @@ class Receiver:
         for channel in channels:
             self.protocol.subscribe(channel)
         self._on_event = on_event
-        self._on_status = on_status
+        self._on_status = on_status or (lambda state, detail: None)
+        self._says_status = on_status is not None  # else warnings go to the log
         self._on_internal = on_internal
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -152,7 +153,8 @@ class Receiver:
             where = f" on {event.channel}" if event.channel else ""
             name = "a frame" if event.event == BAD_FRAME else f"event {event.event!r}{where}"
             detail = f"{name} could not be decoded ({event.error}); further ones are counted, not shown"
-            log.warning("%s", detail)
+            # Shown once: by whoever listens to the status (a widget's error, tail's stderr), else logged.
+            log.log(logging.DEBUG if self._says_status else logging.WARNING, "%s", detail)
             try:
                 self._on_status("warning", detail)
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -232,10 +233,37 @@ def test_exit_with_the_server_down_is_bounded_says_how_many_were_lost_and_no_sec
     bound = 2.0 if timeout is None else 0.5
     assert took < bound + 3.0, f"exit took {took:.1f} s"  # interpreter start-up and imports included
     assert "5 event(s) were not delivered" in run.stderr, run.stderr
-    assert f"within {bound:g} s (LIVEWIDGET_EXIT_TIMEOUT)" in run.stderr
+    assert f"still queued after {bound:g} s (LIVEWIDGET_EXIT_TIMEOUT)" in run.stderr
     for leak in (secret, "auth_signature=", "auth_key=", "body_md5=", "auth_timestamp="):
         if leak.endswith("="):
             assert f"{leak}…" in run.stderr or leak not in run.stderr
         else:
             assert leak not in run.stderr
     assert run.stderr.count("livewidget") == 1, run.stderr  # one report, not one per batch
+
+
+REFUSED_AT_EXIT = """
+import livewidget
+from livewidget.server import LocalServer
+server = LocalServer().start()
+livewidget.connect(app_id=server.app_id, key=server.key, secret="wrong-secret-do-not-print",
+                   host=server.host, port=server.port)
+for i in range(3):
+    livewidget.publish("exit-c", "e", {"i": i})
+"""
+
+
+def test_events_refused_around_exit_are_reported_once_without_secrets():
+    """Events the server refuses (bad signature) just before exit: one report in all (a warning or the
+    exit message, not both), naming what was lost, with no signature or secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEWIDGET_", "PUSHER_"))}
+    run = subprocess.run(
+        [sys.executable, "-c", REFUSED_AT_EXIT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert "not delivered" in run.stderr and "3 event(s)" in run.stderr, run.stderr
+    assert run.stderr.count("not delivered") == 1, run.stderr
+    assert "wrong-secret-do-not-print" not in run.stderr and "auth_signature=" not in run.stderr.replace(
+        "auth_signature=…", ""
+    )
+    assert re.search(r"[0-9a-f]{32}", run.stderr) is None, run.stderr  # no signature echoed by the server
