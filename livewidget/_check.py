@@ -7,10 +7,24 @@ failing deeper down with "'int' object is not iterable".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["check_bool", "check_callable", "check_int", "check_number", "check_str", "names"]
+__all__ = ["check_bool", "check_callable", "check_int", "check_number", "check_str", "names", "scrub"]
+
+_QUERY = re.compile(r"\?[^\s'\"()<>]*")
+_SIGNED = re.compile(r"(auth_signature|auth_key|body_md5|auth_timestamp)=[^&\s'\"()]*")
+_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")  # signatures and digests (servers echo the one sent)
+
+
+def scrub(text: str, secret: str | None = None) -> str:
+    """``text`` fit for a warning or a log: no query strings (the SDK's errors carry the signed URL),
+    no signatures or digests (servers echo the one sent), no ``secret``."""
+    text = _HEX.sub("…", _SIGNED.sub(r"\1=…", _QUERY.sub("?…", text)))
+    if secret:
+        text = text.replace(secret, "…")
+    return text
 
 
 def _kind(value: Any) -> str:

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import scrub
 from ._config import Settings, resolve
 from .exceptions import ConfigurationError, LivewidgetError
 from .protocol.channels import is_valid_channel_name
@@ -53,9 +53,6 @@ FIRST_BACKOFF = 0.25
 EXIT_TIMEOUT = 2.0  # s waited at interpreter exit for queued events (LIVEWIDGET_EXIT_TIMEOUT)
 MAX_EVENT_NAME = 200  # characters (hosted Pusher and the embedded server)
 _NOBODY = object()  # owner of module-level publish() events: failures warned, never raised
-_QUERY = re.compile(r"\?[^\s'\"()<>]*")
-_SIGNED = re.compile(r"(auth_signature|auth_key|body_md5|auth_timestamp)=[^&\s'\"()]*")
-_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")  # signatures and digests (servers echo the one sent)
 
 
 class PublishError(LivewidgetError):
@@ -69,14 +66,6 @@ class _Event:
     data: str
     socket_id: str | None
     owner: Any = None  # whose flush() raises its failure (None: the Publisher's own callers)
-
-
-def scrub(text: str, secret: str | None = None) -> str:
-    """``text`` without query strings (the SDK's errors carry the signed URL), signatures or ``secret``."""
-    text = _HEX.sub("…", _SIGNED.sub(r"\1=…", _QUERY.sub("?…", text)))
-    if secret:
-        text = text.replace(secret, "…")
-    return text
 
 
 def check_names(channel: Any, event: Any) -> None:

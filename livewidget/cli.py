@@ -219,8 +219,9 @@ def _data_arg(text: str) -> Any:
 def _publish(args: argparse.Namespace) -> int:
     import warnings
 
+    from ._check import scrub
     from ._config import resolve
-    from ._publish import Publisher, scrub
+    from ._publish import Publisher
 
     def fail(message: str) -> int:
         secret = settings.secret if settings is not None else None

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from ._check import scrub
 from ._config import Settings
 from ._loop import io_loop, submit
 from .protocol.client import BAD_FRAME, PROTOCOL_ERROR, ClientEvent, ClientProtocol, ClientState
@@ -172,12 +173,13 @@ class Receiver:
             self._undecodable(event)
         if event.event == "pusher:subscription_error":
             data = event.data if isinstance(event.data, dict) else {}
-            self._status("error", f"cannot subscribe to {event.channel}: {data.get('error', event.data)}")
+            why = scrub(str(data.get("error", event.data)), self.settings.secret)  # servers echo signatures
+            self._status("error", f"cannot subscribe to {event.channel}: {why}")
             return
         if event.event == "pusher:error":
             data = event.data if isinstance(event.data, dict) else {}
             code = data.get("code")
-            message = str(data.get("message", event.data))
+            message = scrub(str(data.get("message", event.data)), self.settings.secret)
             self._status("error", f"{message} (code {code})" if code else message)
             return
         if event.event in _MEMBERSHIP:

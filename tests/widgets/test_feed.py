@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -238,6 +239,7 @@ def test_wrong_credentials_are_reported(server, comms):
     with pytest.warns(RuntimeWarning, match="Invalid signature"):
         bad_secret = livewidget.Feed("private-t-s", **{**creds(server), "secret": "wrong"})
         wait_for(lambda: "Invalid signature" in bad_secret.error, timeout=10)
+    assert re.search(r"[0-9a-f]{32}", bad_secret.error) is None, bad_secret.error  # no signature shown
     bad_secret.close()
 
 
