@@ -91,13 +91,18 @@ def _might_be_deep(text: str, limit: int) -> bool:
     return text.count("[") + text.count("{") > limit
 
 
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: JSON.parse (pusher-js) refuses them, so the text is kept as is.
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` that raises ``ValueError`` (never ``RecursionError``) for JSON nested deeper
     than ``max_depth`` levels."""
     if isinstance(text, (bytes, bytearray)):
         text = text.decode()
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError(f"JSON nested too deeply (the limit is {max_depth} levels)") from None
     if _might_be_deep(text, max_depth) and _too_deep(value, max_depth):

@@ -398,12 +398,36 @@ class LiveWidget(anywidget.AnyWidget):
         super().close()
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: the browser's JSON.parse refuses them (an
+    overflowing number such as 1e400 decodes to infinity), and one such row must not break a view."""
+    if isinstance(value, float):
+        return None if value != value or value in (float("inf"), float("-inf")) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dumps(item: Any) -> str:
+    try:
+        return json.dumps(item, default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere (rare: clean only then)
+        return json.dumps(_json_safe(item), default=str, allow_nan=False)
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    data = row["data"]
+    try:
+        json.dumps(data, default=str, allow_nan=False)
+    except ValueError:
+        data = _json_safe(data)
     return {
         "time": row["time"],
         "channel": row["channel"],
         "event": row["event"],
-        "data": row["data"],
+        "data": data,
         "user_id": row["user_id"],
     }
 
@@ -414,5 +438,5 @@ def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
         item = {"t": int(r["time"] * 1000), "channel": r["channel"], "event": r["event"], "data": r["data"]}
         if r["user_id"] is not None:
             item["user_id"] = r["user_id"]
-        lines.append(json.dumps(item, default=str))
+        lines.append(_dumps(item))
     return ("\n".join(lines)).encode()

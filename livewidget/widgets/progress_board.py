@@ -132,6 +132,8 @@ class ProgressBoard(LiveWidget):
         """Keep ``data`` as its job's latest state (on the I/O thread)."""
         if not isinstance(data, dict) or not isinstance(data.get("job"), str):
             return
+        if not isinstance(data.get("status"), (str, type(None))):
+            return  # not a progress state (a hostile or foreign one must not poison the board)
         job = data["job"]
         state = dict(data)
         with self._jobs_lock:
@@ -209,7 +211,7 @@ def aggregate(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         counts = {s: 0 for s in ("running", "done", "failed", "cancelled")}
         for kid in kids:
             status = kid.get("status")
-            if status in counts:
+            if isinstance(status, str) and status in counts:
                 counts[status] += 1
         n = sum(_number(kid.get("n")) or 0 for kid in kids)
         totals = [_number(kid.get("total")) for kid in kids]

@@ -207,3 +207,63 @@ def test_a_failing_handler_stays_with_its_frame_and_the_receiver_reconnects(serv
         pub.close()
     finally:
         receiver.stop()
+
+
+HOSTILE_DATA = [
+    '{"job": "j1", "status": ["running"]}',
+    '{"job": "j2", "status": {"x": 1}, "parent": "p"}',
+    '{"job": "j3", "status": "running", "n": "abc", "total": [1], "parent": "p", "rate": "fast"}',
+    '{"job": "j4", "status": "done", "parent": "p", "t": 1e400, "elapsed": -1e400, "n": 1e400}',
+    '{"job": "j5", "parent": ["p"], "desc": {"a": 1}, "host": [1]}',
+    '{"x": NaN, "step": Infinity, "loss": -Infinity}',
+    "NaN",
+    '{"step": "a", "loss": {"x": 1}}',
+    '[{"step": 1}, {"step": null, "loss": 2}, 5, "x", [1, 2]]',
+    '{"step": 1e400, "loss": 1e400}',
+    '{"step": 1, "loss": 0.5, "series": ["a"]}',
+    "[" * 99 + "]" * 99,
+    '{"id": 5, "text": ["x"], "user": "mallory", "t": "now"}',
+]
+
+
+def test_hostile_data_never_breaks_a_widget(server, comms):
+    """Odd but valid JSON (wrong types, NaN/Infinity, overflowing numbers, lists of anything) sent to a
+    Feed, a LiveChart and a ProgressBoard on one channel: each keeps recording, and its coalesced
+    flush (what reaches the views) keeps working."""
+    import livewidget
+
+    channel = "hostile-data"
+    widgets = [
+        livewidget.Feed(channel, **creds(server)),
+        livewidget.LiveChart(channel, "progress", y="loss", x="step", by="series", **creds(server)),
+        livewidget.ProgressBoard(channel, **creds(server)),
+    ]
+    try:
+        for w in widgets:
+            wait_for(
+                lambda w=w: w._receiver.state == "connected" and all(w._receiver.protocol.channels.values())
+            )
+        pub = Publisher(settings_of(server))
+        for text in HOSTILE_DATA:
+            pub.publish(channel, "progress", text, wait=True)
+        pub.publish(
+            channel, "progress", {"job": "ok", "status": "running", "step": 2, "loss": 0.25}, wait=True
+        )
+        pub.close()
+        for w in widgets:
+            w.wait(len(HOSTILE_DATA) + 1, timeout=15)
+            w._flush()  # raises if a recorded state poisoned it
+            w._dirty = w._history_dirty = True
+            w._last_history = 0.0
+            w._flush()
+            assert w.status == "connected" and w._receiver.callback_failures == 0
+            # what the views parse is strict JSON (JSON.parse refuses NaN and Infinity)
+            for line in [json.dumps(w.last, allow_nan=False), *w._history.decode().splitlines()]:
+                json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in a view's JSON"))
+        board = widgets[2]
+        board._flush()
+        assert board.jobs["ok"]["status"] == "running"
+        assert isinstance(board._groups, dict)
+    finally:
+        for w in widgets:
+            w.close()
