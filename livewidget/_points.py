@@ -118,7 +118,7 @@ class ChartPublisher:
     def flush(self, timeout: float | None = 30.0) -> None:
         """Send everything queued now and wait until the publisher has delivered it."""
         self._send(self._take())
-        self._publisher.flush(timeout, _owner=self)  # raises only for this block's points
+        self._publisher._flush_owned(timeout, self)  # raises only for this block's points
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush, then stop the background thread (the shared publisher stays open)."""
@@ -189,7 +189,7 @@ class ChartPublisher:
             self._publish("[" + ",".join(chunk) + "]")
 
     def _publish(self, text: str) -> None:
-        self._publisher.publish(self.channel, self.event, text, _owner=self)
+        self._publisher._publish_owned(self.channel, self.event, text, None, False, self)
         self.events += 1
 
     def _after_fork(self) -> None:

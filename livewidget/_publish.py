@@ -262,7 +262,6 @@ class Publisher:
         *,
         socket_id: str | None = None,
         wait: bool = False,
-        _owner: Any = None,
     ) -> Any:
         """Queue ``event`` on ``channel``; returns at once (``None``).
 
@@ -270,6 +269,12 @@ class Publisher:
         name (the rules of :class:`~livewidget.Feed`) or data that cannot be sent, naming the fix.
         With ``wait=True`` it is sent now, on this thread, and the server's answer is returned.
         """
+        return self._publish_owned(channel, event, data, socket_id, wait, None)
+
+    def _publish_owned(
+        self, channel: str, event: str, data: Any, socket_id: str | None, wait: bool, owner: Any
+    ) -> Any:
+        """:meth:`publish` for ``owner``: its failures are raised by ``_flush_owned(owner)`` only."""
         if self._closed:
             raise PublishError("this Publisher is closed")
         check_names(channel, event)
@@ -286,13 +291,16 @@ class Publisher:
             self._pending += 1
             if self._thread is None:
                 self._start_sender()
-        self._queue.put(_Event(channel, event, text, socket_id, _owner))
+        self._queue.put(_Event(channel, event, text, socket_id, owner))
         return None
 
-    def flush(self, timeout: float | None = 30.0, *, _owner: Any = None) -> None:
+    def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until everything queued so far is sent; raise :class:`PublishError` for events of this
         Publisher's callers that were not delivered (failures of others, e.g. of the module's
         ``publish()`` or a ``points()`` block, are theirs to report)."""
+        self._flush_owned(timeout, None)
+
+    def _flush_owned(self, timeout: float | None, _owner: Any) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._flushing[_owner] = self._flushing.get(_owner, 0) + 1
@@ -449,7 +457,7 @@ def publish(channel: str, event: str, data: Any = None, *, wait: bool = False, *
     check_names(channel, event)  # before anything is resolved or started
     if not isinstance(wait, bool):
         raise TypeError(f"wait must be True or False, not {type(wait).__name__}")
-    return _default_publisher(resolve(**connection)).publish(channel, event, data, wait=wait, _owner=_NOBODY)
+    return _default_publisher(resolve(**connection))._publish_owned(channel, event, data, None, wait, _NOBODY)
 
 
 def _after_fork_in_child() -> None:
