@@ -7,7 +7,8 @@ Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
                      enabledTransports?}``. Never the secret.
-    ``channels``     channels to subscribe to
+    ``channels``     channels to subscribe to. The kernel keeps its own copy: what it signs, records
+                     and publishes to never follows a change made to a synced trait by the browser
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
     ``_auth``        ``{url, token}``: POST ``{"token", "socket_id", "channel_name"}`` as the body
                      (``Content-Type: text/plain`` keeps it a simple CORS request) to ``url`` and get

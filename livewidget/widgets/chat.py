@@ -37,7 +37,8 @@ Wire format (``data`` of the events)
 Contract with the front end (``_kind == "chat"``), in addition to :mod:`._base`'s
     ``room`` and ``me`` (``{"id", "name", "color"}``: who this notebook's views are) are synced;
     ``_history`` holds the recorded messages, one ``{"t", "channel", "event": "chat-message",
-    "data": piece + {"via"}, "user_id"}`` per line.
+    "data": piece + {"via", "relayed_by"?}, "user_id"}`` per line (``relayed_by``: the member that passed
+    on a history message it did not write; views show it).
 """
 
 from __future__ import annotations
