@@ -322,7 +322,7 @@ export class ChatStore extends StoreBase {
         this.takePiece(data, { via: "python", stamped: null, history: false });
         break;
       case EVENTS.typing:
-        this._typingFrom(row.user_id ?? data.user?.id, data);
+        this._typingFrom(row.user_id, data); // who is typing: the stamped sender only, never a claim
         break;
       case EVENTS.historyRequest:
         this._historyRequested(data);

@@ -453,6 +453,14 @@ describe("ChatStore", () => {
     assert.equal(s.store.messages.has("nouser"), false);
   });
 
+  test("typing is shown for the stamped sender only, never for a claimed user", async () => {
+    const s = await session();
+    s.deliver(EVENTS.typing, { user: { id: "carol", name: "Carol" } }, undefined);
+    assert.deepEqual(s.store.typingNames(), []);
+    s.deliver(EVENTS.typing, { user: { id: "carol", name: "Carol" } }, "bob");
+    assert.deepEqual(s.store.typingNames(), ["Bob"]);
+  });
+
   test("multi-part messages are joined per sender: another member cannot complete or hijack them", async () => {
     const s = await session();
     const part = (i, text, user) => ({ ...piece("long", text, user), part: i, parts: 2 });
