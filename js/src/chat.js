@@ -626,6 +626,7 @@ export class ChatStore extends StoreBase {
     const pieces = [];
     for (const m of msgs) {
       const base = { id: m.id, t: m.t, user: { id: m.userId, name: m.name, color: m.color }, via: m.via };
+      if (m.relayedBy) base.relayed_by = m.relayedBy; // passed on as not first-hand
       const chunks = splitText(m.text);
       if (chunks.length === 1) pieces.push({ ...base, text: m.text });
       else chunks.forEach((text, part) => pieces.push({ ...base, text, part, parts: chunks.length }));
@@ -666,7 +667,9 @@ export class ChatStore extends StoreBase {
         const claimed = piece.user && typeof piece.user === "object" ? piece.user.id : undefined;
         const author = (typeof claimed === "string" || typeof claimed === "number") && claimed !== "" ? String(claimed).slice(0, 128) : "?";
         // The server stamped the answering member, not the authors of what it passes on.
-        const relayedBy = samePerson(author, answerer) ? null : answerer ?? "?";
+        // What the answering member was itself told (relayed_by) is not first-hand either.
+        const firstHand = samePerson(author, answerer) && !piece.relayed_by;
+        const relayedBy = firstHand ? null : answerer ?? "?";
         this.takePiece(piece, { via: "browser", stamped: author, history: true, relayedBy, source: answerer ?? "?" });
       }
     }

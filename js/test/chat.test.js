@@ -438,10 +438,17 @@ describe("ChatStore", () => {
     const forged = { ...piece("f1", "I resign", { id: "carol", name: "Carol" }), via: "browser" };
     const own = { ...piece("b1", "my own words"), via: "browser" };
     const byKernel = { ...piece("k1", "bob's, from his kernel"), via: "python" };
+    const laundered = { ...piece("l1", "told to bob's kernel, claims bob"), via: "browser", relayed_by: "mallory" };
     s.deliver(EVENTS.history, { req: request.data.req, horizon: 0, seq: 0, done: false, pieces: [forged, own] }, "bob");
-    s.deliver(EVENTS.history, { req: request.data.req, horizon: 0, seq: 1, done: true, pieces: [byKernel] }, "bob:kernel");
+    s.deliver(EVENTS.history, { req: request.data.req, horizon: 0, seq: 1, done: true, pieces: [byKernel, laundered] }, "bob:kernel");
     const by = Object.fromEntries(s.store.sorted.map((m) => [m.id, [m.userId, m.relayedBy]]));
-    assert.deepEqual(by, { f1: ["carol", "bob"], b1: ["bob", null], k1: ["bob", null] });
+    assert.deepEqual(by, { f1: ["carol", "bob"], b1: ["bob", null], k1: ["bob", null], l1: ["bob", "bob:kernel"] });
+    // passed on to a newcomer, relayed messages say so
+    s.sent.length = 0;
+    s.deliver(EVENTS.historyRequest, { req: "later", since: 0 }, "dave");
+    s.timers.advance(LIMITS.answerMinMs + LIMITS.answerSpreadMs + 50);
+    const given = s.sent.filter((e) => e.event === EVENTS.history).flatMap((e) => e.data.pieces);
+    assert.deepEqual(Object.fromEntries(given.map((p) => [p.id, p.relayed_by ?? null])), { f1: "bob", b1: null, k1: null, l1: "bob:kernel" });
     const { root, frames } = view(s);
     frames.frame();
     const shown = root.querySelector('.lw-msg[data-id="f1"]');

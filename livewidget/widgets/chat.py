@@ -354,8 +354,6 @@ class Chat(LiveWidget):
         sender = self._sender(piece, stamped)
         if history and piece.get("via") in ("python", "browser"):
             via = str(piece["via"])
-        if history and relayed_by is None and isinstance(piece.get("relayed_by"), str):
-            relayed_by = str(piece["relayed_by"])[:128]  # only from the kernel's own record (trusted)
         msg = {
             "id": mid,
             "t": int(t),
@@ -442,7 +440,11 @@ class Chat(LiveWidget):
         self._answers[req] = False  # answered: never again for this request
         with self._lock:
             msgs = sorted((m for m in self._msgs.values() if m["t"] > since), key=lambda m: m["t"])
-        pieces = [{**p, "via": m["via"]} for m in msgs[-limit:] for p in _pieces_of(m)]
+        pieces = [
+            {**p, "via": m["via"]} | ({"relayed_by": m["relayed_by"]} if m.get("relayed_by") else {})
+            for m in msgs[-limit:]
+            for p in _pieces_of(m)
+        ]
         chunks = _chunks(pieces) or [[]]
         for seq, chunk in enumerate(chunks):
             answer = {"req": req, "horizon": self._horizon or 0, "seq": seq, "pieces": chunk}
@@ -466,8 +468,10 @@ class Chat(LiveWidget):
             if isinstance(piece, dict):
                 claimed = _dict(piece.get("user")).get("id")
                 author = str(claimed)[:128] if isinstance(claimed, (str, int)) and claimed != "" else "?"
-                # The server stamped the answering member, not the authors of what it relays.
-                relayed = None if _same_person(author, answerer) else (answerer or "?")
+                # The server stamped the answering member, not the authors of what it relays; what it
+                # was itself told (relayed_by) is not first-hand either, whoever wrote it.
+                first_hand = _same_person(author, answerer) and not piece.get("relayed_by")
+                relayed = None if first_hand else (answerer or "?")
                 source = answerer or "?"
                 self._take_piece(piece, "browser", author, history=True, relayed_by=relayed, source=source)
         if data.get("done") and theirs is not None and (self._horizon is None or theirs < self._horizon):

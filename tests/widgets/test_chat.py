@@ -368,20 +368,28 @@ def test_history_answers_cannot_forge_authorship(
         {**piece("f1", "I resign", {"id": "bob", "name": "Bob"}, t), "via": "python"},
         {**piece("m1", "my own words", {"id": "mallory"}, t + 1), "via": "browser"},
         {**piece("k1", "claims a kernel", {"id": "ann:kernel"}, t + 2), "via": "browser"},
+        {**piece("a1", "puts words in Ann's mouth", {"id": "ann"}, t + 3), "via": "browser"},
     ]
     mallory.send(HISTORY, {"req": req, "horizon": 0, "seq": 0, "done": True, "pieces": pieces})
-    chat.wait(3, timeout=10)
+    chat.wait(4, timeout=10)
     by_id = {m["id"]: (m["user_id"], m["relayed_by"], m["history"]) for m in chat.messages}
     assert by_id == {
         "f1": ("bob", "mallory", True),
         "m1": ("mallory", None, True),
         "k1": ("ann:kernel", "mallory", True),
+        "a1": ("ann", "mallory", True),
     }
     df = chat.df
-    assert [None if v != v else v for v in df["relayed_by"]] == ["mallory", None, "mallory"]
-    wait_for(lambda: chat._history.count(b"\n") == 2, timeout=5)
+    assert [None if v != v else v for v in df["relayed_by"]] == ["mallory", None, "mallory", "mallory"]
+    wait_for(lambda: chat._history.count(b"\n") == 3, timeout=5)
     lines = [json.loads(line) for line in chat._history.decode().splitlines()]
-    assert [line["data"].get("relayed_by") for line in lines] == ["mallory", None, "mallory"]
+    assert [line["data"].get("relayed_by") for line in lines] == ["mallory", None, "mallory", "mallory"]
+
+    # Passed on again by Ann's own kernel, the forged "a1" is still not first-hand (no laundering).
+    late = make_chat(name, user={"id": "zed"})
+    late.wait(4, timeout=15)
+    relayed = {m["id"]: m["relayed_by"] for m in late.messages}
+    assert relayed["a1"] == "ann:kernel" and relayed["f1"] == "ann:kernel" and relayed["m1"] == "ann:kernel"
 
 
 def test_parts_are_joined_per_sender_and_incomplete_ones_are_capped(
