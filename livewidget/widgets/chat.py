@@ -32,7 +32,8 @@ Wire format (``data`` of the events)
     stamps (not ``data.user.id``), and its name and colour come from its signed presence info.
     ``client-chat-typing``: ``{"user": {...}}``, at most every ``TYPING_EVERY`` seconds while typing.
     ``client-chat-history-request``: ``{"req", "since": ms, "limit"}``.
-    ``client-chat-history``: ``{"req", "horizon": ms, "seq", "done", "pieces": [piece, ...]}``.
+    ``client-chat-history``: ``{"req", "horizon": ms, "seq", "done", "pieces": [piece, ...]}``, each
+    piece with ``via`` and, when the answering member was itself told it, ``relayed_by``.
 
 Contract with the front end (``_kind == "chat"``), in addition to :mod:`._base`'s
     ``room`` and ``me`` (``{"id", "name", "color"}``: who this notebook's views are) are synced;
