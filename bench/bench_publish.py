@@ -51,7 +51,9 @@ def main() -> int:
 
     try:
         embedded = resolve()  # starts the daemon
-        url = f"http://{embedded.key}:{embedded.secret}@{embedded.host}:{embedded.port}/apps/{embedded.app_id}"
+        url = (
+            f"http://{embedded.key}:{embedded.secret}@{embedded.host}:{embedded.port}/apps/{embedded.app_id}"
+        )
         explicit = resolve(url)
         data = {"step": 1, "loss": 0.25}
 
