@@ -78,6 +78,8 @@ class AuthEndpoint:
             token, socket_id, channel = body["token"], body["socket_id"], body["channel_name"]
         except (ValueError, KeyError, TypeError):
             return _json({"error": "expected JSON {token, socket_id, channel_name}"}, 400)
+        if not isinstance(socket_id, str) or not isinstance(channel, str):
+            return _json({"error": "socket_id and channel_name must be strings"}, 400)
         signer = self._signers.get(token) if isinstance(token, str) else None
         if signer is None:
             return _json({"error": "unknown widget token"}, 403)

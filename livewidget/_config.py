@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -149,7 +150,7 @@ def _mask_url(url: str) -> str:
     return url
 
 
-def _from_env(env: dict[str, str]) -> Settings | None:
+def _from_env(env: Mapping[str, str]) -> Settings | None:
     if env.get("LIVEWIDGET_URL"):
         return _from_url(env["LIVEWIDGET_URL"], "environment")
     if not env.get("PUSHER_KEY"):
@@ -184,6 +185,7 @@ def _explicit(
     use_tls: bool | None,
     source: str,
 ) -> Settings | None:
+    _check_connection(url, app_id, key, secret, cluster, host, port, use_tls)
     if url:
         s = _from_url(url, source)
         return replace(s, use_tls=use_tls) if use_tls is not None else s
@@ -207,6 +209,21 @@ def _explicit(
     )
 
 
+def _check_connection(
+    url: Any, app_id: Any, key: Any, secret: Any, cluster: Any, host: Any, port: Any, use_tls: Any
+) -> None:
+    """Each connection keyword has the type it needs; the error names it and says what was expected."""
+    for name, value in (("url", url), ("key", key), ("secret", secret), ("cluster", cluster), ("host", host)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+    if app_id is not None and (not isinstance(app_id, (str, int)) or isinstance(app_id, bool)):
+        raise ConfigurationError(f"app_id must be a string (or an int), not {type(app_id).__name__}")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+        raise ConfigurationError(f"port must be an integer from 1 to 65535, got {port!r}")
+    if use_tls is not None and not isinstance(use_tls, bool):
+        raise ConfigurationError(f"use_tls must be True, False or None, not {type(use_tls).__name__}")
+
+
 def connect(
     url: str | None = None,
     *,
@@ -226,6 +243,8 @@ def connect(
     server. Returns the settings now in use.
     """
     global _process_settings
+    if not isinstance(embedded, bool):
+        raise ConfigurationError(f"embedded must be True or False, not {type(embedded).__name__}")
     if embedded:
         with _lock:
             _process_settings = None
@@ -257,13 +276,18 @@ def resolve(
     with _lock:
         if _process_settings is not None:
             return _process_settings
-    s = _from_env(dict(os.environ))
+    s = _from_env(os.environ)
     if s is not None:
         return s
-    from ._embedded import ensure_embedded
+    from ._embedded import cached_info
 
-    info = ensure_embedded(start=start_embedded)
-    return Settings(
+    # Cheap on every call (publish() resolves each time): re-read only when the runtime file changes.
+    info = cached_info(start=start_embedded)
+    global _embedded_settings
+    cached = _embedded_settings
+    if cached is not None and cached[0] is info:
+        return cached[1]
+    s = Settings(
         app_id=info["app_id"],
         key=info["key"],
         secret=info["secret"],
@@ -271,6 +295,11 @@ def resolve(
         port=int(info["port"]),
         source="embedded",
     )
+    _embedded_settings = (info, s)
+    return s
+
+
+_embedded_settings: tuple[dict[str, Any], Settings] | None = None
 
 
 def connection() -> Settings:

@@ -1,5 +1,8 @@
 """The embedded server as a per-user daemon: started on first use, shared by every kernel of the user.
 
+If the daemon dies (killed), whoever next fails to reach it starts it again on the same port
+(:func:`revive`), so publishers, kernel receivers and browsers (pusher-js) reconnect where they were.
+
 It runs in its own process (``python -m livewidget serve --runtime-file ...``), so a CPU-bound cell
 never slows it and a kernel restart does not stop it. Kernels find it through ``server.json`` in the
 user's runtime folder (mode 0700, file mode 0600), which holds its address and the credentials. The
@@ -17,6 +20,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +28,15 @@ from typing import Any
 
 from .exceptions import ServerError
 
-__all__ = ["ensure_embedded", "read_info", "runtime_dir", "stop_embedded", "write_info"]
+__all__ = [
+    "cached_info",
+    "ensure_embedded",
+    "read_info",
+    "revive",
+    "runtime_dir",
+    "stop_embedded",
+    "write_info",
+]
 
 START_TIMEOUT = 20.0
 
@@ -60,7 +72,7 @@ def _credentials(folder: Path) -> dict[str, str]:
     path = folder / "credentials.json"
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
-        if {"app_id", "key", "secret"} <= set(data):
+        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("app_id", "key", "secret")):
             return {k: str(data[k]) for k in ("app_id", "key", "secret")}
     creds = {
         "app_id": str(secrets.randbelow(9_000_000) + 1_000_000),
@@ -97,9 +109,12 @@ def read_info() -> dict[str, Any] | None:
     path = runtime_dir() / "server.json"
     try:
         info: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not _alive(int(info.get("pid", 0))) or not _listening(info["host"], int(info["port"])):
+        pid, host, port = int(info["pid"]), str(info["host"]), int(info["port"])
+        if not all(isinstance(info.get(k), str) for k in ("app_id", "key", "secret")):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, half-written or not ours: as if no server were running
+    if pid <= 0 or not _alive(pid) or not _listening(host, port):
         return None
     return info
 
@@ -132,7 +147,85 @@ def ensure_embedded(start: bool = True) -> dict[str, Any]:
         return _spawn(folder)
 
 
+# cached_info(): the record, re-read only when server.json changes (stat at most every CHECK_EVERY s)
+CHECK_EVERY = 0.1
+_cache_lock = threading.Lock()
+_cache: dict[str, Any] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def cached_info(start: bool = True) -> dict[str, Any]:
+    """:func:`ensure_embedded`, cheaply: the record is kept while ``server.json`` is unchanged.
+
+    ``publish()`` resolves its settings on every call; checking the daemon (reading the file, a TCP
+    connect) each time cost about 0.7 ms. Here a call costs a clock read, and at most every
+    ``CHECK_EVERY`` seconds one ``stat``. A daemon that dies without removing its file is noticed by
+    whoever fails to reach it (the publisher and receivers call :func:`revive`).
+    """
+    where = (os.environ.get("LIVEWIDGET_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR"))
+    now = time.monotonic()
+    c = _cache
+    if c.get("where") == where and c.get("pid") == os.getpid():
+        if now - c["checked"] < CHECK_EVERY:
+            return c["info"]  # type: ignore[no-any-return]
+        if _stat_key(c["path"]) == c["stat"]:
+            c["checked"] = now
+            return c["info"]  # type: ignore[no-any-return]
+    info = ensure_embedded(start=start)
+    path = runtime_dir() / "server.json"
+    with _cache_lock:
+        _cache.clear()
+        _cache.update(where=where, pid=os.getpid(), path=path, stat=_stat_key(path), info=info, checked=now)
+    return info
+
+
+def revive() -> dict[str, Any] | None:
+    """Start the daemon again, on its port, if it died without removing ``server.json`` (killed).
+
+    Returns the running server's record, or ``None`` when it was stopped on purpose (no
+    ``server.json``: ``livewidget server stop``), which is left stopped.
+    """
+    info = read_info()
+    if info is not None:
+        return info
+    folder = runtime_dir()
+    with _locked(folder):
+        info = read_info()
+        if info is not None:
+            return info
+        if not (folder / "server.json").exists():
+            return None
+        return _spawn(folder)
+
+
+def _previous_port(path: Path) -> str:
+    """The port of the daemon that last wrote ``path`` (to come back where clients look), or "0"."""
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        port = int(json.loads(path.read_text())["port"])
+        if 0 < port < 65536:
+            return str(port)
+    return "0"
+
+
 def _spawn(folder: Path) -> dict[str, Any]:
+    info_path = folder / "server.json"
+    port = os.environ.get("LIVEWIDGET_EMBEDDED_PORT") or _previous_port(info_path)
+    try:
+        return _spawn_on(folder, port)
+    except ServerError:
+        if port == "0" or os.environ.get("LIVEWIDGET_EMBEDDED_PORT"):
+            raise
+        return _spawn_on(folder, "0")  # the old port is taken by something else: any free one
+
+
+def _spawn_on(folder: Path, port: str) -> dict[str, Any]:
     creds = _credentials(folder)
     info_path = folder / "server.json"
     with contextlib.suppress(FileNotFoundError):
@@ -151,7 +244,6 @@ def _spawn(folder: Path) -> dict[str, Any]:
         "LIVEWIDGET_SECRET_FILE",  # the daemon's secret is the one above (serve refuses both)
     ):
         env.pop(name, None)
-    port = os.environ.get("LIVEWIDGET_EMBEDDED_PORT", "0")
     cmd = [sys.executable, "-m", "livewidget", "serve", "--host", "127.0.0.1", "--port", port]
     cmd += ["--runtime-file", str(info_path)]
     log_path = folder / "server.log"

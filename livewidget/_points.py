@@ -24,8 +24,9 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._check import check_int, check_number
 from ._config import resolve
-from ._publish import MAX_DATA_SIZE, Publisher, _default_publisher, encode_data
+from ._publish import MAX_DATA_SIZE, Publisher, _default_publisher, check_names, encode_data
 
 __all__ = ["ChartPublisher", "points"]
 
@@ -70,14 +71,11 @@ class ChartPublisher:
         publisher: Publisher | None = None,
         **connection: Any,
     ) -> None:
-        if not channel or not isinstance(channel, str):
-            raise ValueError("channel must be a non-empty string")
-        if not event or not isinstance(event, str):
-            raise ValueError("event must be a non-empty string")
-        if interval < 0:
-            raise ValueError("interval must be >= 0 seconds")
-        if max_data_size < 64:
-            raise ValueError("max_data_size must be at least 64 bytes")
+        check_names(channel, event)
+        check_number(interval, "interval", minimum=0)
+        check_int(max_data_size, "max_data_size", minimum=64)
+        if publisher is not None and not isinstance(publisher, Publisher):
+            raise TypeError(f"publisher must be a livewidget.Publisher, not {type(publisher).__name__}")
         self.channel = channel
         self.event = event
         self.interval = interval
@@ -120,7 +118,7 @@ class ChartPublisher:
     def flush(self, timeout: float | None = 30.0) -> None:
         """Send everything queued now and wait until the publisher has delivered it."""
         self._send(self._take())
-        self._publisher.flush(timeout)
+        self._publisher._flush_owned(timeout, self)  # raises only for this block's points
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush, then stop the background thread (the shared publisher stays open)."""
@@ -191,7 +189,7 @@ class ChartPublisher:
             self._publish("[" + ",".join(chunk) + "]")
 
     def _publish(self, text: str) -> None:
-        self._publisher.publish(self.channel, self.event, text)
+        self._publisher._publish_owned(self.channel, self.event, text, None, False, self)
         self.events += 1
 
     def _after_fork(self) -> None:

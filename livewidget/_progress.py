@@ -105,6 +105,8 @@ def _warn_once(kind: str, message: str) -> None:
 class _ProgressPublisher(Publisher):
     """The shared publisher of progress bars: a failed delivery is reported once per process."""
 
+    _always_report = True  # by the one warning of _report(), also while a worker waits in flush()
+
     def _report(self, message: str) -> None:
         _warn_once(
             "network",
@@ -319,8 +321,16 @@ class progress(_AutoTqdm):  # type: ignore[misc]  # lower case, like `tqdm`
         publisher: Publisher | None = None,
         **tqdm_kwargs: Any,
     ) -> None:
+        if not isinstance(channel, str):
+            raise TypeError(f"channel must be a string (a channel name), not {type(channel).__name__}")
         if not is_valid_channel_name(channel):
-            raise ValueError(f"invalid channel name {channel!r}")
+            raise ValueError(
+                f"invalid channel name {channel!r}: use 1 to 200 of a-z A-Z 0-9 _ - = @ , . ; (no spaces)"
+            )
+        if parent is not None and not isinstance(parent, str):
+            raise TypeError(f"parent must be a job id (a string) or None, not {type(parent).__name__}")
+        if publisher is not None and not isinstance(publisher, Publisher):
+            raise TypeError(f"publisher must be a livewidget.Publisher, not {type(publisher).__name__}")
         if "disable" in tqdm_kwargs and tqdm_kwargs["disable"] is None and not _NOTEBOOK:
             out = tqdm_kwargs.get("file") or sys.stderr
             isatty = getattr(out, "isatty", None)

@@ -1,10 +1,20 @@
 """Publishing through the official ``pusher`` library, off the caller's thread (the only module importing it).
 
-``publish()`` encodes and checks the event on the caller's thread (so bad data raises at once, naming
-the field), queues it, and returns. A background sender thread takes everything queued, groups it into
-``batch_events`` requests within the server's limits, and sends them over one keep-alive connection.
-Failures are retried with backoff, then reported three ways: an exception from :meth:`Publisher.flush`,
-a warning, and :attr:`Publisher.errors`. Queued events are flushed at interpreter exit.
+``publish()`` checks the channel and event names and encodes the data on the caller's thread (so
+bad input raises at once, naming the problem), queues it, and returns. A background sender thread
+takes everything queued, groups it into ``batch_events`` requests within the server's limits, and
+sends them over one keep-alive connection. Failures are retried with backoff, then reported once,
+naming the channels and events: raised by the :meth:`Publisher.flush` of whoever published them if it
+is waiting, else a warning; always listed in :attr:`Publisher.errors`. A failure is never raised from
+an unrelated later call: ``flush()`` raises only failures of events published by the same owner
+(the Publisher's own callers; a ``points()`` block; never those of the module's ``publish()``,
+which are warned about). Error texts never carry the signed query string or the secret.
+
+Queued events are flushed at interpreter exit, waiting at most ``LIVEWIDGET_EXIT_TIMEOUT`` seconds
+(default ``EXIT_TIMEOUT``); what could not be delivered is counted in one warning.
+
+With the embedded server, a delivery failure first revives the daemon if it was killed (on the
+same port: :func:`livewidget._embedded.revive`), then retries.
 
 A publisher survives ``os.fork()`` (multiprocessing's fork start method): the sender thread does not,
 so in the child it starts afresh, with an empty queue (what the parent had queued is the parent's to
@@ -14,12 +24,12 @@ send) and a new HTTP connection.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -28,18 +38,21 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import scrub
 from ._config import Settings, resolve
 from .exceptions import ConfigurationError, LivewidgetError
+from .protocol.channels import is_valid_channel_name
+from .protocol.client import MAX_DEPTH, _too_deep
 
-__all__ = ["PublishError", "Publisher", "encode_data", "publish"]
+__all__ = ["PublishError", "Publisher", "check_names", "encode_data", "publish"]
 
 MAX_DATA_SIZE = 10 * 1024  # bytes of `data` per event: hosted Pusher's limit (HTTP 413 above it)
 MAX_BATCH = 10  # events per batch_events request: hosted Pusher's multi-tenant limit
 RETRIES = 4
-# A signed REST query (auth_key=...&auth_signature=...&body_md5=...), as requests' errors quote the URL:
-# replayable for the timestamp window, and noise in a notebook's warning.
-_SIGNED_QUERY = re.compile(r"\?[^\s'\"()]*auth_signature=[^\s'\"()]*")
 FIRST_BACKOFF = 0.25
+EXIT_TIMEOUT = 2.0  # s waited at interpreter exit for queued events (LIVEWIDGET_EXIT_TIMEOUT)
+MAX_EVENT_NAME = 200  # characters (hosted Pusher and the embedded server)
+_NOBODY = object()  # owner of module-level publish() events: failures warned, never raised
 
 
 class PublishError(LivewidgetError):
@@ -52,6 +65,26 @@ class _Event:
     name: str
     data: str
     socket_id: str | None
+    owner: Any = None  # whose flush() raises its failure (None: the Publisher's own callers)
+
+
+def check_names(channel: Any, event: Any) -> None:
+    """Raise ``ValueError`` naming the problem and the fix for a bad channel or event name."""
+    if not isinstance(channel, str):
+        raise TypeError(f"channel must be a string (a channel name), not {type(channel).__name__}")
+    if not is_valid_channel_name(channel):
+        raise ValueError(
+            f"invalid channel name {channel!r}: use 1 to 200 of a-z A-Z 0-9 _ - = @ , . ; "
+            "(no spaces; private-, presence- and cache- prefixes as usual)"
+        )
+    if not isinstance(event, str):
+        raise TypeError(f"event must be a string (an event name), not {type(event).__name__}")
+    if not event:
+        raise ValueError("event name is empty: give a name such as 'update'")
+    if len(event) > MAX_EVENT_NAME:
+        raise ValueError(f"event name is {len(event)} characters; at most {MAX_EVENT_NAME}")
+    if event.startswith(("pusher:", "pusher_internal:")):
+        raise ValueError(f"event name {event!r}: names starting with 'pusher:' are reserved by Pusher")
 
 
 def _default(obj: Any) -> Any:
@@ -113,9 +146,18 @@ def encode_data(data: Any, max_size: int | None = MAX_DATA_SIZE) -> str:
     if isinstance(data, str):
         text = data
     else:
+        if _too_deep(data, MAX_DEPTH):
+            raise ValueError(
+                f"event data is nested deeper than {MAX_DEPTH} levels; flatten it (receivers refuse "
+                "deeper data)"
+            )
         try:
             text = json.dumps(data, default=_default, allow_nan=False, separators=(",", ":"))
-        except ValueError:
+        except RecursionError:
+            raise ValueError("event data is nested too deeply (or refers to itself); flatten it") from None
+        except ValueError as exc:
+            if "Circular reference" in str(exc):
+                raise ValueError("event data refers to itself (a circular reference)") from None
             text = json.dumps(
                 _clean_floats(json.loads(json.dumps(data, default=_default))), separators=(",", ":")
             )
@@ -148,6 +190,8 @@ class Publisher:
         Events per ``batch_events`` request (hosted Pusher: 10).
     """
 
+    _always_report = False  # report even failures that a waiting flush() raises (subclasses)
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -165,7 +209,12 @@ class Publisher:
         self._queue: queue.SimpleQueue[_Event | None] = queue.SimpleQueue()
         self._pending = 0
         self._cond = threading.Condition()
-        self._unreported: list[str] = []
+        self._unreported: dict[Any, list[str]] = {}  # owner -> failures its flush() will raise
+        self._flushing: dict[Any, int] = {}  # owner -> flush() calls waiting now
+        self.failed = 0  # events not delivered
+        self._abandon = False  # at exit, past the deadline: stop retrying
+        self._exiting = False  # at exit: failures are counted in the one exit message, not warned
+        self._pending_at_exit = 0
         self._closed = False
         self._pid = os.getpid()
         self._client = self._make_client()
@@ -182,7 +231,8 @@ class Publisher:
         self._queue = queue.SimpleQueue()
         self._pending = 0
         self._cond = threading.Condition()
-        self._unreported = []
+        self._unreported = {}
+        self._flushing = {}
         self._pid = os.getpid()
         self._thread = None  # started by the first publish()
         if not self._closed:
@@ -215,37 +265,54 @@ class Publisher:
     ) -> Any:
         """Queue ``event`` on ``channel``; returns at once (``None``).
 
+        Raises ``ValueError`` (``TypeError`` for a wrong type) at once for a bad channel or event
+        name (the rules of :class:`~livewidget.Feed`) or data that cannot be sent, naming the fix.
         With ``wait=True`` it is sent now, on this thread, and the server's answer is returned.
         """
+        return self._publish_owned(channel, event, data, socket_id, wait, None)
+
+    def _publish_owned(
+        self, channel: str, event: str, data: Any, socket_id: str | None, wait: bool, owner: Any
+    ) -> Any:
+        """:meth:`publish` for ``owner``: its failures are raised by ``_flush_owned(owner)`` only."""
         if self._closed:
             raise PublishError("this Publisher is closed")
-        if not channel or not isinstance(channel, str):
-            raise ValueError("channel must be a non-empty string")
-        if not event or not isinstance(event, str):
-            raise ValueError("event must be a non-empty string")
+        check_names(channel, event)
+        if socket_id is not None and not isinstance(socket_id, str):
+            raise TypeError(f"socket_id must be a string such as '123.456', not {type(socket_id).__name__}")
         text = encode_data(data, self.max_data_size)
         if wait:
             try:
                 return self._client.trigger([channel], event, text, socket_id)
             except Exception as exc:
-                raise PublishError(f"publishing {event!r} to {channel!r} failed: {_problem(exc)}") from exc
+                problem = scrub(f"{type(exc).__name__}: {exc}", self.settings.secret)
+                raise PublishError(f"publishing {event!r} to {channel!r} failed: {problem}") from None
         with self._cond:
             self._pending += 1
             if self._thread is None:
                 self._start_sender()
-        self._queue.put(_Event(channel, event, text, socket_id))
+        self._queue.put(_Event(channel, event, text, socket_id, owner))
         return None
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until everything queued so far is sent; raise :class:`PublishError` on failures."""
+        """Wait until everything queued so far is sent; raise :class:`PublishError` for events of this
+        Publisher's callers that were not delivered (failures of others, e.g. of the module's
+        ``publish()`` or a ``points()`` block, are theirs to report)."""
+        self._flush_owned(timeout, None)
+
+    def _flush_owned(self, timeout: float | None, _owner: Any) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise PublishError(f"{self._pending} event(s) still queued after {timeout} s")
-                self._cond.wait(remaining)
-            failures, self._unreported = self._unreported, []
+            self._flushing[_owner] = self._flushing.get(_owner, 0) + 1
+            try:
+                while self._pending:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise PublishError(f"{self._pending} event(s) still queued after {timeout} s")
+                    self._cond.wait(remaining)
+            finally:
+                self._flushing[_owner] -= 1
+            failures = self._unreported.pop(_owner, [])
         if failures:
             raise PublishError("; ".join(failures))
 
@@ -294,7 +361,7 @@ class Publisher:
                 if part:
                     self._send(part)
             with self._cond:
-                self._pending -= len(batch)
+                self._pending = max(0, self._pending - len(batch))  # 0 already if abandoned at exit
                 self._cond.notify_all()
             if stop:
                 return
@@ -317,27 +384,54 @@ class Publisher:
                 self.sent += len(batch)
                 return
             except Exception as exc:
-                problem = f"{type(exc).__name__}: {_problem(exc)}"
+                problem = scrub(f"{type(exc).__name__}: {exc}", self.settings.secret)
                 permanent = type(exc).__name__ in ("PusherBadRequest", "PusherBadAuth", "PusherForbidden")
-                if permanent or attempt == RETRIES:
-                    channels = sorted({e.channel for e in batch})
-                    message = f"{len(batch)} event(s) to {channels} not delivered: {problem}"
-                    self.errors.append(message)
-                    with self._cond:
-                        self._unreported.append(message)
-                    self._report(message)
+                if permanent or attempt == RETRIES or self._abandon:
+                    self._failed(batch, problem)
                     return
+                if self.settings.source == "embedded" and attempt == 0:
+                    self._revive()
                 time.sleep(backoff)
                 backoff *= 2
+
+    def _revive(self) -> None:
+        """The embedded daemon may have been killed: start it again (same port) and follow it."""
+        from ._embedded import revive
+
+        try:
+            info = revive()
+        except Exception:
+            return
+        if info is not None and (info["host"], int(info["port"])) != (self.settings.host, self.settings.port):
+            from dataclasses import replace
+
+            self.settings = replace(self.settings, host=info["host"], port=int(info["port"]))
+            self._client = self._make_client()
+
+    def _failed(self, batch: list[_Event], problem: str) -> None:
+        """Report an undelivered batch once: to the flush() of its owner if waiting, else a warning."""
+        pairs = list(dict.fromkeys((e.name, e.channel) for e in batch))
+        what = ", ".join(f"{name!r} on {channel!r}" for name, channel in pairs[:3])
+        if len(pairs) > 3:
+            what += f" and {len(pairs) - 3} more"
+        message = f"{len(batch)} event(s) not delivered ({what}): {problem}"
+        self.errors.append(message)
+        warn = False
+        with self._cond:
+            self.failed += len(batch)
+            if self._exiting:
+                return  # at exit: counted in the one exit message
+            for owner in dict.fromkeys(e.owner for e in batch):
+                if owner is not _NOBODY:
+                    self._unreported.setdefault(owner, []).append(message)
+                if owner is _NOBODY or not self._flushing.get(owner) or self._always_report:
+                    warn = True
+        if warn:
+            self._report(message)
 
     def _report(self, message: str) -> None:
         """Say that a batch was not delivered (on the sender thread): a warning; subclasses may differ."""
         warnings.warn(f"livewidget: {message}", RuntimeWarning, stacklevel=1)
-
-
-def _problem(exc: BaseException) -> str:
-    """``str(exc)`` without a signed query string in it."""
-    return _SIGNED_QUERY.sub("", str(exc))
 
 
 _live_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
@@ -356,9 +450,14 @@ def _default_publisher(settings: Settings) -> Publisher:
 def publish(channel: str, event: str, data: Any = None, *, wait: bool = False, **connection: Any) -> Any:
     """Publish ``event`` with ``data`` on ``channel``; returns at once (see :class:`Publisher`).
 
-    ``connection`` takes the same keywords as :func:`livewidget.connect` for a one-off target.
+    Bad names or data raise ``ValueError``/``TypeError`` here, at the call. A delivery failure is
+    reported once, as a warning naming the channel and event (never raised by a later, unrelated
+    call). ``connection`` takes the same keywords as :func:`livewidget.connect` for a one-off target.
     """
-    return _default_publisher(resolve(**connection)).publish(channel, event, data, wait=wait)
+    check_names(channel, event)  # before anything is resolved or started
+    if not isinstance(wait, bool):
+        raise TypeError(f"wait must be True or False, not {type(wait).__name__}")
+    return _default_publisher(resolve(**connection))._publish_owned(channel, event, data, None, wait, _NOBODY)
 
 
 def _after_fork_in_child() -> None:
@@ -372,10 +471,59 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def exit_timeout() -> float:
+    """Seconds to wait for queued events at interpreter exit: ``LIVEWIDGET_EXIT_TIMEOUT`` or 2."""
+    text = os.environ.get("LIVEWIDGET_EXIT_TIMEOUT", "")
+    try:
+        value = float(text) if text else EXIT_TIMEOUT
+    except ValueError:
+        return EXIT_TIMEOUT
+    return value if value >= 0 and value == value else EXIT_TIMEOUT
+
+
 @atexit.register
 def _flush_at_exit() -> None:
-    for pub in list(_live_publishers):
-        try:
-            pub.close(timeout=10)
-        except PublishError as exc:
-            warnings.warn(f"livewidget: at exit: {exc}", RuntimeWarning, stacklevel=1)
+    """Deliver what is queued, for at most exit_timeout() seconds; count the rest in one warning."""
+    timeout = exit_timeout()
+    deadline = time.monotonic() + timeout
+    pubs = [p for p in list(_live_publishers) if not p._closed]
+    before: dict[int, tuple[int, int]] = {}
+    for pub in pubs:
+        with pub._cond:
+            pub._exiting = True
+            before[id(pub)] = (pub.failed, len(pub.errors))  # those were reported already
+    lost = still = 0
+    targets: set[str] = set()
+    problems: list[str] = []
+    for pub in pubs:
+        failed_before, errors_before = before[id(pub)]
+        with pub._cond:
+            while pub._pending and time.monotonic() < deadline:
+                pub._cond.wait(max(0.0, deadline - time.monotonic()))
+            pub._abandon = True  # whatever is left is lost: no more retries or warnings
+            n = pub._pending + pub.failed - failed_before
+            pub._pending_at_exit = pub._pending
+            pub._pending = 0
+            pub._cond.notify_all()
+        pub._closed = True
+        pub._queue.put(None)
+        if n:
+            lost += n
+            still += pub._pending_at_exit
+            targets.add(
+                pub.settings.rest_url if pub.settings.host else f"Pusher cluster {pub.settings.cluster}"
+            )
+            problems += pub.errors[errors_before:][-1:]
+    if lost:
+        parts = []
+        if lost - still:
+            last = f" (last error: {problems[-1].split('): ', 1)[-1]})" if problems else ""
+            parts.append(f"{lost - still} failed{last}")
+        if still:
+            parts.append(f"{still} still queued after {timeout:g} s (LIVEWIDGET_EXIT_TIMEOUT)")
+        message = (
+            f"livewidget: at exit, {lost} event(s) were not delivered to {', '.join(sorted(targets))}: "
+            + "; ".join(parts)
+        )
+        with contextlib.suppress(Exception):
+            print(message, file=sys.stderr, flush=True)

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shlex
 import sys
@@ -226,22 +225,29 @@ def _demo_parser(sub: Any) -> None:
 
 
 def _data_arg(text: str) -> Any:
-    """JSON when it parses, else the text itself."""
+    """JSON when it parses, else the text itself; ``ValueError`` for JSON nested too deeply."""
+    from .protocol.client import MAX_DEPTH, loads
+
     try:
-        return json.loads(text)
-    except ValueError:
+        return loads(text)
+    except ValueError as exc:
+        if "nested" in str(exc):
+            raise ValueError(
+                f"DATA is JSON nested deeper than {MAX_DEPTH} levels, which receivers refuse; flatten it"
+            ) from None
         return text
 
 
 def _publish(args: argparse.Namespace) -> int:
     import warnings
 
+    from ._check import scrub
     from ._config import resolve
     from ._publish import Publisher
 
     def fail(message: str) -> int:
-        message = re.sub(r"\?auth_key=[^ ]*", "", message)  # the signed query string is noise here
-        print(f"livewidget publish: {message}", file=sys.stderr)
+        secret = settings.secret if settings is not None else None
+        print(f"livewidget publish: {scrub(message, secret)}", file=sys.stderr)  # no signed URL, no secret
         return 1
 
     settings = None
@@ -261,7 +267,11 @@ def _publish(args: argparse.Namespace) -> int:
                         if pub.errors:
                             break
                 else:
-                    pub.publish(args.channel, args.event, None if args.data is None else _data_arg(args.data))
+                    try:
+                        data = None if args.data is None else _data_arg(args.data)
+                        pub.publish(args.channel, args.event, data)
+                    except (TypeError, ValueError) as exc:
+                        return fail(str(exc))
                 pub.flush(timeout=60)
     except (LivewidgetError, TypeError, ValueError, OSError) as exc:
         where = f" to {settings.rest_url}" if settings is not None else ""
@@ -315,6 +325,8 @@ def _tail(args: argparse.Namespace) -> int:
             elif first in ("failed", "error"):
                 print(f"livewidget tail: {second}", file=sys.stderr)
                 return 1
+            elif first == "warning":  # an undecodable event (printed with its raw text): go on
+                print(f"livewidget tail: warning: {second}", file=sys.stderr, flush=True)
             elif first == "unavailable" and not retrying:
                 retrying = True
                 print(f"livewidget tail: {second} (retrying)", file=sys.stderr, flush=True)

@@ -3,6 +3,13 @@
 It keeps a connection to the server, subscribes to its channels, reconnects with backoff (as
 pusher-js does), and hands every application event to ``on_event`` exactly once, in arrival order,
 on the I/O thread (``livewidget-io``), whatever the notebook's main thread is doing.
+
+Nothing a peer sends stops it: the client protocol never raises on input, an event whose data
+cannot be decoded is still handed on (its ``error`` says why, ``data`` is the raw text), counted in
+``undecodable`` and reported once with the ``warning`` status; a malformed handshake or an
+unexpected failure closes the connection and reconnects with backoff. Only a refusal by the server
+(close codes 4000-4099) ends it, as ``failed``. With the embedded server, a daemon that died is
+started again on the same port (:func:`livewidget._embedded.revive`).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ from typing import Any
 
 import aiohttp
 
+from ._check import scrub
 from ._config import Settings
 from ._loop import io_loop, submit
-from .protocol.client import ClientEvent, ClientProtocol, ClientState
+from .protocol.client import BAD_FRAME, PROTOCOL_ERROR, ClientEvent, ClientProtocol, ClientState
 
 __all__ = ["Receiver"]
 
@@ -43,7 +51,8 @@ class Receiver:
         event, on the I/O thread.
     on_status:
         Called with ``(state, detail)``: ``connecting``, ``connected``, ``unavailable`` (retrying),
-        ``failed`` (gave up: refused by the server), ``closed``; and ``error`` for a channel refusal.
+        ``failed`` (gave up: refused by the server), ``closed``; ``error`` for a channel refusal;
+        ``warning`` (once) when an event could not be decoded (the connection state is unchanged).
     user:
         ``{"id", "info"}`` for presence channels.
     on_internal:
@@ -56,7 +65,7 @@ class Receiver:
         settings: Settings,
         channels: list[str],
         on_event: Callable[[ClientEvent], None],
-        on_status: Callable[[str, str], None] = lambda state, detail: None,
+        on_status: Callable[[str, str], None] | None = None,
         *,
         user: dict[str, Any] | None = None,
         on_internal: Callable[[ClientEvent], None] | None = None,
@@ -66,12 +75,16 @@ class Receiver:
         for channel in channels:
             self.protocol.subscribe(channel)
         self._on_event = on_event
-        self._on_status = on_status
+        self._on_status = on_status or (lambda state, detail: None)
+        self._says_status = on_status is not None  # else warnings go to the log
         self._on_internal = on_internal
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.state = "idle"
         self.socket_id: str | None = None
+        self.undecodable = 0  # events and frames that could not be decoded
+        self.callback_failures = 0  # events whose on_event raised
+        self._was_connected = False
 
     def start(self) -> Receiver:
         """Start on the shared I/O loop; returns at once."""
@@ -79,6 +92,7 @@ class Receiver:
 
         def create() -> None:
             self._task = loop.create_task(self._run())
+            self._task.add_done_callback(self._ended)
 
         loop.call_soon_threadsafe(create)
         return self
@@ -123,6 +137,30 @@ class Receiver:
             self._dispatch(event)
         self._flush()
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # Whatever ends the task, the receiver must not keep looking connected.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("receiver stopped: %s: %s", type(exc).__name__, exc)
+            self._status("failed", f"receiver stopped: {type(exc).__name__}: {exc}")
+        elif self.state not in ("failed", "closed"):
+            self._status("failed", "receiver stopped")
+
+    def _undecodable(self, event: ClientEvent) -> None:
+        self.undecodable += 1
+        if self.undecodable == 1:
+            where = f" on {event.channel}" if event.channel else ""
+            name = "a frame" if event.event == BAD_FRAME else f"event {event.event!r}{where}"
+            detail = f"{name} could not be decoded ({event.error}); further ones are counted, not shown"
+            # Shown once: by whoever listens to the status (a widget's error, tail's stderr), else logged.
+            log.log(logging.DEBUG if self._says_status else logging.WARNING, "%s", detail)
+            try:
+                self._on_status("warning", detail)
+            except Exception:
+                log.exception("status callback failed")
+
     def _status(self, state: str, detail: str) -> None:
         self.state = state
         try:
@@ -131,14 +169,17 @@ class Receiver:
             log.exception("status callback failed")
 
     def _dispatch(self, event: ClientEvent) -> None:
+        if event.error is not None:
+            self._undecodable(event)
         if event.event == "pusher:subscription_error":
             data = event.data if isinstance(event.data, dict) else {}
-            self._status("error", f"cannot subscribe to {event.channel}: {data.get('error', event.data)}")
+            why = scrub(str(data.get("error", event.data)), self.settings.secret)  # servers echo signatures
+            self._status("error", f"cannot subscribe to {event.channel}: {why}")
             return
         if event.event == "pusher:error":
             data = event.data if isinstance(event.data, dict) else {}
             code = data.get("code")
-            message = str(data.get("message", event.data))
+            message = scrub(str(data.get("message", event.data)), self.settings.secret)
             self._status("error", f"{message} (code {code})" if code else message)
             return
         if event.event in _MEMBERSHIP:
@@ -148,12 +189,17 @@ class Receiver:
                 except Exception:
                     log.exception("internal event callback failed")
             return
-        if event.event.startswith("pusher:") or event.event == "livewidget:bad_frame":
+        if event.event.startswith(("pusher:", "livewidget:")):
             return
         try:
             self._on_event(event)
         except Exception:
-            log.exception("event callback failed")
+            # The failure stays with this event; said once with its traceback, then counted.
+            self.callback_failures += 1
+            if self.callback_failures == 1:
+                log.exception("event callback failed on %s (further failures are counted)", event.event)
+            else:
+                log.debug("event callback failed on %s", event.event, exc_info=True)
 
     def _flush(self) -> None:
         ws = self._ws
@@ -170,17 +216,42 @@ class Receiver:
             while True:
                 self._status("connecting", self.settings.ws_url.split("?")[0])
                 refused = None
+                self._was_connected = False
                 try:
                     refused = await self._connect_once(session)
-                    backoff = 1.0
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     detail = f"cannot reach {self.settings.ws_host}:{self.settings.ws_port}: {exc}"
                     self._status("unavailable", detail)
+                    await self._revive()
+                except Exception as exc:  # a bug: this connection only; say it and reconnect
+                    log.exception("receiver connection failed")
+                    problem = f"{type(exc).__name__}: {exc}"
+                    self._status("unavailable", f"connection failed ({problem}); reconnecting")
+                if self._was_connected:
+                    backoff = 1.0
                 if refused is not None:
                     self._status("failed", refused)
                     return
+                if self.state == "connected":
+                    self._status("unavailable", "connection lost; reconnecting")
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 30.0)
+
+    async def _revive(self) -> None:
+        """The embedded server's daemon died: start it again on its port (other sources: nothing)."""
+        if self.settings.source != "embedded":
+            return
+        from ._embedded import revive
+
+        try:
+            info = await asyncio.get_running_loop().run_in_executor(None, revive)
+        except Exception as exc:
+            log.warning("could not restart the embedded server: %s", exc)
+            return
+        if info is not None and (info["host"], int(info["port"])) != (self.settings.host, self.settings.port):
+            from dataclasses import replace
+
+            self.settings = replace(self.settings, host=info["host"], port=int(info["port"]))
 
     async def _connect_once(self, session: aiohttp.ClientSession) -> str | None:
         """One connection's life; returns a reason when the server refused us for good."""
@@ -201,22 +272,26 @@ class Receiver:
                         for event in proto.receive(msg.data, time.time()):
                             if event.event == "pusher:connection_established":
                                 self.socket_id = proto.socket_id
+                                self._was_connected = True
                                 self._status("connected", proto.socket_id or "")
+                            elif event.event == PROTOCOL_ERROR:  # said by the status, counted
+                                self.undecodable += 1
+                                self._status("unavailable", event.error or "protocol error; reconnecting")
+                                return None
                             else:
                                 self._dispatch(event)
                         self._flush()
-                    elif msg.type in (
-                        aiohttp.WSMsgType.CLOSE,
-                        aiohttp.WSMsgType.CLOSING,
-                        aiohttp.WSMsgType.CLOSED,
-                    ):
+                    elif msg.type in _CLOSED:
                         code = ws.close_code
                         if code is not None and code in _REFUSED:
                             return f"refused by the server (close {code}: {msg.extra or ''})"
                         self._status("unavailable", f"connection closed ({code}); reconnecting")
                         return None
                     elif msg.type is aiohttp.WSMsgType.ERROR:
+                        self._status("unavailable", f"connection error ({ws.exception()}); reconnecting")
                         return None
+                    else:  # binary frames are not Pusher's: counted, as the protocol counts bad text
+                        self._undecodable(ClientEvent(BAD_FRAME, None, None, None, error="binary frame"))
             finally:
                 self._ws = None
                 proto.connection_lost()

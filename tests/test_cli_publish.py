@@ -162,3 +162,33 @@ def test_tail_refuses_a_bad_channel(env, capsys):
     """A bad channel name is a usage error, said plainly."""
     assert main(["tail", "no spaces"]) == 2
     assert "invalid channel name 'no spaces'" in capsys.readouterr().err
+
+
+def test_tail_goes_on_after_an_undecodable_event(env, server):
+    """A deeply nested event is printed with its raw text and a warning; tail keeps printing what follows."""
+    proc = _tail(env, "cli-deep", "-n", "2", "--timeout", "30")
+    deep = "[" * 1000 + "]" * 1000
+    with _publish.Publisher(_config.resolve()) as pub:
+        pub.publish("cli-deep", "deep", deep, wait=True)
+        pub.publish("cli-deep", "after", {"ok": 1}, wait=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["event"], r["data"]) for r in rows] == [("deep", deep), ("after", {"ok": 1})]
+    assert "warning: event 'deep' on cli-deep could not be decoded" in err
+
+
+def test_publish_deeply_nested_json_is_a_clear_error(env):
+    """`livewidget publish ... '<deeply nested JSON>'`: one clear line, status 1, no traceback."""
+    for depth in (150, 30_000):
+        deep = "[" * depth + "]" * depth
+        run = subprocess.run([*CLI, "publish", "cli-x", "e", deep], env=env, capture_output=True, timeout=60)
+        err = run.stderr.decode()
+        assert run.returncode == 1 and run.stdout == b"", err
+        assert "nested deeper than 100 levels" in err and "Traceback" not in err
+        assert err.count("\n") == 1
+    lines = '{"ok": 1}\n' + "[" * 5000 + "]" * 5000 + "\n"
+    run = subprocess.run(
+        [*CLI, "publish", "cli-x", "e", "-"], env=env, input=lines.encode(), capture_output=True, timeout=60
+    )
+    assert run.returncode == 1 and "line 2: DATA is JSON nested deeper" in run.stderr.decode()

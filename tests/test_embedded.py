@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -74,3 +76,100 @@ def test_not_started_when_told_not_to(runtime):
 
     with pytest.raises(ServerError, match="livewidget server start"):
         _embedded.ensure_embedded(start=False)
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _embedded._alive(pid):
+        assert time.monotonic() < deadline, "the daemon did not die"
+        time.sleep(0.02)
+
+
+def test_a_killed_daemon_comes_back_on_the_same_port_for_publishers(runtime):
+    """SIGKILL the daemon, publish again: it is started again on the same port and the event is sent."""
+    import livewidget
+    from livewidget._publish import _default_publisher
+
+    first = _embedded.ensure_embedded()
+    livewidget.publish("revive-p", "before", 1)
+    pub = _default_publisher(_config.resolve())
+    pub.flush(10)
+    _kill(int(first["pid"]))
+    livewidget.publish("revive-p", "after", 2)  # the cached settings still point at the old port
+    pub.flush(30)
+    assert pub.errors == [] and pub.sent == 2
+    again = _embedded.read_info()
+    assert again is not None and again["pid"] != first["pid"]
+    assert (again["port"], again["key"], again["secret"]) == (first["port"], first["key"], first["secret"])
+
+
+def test_an_open_receiver_revives_the_daemon_and_gets_new_events(runtime):
+    """A kernel receiver whose daemon was killed starts it again (same port), reconnects and receives."""
+    from livewidget.receiver import Receiver
+
+    settings = _config.resolve()
+    got: list[tuple[str, object]] = []
+    receiver = Receiver(settings, ["revive-r"], lambda e: got.append((e.event, e.data))).start()
+    try:
+        _wait(lambda: receiver.state == "connected" and all(receiver.protocol.channels.values()))
+        first = _embedded.read_info()
+        assert first is not None
+        _kill(int(first["pid"]))
+        _wait(lambda: receiver.state != "connected")
+        _wait(lambda: receiver.state == "connected" and all(receiver.protocol.channels.values()), 30)
+        again = _embedded.read_info()
+        assert again is not None and again["pid"] != first["pid"] and again["port"] == first["port"]
+        assert receiver.settings.port == first["port"]
+        import livewidget
+
+        livewidget.publish("revive-r", "after", {"n": 1}, wait=True)
+        _wait(lambda: got == [("after", {"n": 1})])
+    finally:
+        receiver.stop()
+
+
+def test_a_daemon_stopped_on_purpose_is_not_revived(runtime):
+    """`livewidget server stop` removes server.json: revive() leaves it stopped."""
+    _embedded.ensure_embedded()
+    _embedded.stop_embedded()
+    assert _embedded.revive() is None and _embedded.read_info() is None
+
+
+def test_settings_are_resolved_once_and_changes_noticed_cheaply(runtime, monkeypatch):
+    """publish()'s resolve() with the embedded default reads no file and opens no connection per call;
+    a new server.json (another daemon) is noticed within CHECK_EVERY."""
+    first = _config.resolve()
+    probes: list[object] = []
+    real_listening, real_read = _embedded._listening, _embedded.read_info
+    monkeypatch.setattr(_embedded, "_listening", lambda *a: probes.append(a) or real_listening(*a))
+    monkeypatch.setattr(_embedded, "read_info", lambda: probes.append("read") or real_read())
+    for _ in range(2000):
+        assert _config.resolve() is first
+    assert probes == []
+    info = json.loads((runtime / "server.json").read_text())
+    _embedded.write_info(runtime / "server.json", {**info, "started": "later"})
+    time.sleep(_embedded.CHECK_EVERY + 0.05)
+    assert _config.resolve() == first  # re-read: the same server
+    assert probes  # this time it was checked
+
+
+def _wait(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "content", ["{}", "[1]", '{"pid": 0, "host": "127.0.0.1", "port": 1}', "not json", '{"pid": "x"}']
+)
+def test_a_malformed_runtime_file_is_as_if_no_server_ran(runtime, content):
+    """A broken server.json (half-written, edited, another version's) never breaks resolve(): a server
+    is started as usual."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / "server.json").write_text(content)
+    (runtime / "credentials.json").write_text('["app_id", "key", "secret"]')
+    assert _embedded.read_info() is None
+    s = _config.resolve()
+    assert s.source == "embedded" and s.port and _embedded.read_info() is not None

@@ -34,7 +34,18 @@ export const LIMITS = {
   answerMinMs: 300, // browsers answer history requests after kernels had their chance...
   answerSpreadMs: 700, // ...at a random moment, so that one answers and the others see it and stop
   maxMessages: 1000, // messages kept by the store
+  // Incomplete multi-part messages: kept per (sender, id) at most partsTtlMs, at most
+  // pendingPerSender per sender and pendingTotal in all (oldest dropped), so that a member sending
+  // first parts only cannot grow this page's memory.
+  partsTtlMs: 60_000,
+  pendingPerSender: 4,
+  pendingTotal: 64,
 };
+
+/** Whether `member` (a presence id the server stamped) is `author` or `author`'s kernel. */
+export function samePerson(author, member) {
+  return member !== null && member !== undefined && (member === author || member === `${author}:kernel`);
+}
 
 export const MAX_DOM_MESSAGES = 300;
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages of one person within this are grouped
@@ -127,7 +138,7 @@ export class ChatStore extends StoreBase {
     this.messages = new Map(); // id -> message
     this.sorted = []; // messages by time
     this.generation = 0; // bumped when `sorted` changes other than by appending
-    this.parts = new Map(); // id -> {parts, got: Map} of multi-part messages being received
+    this.parts = new Map(); // `${sender}\n${id}` -> {source, parts, got: Map, since} being received
     this.members = []; // people online (kernels hidden): [{id, name, color}], me first
     this.infoById = new Map(); // every member, kernels included: id -> info
     this.memberTotal = 0;
@@ -303,19 +314,21 @@ export class ChatStore extends StoreBase {
     if (!data || typeof data !== "object") return;
     switch (row.event) {
       case EVENTS.message:
-        this.takePiece(data, { via: "browser", stamped: row.user_id ?? null, history: false });
+        // A client event always carries the sender the server stamped; without it, it is not one.
+        if (row.user_id === undefined || row.user_id === null) return;
+        this.takePiece(data, { via: "browser", stamped: String(row.user_id), history: false });
         break;
       case EVENTS.serverMessage:
         this.takePiece(data, { via: "python", stamped: null, history: false });
         break;
       case EVENTS.typing:
-        this._typingFrom(row.user_id ?? data.user?.id, data);
+        this._typingFrom(row.user_id, data); // who is typing: the stamped sender only, never a claim
         break;
       case EVENTS.historyRequest:
         this._historyRequested(data);
         break;
       case EVENTS.history:
-        this._historyAnswered(data);
+        this._historyAnswered(data, row.user_id === undefined || row.user_id === null ? null : String(row.user_id));
         break;
       default:
     }
@@ -330,8 +343,13 @@ export class ChatStore extends StoreBase {
     return { id, name, color: safeColor(info.color || claimed.color, id) };
   }
 
-  /** One piece of a message (`{id, t, text, user, part?, parts?}`); whole messages are added. */
-  takePiece(piece, { via, stamped, history }) {
+  /**
+   * One piece of a message (`{id, t, text, user, part?, parts?}`); whole messages are added.
+   * `source` is who sent the event (the stamped id, or the member answering history): parts are
+   * joined per source and id. `relayedBy` is set when the author is only claimed (history relayed
+   * by another member).
+   */
+  takePiece(piece, { via, stamped, history, relayedBy = null, source = null }) {
     const { id, text } = piece;
     if (typeof id !== "string" || !id || id.length > 200 || typeof text !== "string") return;
     if (this.messages.has(id)) return;
@@ -339,12 +357,8 @@ export class ChatStore extends StoreBase {
     const parts = piece.parts;
     if (Number.isInteger(parts) && parts > 1 && parts <= LIMITS.maxParts) {
       if (!Number.isInteger(piece.part) || piece.part < 0 || piece.part >= parts) return;
-      let pending = this.parts.get(id);
-      if (!pending) this.parts.set(id, (pending = { parts, got: new Map() }));
-      pending.got.set(piece.part, text);
-      if (pending.got.size < parts) return;
-      this.parts.delete(id);
-      body = Array.from({ length: parts }, (_, i) => pending.got.get(i)).join("");
+      body = this._join(String(source ?? stamped ?? via), id, parts, piece.part, text);
+      if (body === null) return;
     }
     const who = this.sender(piece, stamped);
     this.addMessage({
@@ -356,8 +370,40 @@ export class ChatStore extends StoreBase {
       text: body,
       via: history && (piece.via === "python" || piece.via === "browser") ? piece.via : via,
       history,
+      relayedBy: typeof relayedBy === "string" && relayedBy ? relayedBy.slice(0, 128) : null,
       state: "received",
     });
+  }
+
+  /** A display name for the member who relayed a message (a kernel shows as its user). */
+  relayerName(id) {
+    const user = String(id).replace(/:kernel$/, "");
+    const info = this.infoById.get(String(id)) || this.infoById.get(user) || {};
+    return String(info.name || user).slice(0, 80);
+  }
+
+  /** Keep part `part` of message `id` from `source`; returns the whole text once all parts are here. */
+  _join(source, id, parts, part, text) {
+    const now = this.now();
+    for (const [key, p] of this.parts) if (now - p.since > LIMITS.partsTtlMs) this.parts.delete(key);
+    const key = `${source}\n${id}`;
+    let pending = this.parts.get(key);
+    if (!pending || pending.parts !== parts) {
+      const oldest = (keys) => keys.reduce((a, b) => (this.parts.get(b).since < this.parts.get(a).since ? b : a));
+      let mine = [...this.parts.keys()].filter((k) => this.parts.get(k).source === source);
+      while (mine.length >= LIMITS.pendingPerSender) {
+        const gone = oldest(mine);
+        this.parts.delete(gone);
+        mine = mine.filter((k) => k !== gone);
+      }
+      while (this.parts.size >= LIMITS.pendingTotal) this.parts.delete(oldest([...this.parts.keys()]));
+      pending = { source, parts, got: new Map(), since: now };
+      this.parts.set(key, pending);
+    }
+    pending.got.set(part, text);
+    if (pending.got.size < parts) return null;
+    this.parts.delete(key);
+    return Array.from({ length: parts }, (_, i) => pending.got.get(i)).join("");
   }
 
   /** Add a whole message unless its id is known; keeps `sorted` in time order. */
@@ -389,7 +435,14 @@ export class ChatStore extends StoreBase {
     for (const item of decodeJsonLines(this.model.get("_history"))) {
       const data = item.data;
       if (!data || typeof data !== "object") continue;
-      this.takePiece(data, { via: data.via || "browser", stamped: item.user_id ?? data.user?.id, history: true });
+      // The kernel's own record: its attribution (and relayed_by) is as trusted as the kernel.
+      this.takePiece(data, {
+        via: data.via || "browser",
+        stamped: item.user_id ?? data.user?.id,
+        history: true,
+        relayedBy: typeof data.relayed_by === "string" ? data.relayed_by : null,
+        source: "kernel",
+      });
     }
   }
 
@@ -573,6 +626,7 @@ export class ChatStore extends StoreBase {
     const pieces = [];
     for (const m of msgs) {
       const base = { id: m.id, t: m.t, user: { id: m.userId, name: m.name, color: m.color }, via: m.via };
+      if (m.relayedBy) base.relayed_by = m.relayedBy; // passed on as not first-hand
       const chunks = splitText(m.text);
       if (chunks.length === 1) pieces.push({ ...base, text: m.text });
       else chunks.forEach((text, part) => pieces.push({ ...base, text, part, parts: chunks.length }));
@@ -598,7 +652,7 @@ export class ChatStore extends StoreBase {
     this.pump();
   }
 
-  _historyAnswered(data) {
+  _historyAnswered(data, answerer = null) {
     const req = data.req;
     if (typeof req !== "string") return;
     const theirs = isNumber(data.horizon) ? data.horizon : null;
@@ -610,7 +664,13 @@ export class ChatStore extends StoreBase {
     if (req !== this.myRequest) return;
     for (const piece of Array.isArray(data.pieces) ? data.pieces : []) {
       if (piece && typeof piece === "object") {
-        this.takePiece(piece, { via: "browser", stamped: piece.user?.id ?? null, history: true });
+        const claimed = piece.user && typeof piece.user === "object" ? piece.user.id : undefined;
+        const author = (typeof claimed === "string" || typeof claimed === "number") && claimed !== "" ? String(claimed).slice(0, 128) : "?";
+        // The server stamped the answering member, not the authors of what it passes on.
+        // What the answering member was itself told (relayed_by) is not first-hand either.
+        const firstHand = samePerson(author, answerer) && !piece.relayed_by;
+        const relayedBy = firstHand ? null : answerer ?? "?";
+        this.takePiece(piece, { via: "browser", stamped: author, history: true, relayedBy, source: answerer ?? "?" });
       }
     }
     if (data.done && theirs !== null && (this.horizon === null || theirs < this.horizon)) this.horizon = theirs;
@@ -853,6 +913,7 @@ export class ChatView extends ViewBase {
       previous &&
       previous.userId === msg.userId &&
       previous.via === msg.via &&
+      previous.relayedBy === msg.relayedBy &&
       msg.t - previous.t < GROUP_MS &&
       msg.t >= previous.t;
     if (cont) el.classList.add("lw-cont");
@@ -879,6 +940,13 @@ export class ChatView extends ViewBase {
       if (msg.via === "python") {
         const tag = h(doc, "span", "lw-msg-via", "python");
         tag.title = "sent from Python (chat.send)";
+        head.append(tag);
+      }
+      if (msg.relayedBy) {
+        const by = this.store.relayerName(msg.relayedBy);
+        const tag = h(doc, "span", "lw-msg-relayed", `relayed by ${by}`);
+        tag.title = `passed on by ${msg.relayedBy}, who did not write it: its author is not verified`;
+        el.setAttribute("data-relayed-by", msg.relayedBy);
         head.append(tag);
       }
       head.append(time);

@@ -432,6 +432,65 @@ describe("ChatStore", () => {
     assert.equal(s.sent.filter((e) => e.event === EVENTS.history).length, 0);
   });
 
+  test("history cannot forge authorship: messages of others are shown as relayed by the answering member", async () => {
+    const s = await session();
+    const request = s.sent.find((e) => e.event === EVENTS.historyRequest);
+    const forged = { ...piece("f1", "I resign", { id: "carol", name: "Carol" }), via: "browser" };
+    const own = { ...piece("b1", "my own words"), via: "browser" };
+    const byKernel = { ...piece("k1", "bob's, from his kernel"), via: "python" };
+    const laundered = { ...piece("l1", "told to bob's kernel, claims bob"), via: "browser", relayed_by: "mallory" };
+    s.deliver(EVENTS.history, { req: request.data.req, horizon: 0, seq: 0, done: false, pieces: [forged, own] }, "bob");
+    s.deliver(EVENTS.history, { req: request.data.req, horizon: 0, seq: 1, done: true, pieces: [byKernel, laundered] }, "bob:kernel");
+    const by = Object.fromEntries(s.store.sorted.map((m) => [m.id, [m.userId, m.relayedBy]]));
+    assert.deepEqual(by, { f1: ["carol", "bob"], b1: ["bob", null], k1: ["bob", null], l1: ["bob", "bob:kernel"] });
+    // passed on to a newcomer, relayed messages say so
+    s.sent.length = 0;
+    s.deliver(EVENTS.historyRequest, { req: "later", since: 0 }, "dave");
+    s.timers.advance(LIMITS.answerMinMs + LIMITS.answerSpreadMs + 50);
+    const given = s.sent.filter((e) => e.event === EVENTS.history).flatMap((e) => e.data.pieces);
+    assert.deepEqual(Object.fromEntries(given.map((p) => [p.id, p.relayed_by ?? null])), { f1: "bob", b1: null, k1: null, l1: "bob:kernel" });
+    const { root, frames } = view(s);
+    frames.frame();
+    const shown = root.querySelector('.lw-msg[data-id="f1"]');
+    assert.equal(shown.getAttribute("data-relayed-by"), "bob");
+    assert.match(shown.querySelector(".lw-msg-relayed").textContent, /relayed by Bob/);
+    assert.equal(root.querySelector('.lw-msg[data-id="b1"] .lw-msg-relayed'), null);
+    // a live client event without the stamped sender is not taken as anyone's
+    s.deliver(EVENTS.message, piece("nouser", "who?"), undefined);
+    assert.equal(s.store.messages.has("nouser"), false);
+  });
+
+  test("typing is shown for the stamped sender only, never for a claimed user", async () => {
+    const s = await session();
+    s.deliver(EVENTS.typing, { user: { id: "carol", name: "Carol" } }, undefined);
+    assert.deepEqual(s.store.typingNames(), []);
+    s.deliver(EVENTS.typing, { user: { id: "carol", name: "Carol" } }, "bob");
+    assert.deepEqual(s.store.typingNames(), ["Bob"]);
+  });
+
+  test("multi-part messages are joined per sender: another member cannot complete or hijack them", async () => {
+    const s = await session();
+    const part = (i, text, user) => ({ ...piece("long", text, user), part: i, parts: 2 });
+    s.deliver(EVENTS.message, part(0, "hello ", { id: "bob", name: "Bob" }), "bob");
+    s.deliver(EVENTS.message, part(1, "FORGED", { id: "bob", name: "Bob" }), "mallory");
+    assert.equal(s.store.messages.has("long"), false);
+    s.deliver(EVENTS.message, part(1, "world", { id: "bob", name: "Bob" }), "bob");
+    assert.equal(s.store.messages.get("long").text, "hello world");
+    assert.equal(s.store.messages.get("long").userId, "bob");
+  });
+
+  test("incomplete multi-part messages expire and are capped per sender and in all", async () => {
+    const s = await session();
+    const first = (id, sender) => s.deliver(EVENTS.message, { ...piece(id, "x".repeat(100)), part: 0, parts: 12 }, sender);
+    for (let i = 0; i < 50; i++) first(`m${i}`, "mallory");
+    assert.equal(s.store.parts.size, LIMITS.pendingPerSender);
+    for (let i = 0; i < 200; i++) first(`p${i}`, `member${i}`);
+    assert.equal(s.store.parts.size, LIMITS.pendingTotal);
+    s.timers.advance(LIMITS.partsTtlMs + 1000);
+    first("late", "bob");
+    assert.equal(s.store.parts.size, 1, "the expired ones are gone");
+  });
+
   test("seeded from the kernel's _history; live duplicates are ignored", async () => {
     const line = (id, text, t, via = "browser") => ({
       t,

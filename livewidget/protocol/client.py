@@ -4,6 +4,13 @@ Feed it frames with :meth:`ClientProtocol.receive`, take frames to send from
 :meth:`ClientProtocol.data_to_send`, and call :meth:`ClientProtocol.tick` about once a second for
 heartbeats. Subscriptions are remembered and re-sent after every (re)connection, as pusher-js does
 (``channels.ts`` ``subscribeAll``).
+
+Nothing the peer sends makes :meth:`ClientProtocol.receive` raise (the server's hub promises the
+same): a frame that is not a Pusher message comes back as a ``livewidget:bad_frame`` event, an
+event whose data cannot be decoded (nested deeper than ``MAX_DEPTH``) keeps its raw text with
+``error`` saying why, and a malformed ``pusher:connection_established`` is a
+``livewidget:protocol_error`` (the transport should close and reconnect). All are counted in
+``ClientProtocol.undecodable``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,22 @@ from typing import Any
 from . import signatures
 from .channels import ChannelKind, channel_kind, is_valid_channel_name
 
-__all__ = ["ClientEvent", "ClientProtocol", "ClientState"]
+__all__ = [
+    "BAD_FRAME",
+    "MAX_DEPTH",
+    "PROTOCOL_ERROR",
+    "ClientEvent",
+    "ClientProtocol",
+    "ClientState",
+    "loads",
+]
+
+# Nesting deeper than this is refused before decoding: json's C decoder recurses (RecursionError near
+# 1,000 levels, less on a deep stack), and data that does decode that deep breaks later encoders
+# (traitlets, json.dumps, the browser). Real event data is a few levels deep.
+MAX_DEPTH = 100
+BAD_FRAME = "livewidget:bad_frame"  # a frame that is not a Pusher message
+PROTOCOL_ERROR = "livewidget:protocol_error"  # the server broke the protocol: reconnect
 
 # (socket_id, channel) -> {"auth": ..., "channel_data"?: ...}; raises to refuse
 Authorizer = Callable[[str, str], dict[str, str]]
@@ -44,15 +66,66 @@ class ClientEvent:
     data: Any
     raw: str | None
     user_id: str | None = None
+    error: str | None = None  # why ``data`` could not be decoded (then it is the raw text)
 
 
-def _decode(data: Any) -> tuple[Any, str | None]:
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether decoded JSON ``value`` nests lists/dicts deeper than ``limit`` (iterative: any depth)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _might_be_deep(text: str, limit: int) -> bool:
+    # Cheap necessary condition: nesting deeper than `limit` needs more than `limit` open brackets.
+    return text.count("[") + text.count("{") > limit
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: JSON.parse (pusher-js) refuses them, so the text is kept as is.
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` that raises ``ValueError`` (never ``RecursionError``) for JSON nested deeper
+    than ``max_depth`` levels."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode()
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply (the limit is {max_depth} levels)") from None
+    if _might_be_deep(text, max_depth) and _too_deep(value, max_depth):
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    return value
+
+
+def _decode(data: Any) -> tuple[Any, str | None, str | None]:
+    """(decoded data, raw text, why it could not be decoded): pusher-js decodeMessage, depth-safe."""
     if isinstance(data, str):
         try:
-            return json.loads(data), data
-        except ValueError:
-            return data, data
-    return data, None if data is None else json.dumps(data)
+            return loads(data), data, None
+        except UnicodeDecodeError:
+            return data, data, None
+        except ValueError as exc:
+            if "nested" in str(exc):
+                return data, data, f"data {exc}: kept as text"
+            return data, data, None  # plain text, as pusher-js keeps it
+    if data is None:
+        return None, None, None
+    if _too_deep(data, MAX_DEPTH):
+        return None, None, f"data nested deeper than {MAX_DEPTH} levels: dropped"
+    return data, json.dumps(data), None
 
 
 class ClientProtocol:
@@ -86,6 +159,7 @@ class ClientProtocol:
         self.socket_id: str | None = None
         self.activity_timeout = 120.0
         self.channels: dict[str, bool] = {}  # wanted channel -> subscribed (succeeded)
+        self.undecodable = 0  # frames and events that could not be decoded (see the module docstring)
         self._out: list[str] = []
         self._last_heard = 0.0
         self._ping_sent: float | None = None
@@ -123,23 +197,53 @@ class ClientProtocol:
         return True
 
     def receive(self, text: str, now: float) -> list[ClientEvent]:
-        """One frame from the server; returns the events it carries for the application."""
+        """One frame from the server; returns the events it carries for the application.
+
+        Never raises: whatever the frame holds, the failure stays with it (see the module docstring).
+        """
         self._last_heard = now
         self._ping_sent = None
         try:
+            return self._receive(text)
+        except Exception as exc:  # a bug or an input nobody foresaw: this frame only
+            self.undecodable += 1
+            value: Any = text  # typed str, but a transport may hand over anything
+            raw = value if isinstance(value, str) else repr(value)
+            return [ClientEvent(BAD_FRAME, None, raw, raw, error=f"{type(exc).__name__}: {exc}")]
+
+    def _bad(self, text: str, why: str) -> list[ClientEvent]:
+        self.undecodable += 1
+        return [ClientEvent(BAD_FRAME, None, text, text, error=why)]
+
+    def _receive(self, text: Any) -> list[ClientEvent]:
+        if not isinstance(text, str):
+            return self._bad(repr(text), "not a text frame")
+        try:
             message = json.loads(text)
+        except RecursionError:
+            return self._bad(text, "frame nested too deeply to decode")
         except ValueError:
-            return [ClientEvent("livewidget:bad_frame", None, text, text)]
+            return self._bad(text, "not JSON")
         if not isinstance(message, dict) or not isinstance(message.get("event"), str):
-            return [ClientEvent("livewidget:bad_frame", None, text, text)]
+            return self._bad(text, "not a Pusher message (an object with an 'event' string)")
         event: str = message["event"]
         channel = message.get("channel")
-        data, raw = _decode(message.get("data"))
+        if channel is not None and not isinstance(channel, str):
+            return self._bad(text, "'channel' is not a string")
+        data, raw, error = _decode(message.get("data"))
+        if error is not None:
+            self.undecodable += 1
         if event == "pusher:connection_established":
+            socket_id = data.get("socket_id") if isinstance(data, dict) else None
+            if error is not None or not isinstance(socket_id, str) or not socket_id:
+                # Without a socket id nothing can be signed or sent: this connection is useless.
+                self.undecodable += error is None
+                why = f"malformed pusher:connection_established (data {str(raw)[:80]!r}): reconnecting"
+                return [ClientEvent(PROTOCOL_ERROR, None, raw, raw, error=why)]
             self.state = ClientState.CONNECTED
-            self.socket_id = str(data["socket_id"])
+            self.socket_id = socket_id
             timeout = data.get("activity_timeout")
-            if timeout:
+            if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < 1e9:
                 self.activity_timeout = min(120.0, float(timeout))
             out: list[ClientEvent] = []
             for name in self.channels:
@@ -155,9 +259,11 @@ class ClientProtocol:
             public = "pusher:" + event[len("pusher_internal:") :]
             if event == "pusher_internal:subscription_succeeded" and channel in self.channels:
                 self.channels[channel] = True
-            return [ClientEvent(public, channel, data, raw)]
+            return [ClientEvent(public, channel, data, raw, error=error)]
         user_id = message.get("user_id")
-        return [ClientEvent(event, channel, data, raw, None if user_id is None else str(user_id))]
+        if (user_id is not None and not isinstance(user_id, (str, int))) or isinstance(user_id, bool):
+            user_id = None  # the server stamps a string; anything else is not a user id
+        return [ClientEvent(event, channel, data, raw, None if user_id is None else str(user_id), error)]
 
     # ------------------------------------------------------------------ application side
 

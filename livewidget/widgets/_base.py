@@ -7,7 +7,8 @@ Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
                      enabledTransports?}``. Never the secret.
-    ``channels``     channels to subscribe to
+    ``channels``     channels to subscribe to. The kernel keeps its own copy: what it signs, records
+                     and publishes to never follows a change made to a synced trait by the browser
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
     ``_auth``        ``{url, token}``: POST ``{"token", "socket_id", "channel_name"}`` as the body
                      (``Content-Type: text/plain`` keeps it a simple CORS request) to ``url`` and get
@@ -51,6 +52,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .. import _check
 from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
@@ -122,9 +124,7 @@ class LiveWidget(anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until fully started: close() (also from __del__) has nothing to free
-        names = [channels] if isinstance(channels, str) else list(channels)
-        if not names:
-            raise ValueError("give at least one channel name")
+        names = _check.names(channels, "channels")
         for name in names:
             if not is_valid_channel_name(name):
                 raise ValueError(
@@ -133,12 +133,26 @@ class LiveWidget(anywidget.AnyWidget):
                 )
             if channel_kind(name) is ChannelKind.USER:
                 raise ValueError(f"{name}: server-to-user channels are for signed-in users only")
-        filt = [] if events is None else ([events] if isinstance(events, str) else list(events))
+        filt = _check.names(events, "events", allow_none=True, allow_empty=True)
+        _check.check_int(max_rows, "max_rows", minimum=1, allow_none=True)
+        _check.check_int(keep, "keep", minimum=0)
+        _check.check_int(max_log, "max_log", minimum=0, maximum=100_000)
+        _check.check_bool(record, "record")
+        _check.check_callable(authorize, "authorize")
+        _check.check_str(title, "title", allow_none=True)
+        user_value: Any = user  # typed dict, checked: callers may pass anything
+        if user_value is not None and (
+            not isinstance(user_value, dict) or user_value.get("id") in (None, "")
+        ):
+            raise ValueError(f"user must be a dict with an 'id' (and optional 'info'), got {user!r}")
         self._settings: Settings = resolve(
             url, app_id=app_id, key=key, secret=secret, cluster=cluster, host=host, port=port, use_tls=use_tls
         )
-        if user is not None and "id" not in user:
-            raise ValueError("user must be a dict with an 'id' (and optional 'info')")
+        # What the kernel signs, records and publishes to comes from Python only: the synced traits
+        # (channels, event_filter, max_log) may be changed by the browser, which must never widen it.
+        self._channel_names = tuple(names)
+        self._event_filter = frozenset(filt)
+        self._max_log = max_log
         self._user = user or _default_user()
         self._authorize_cb = authorize
         self._store = EventStore(max_rows)
@@ -195,7 +209,7 @@ class LiveWidget(anywidget.AnyWidget):
 
     def _sign(self, socket_id: str, channel: str) -> dict[str, Any]:
         """Sign ``channel`` for the browser's ``socket_id`` (raises PermissionError to refuse)."""
-        if channel not in self.channels:
+        if channel not in self._channel_names:  # not the synced trait: the browser may change that
             raise PermissionError(f"this widget did not ask for {channel}")
         if not is_valid_socket_id(socket_id):
             raise PermissionError(f"invalid socket id {socket_id!r}")
@@ -228,7 +242,7 @@ class LiveWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ receiving
 
     def _on_status(self, state: str, detail: str) -> None:
-        if state == "error":
+        if state in ("error", "warning"):  # warning: an undecodable event (the receiver says it once)
             self._set_error(detail)
             return
         if state in ("unavailable", "failed") and self.status not in ("unavailable", "failed"):
@@ -245,7 +259,7 @@ class LiveWidget(anywidget.AnyWidget):
         """Presence bookkeeping from the receiver (subscription_succeeded, member_added/removed)."""
 
     def _accepts(self, event: ClientEvent) -> bool:
-        return not self.event_filter or event.event in self.event_filter
+        return not self._event_filter or event.event in self._event_filter
 
     def _on_event(self, event: ClientEvent) -> None:
         """On the I/O thread: record, call back, wake waiters (trait updates are coalesced)."""
@@ -306,7 +320,7 @@ class LiveWidget(anywidget.AnyWidget):
             if self._history_dirty and now - self._last_history >= HISTORY_EVERY:
                 self._history_dirty = False
                 self._last_history = now
-                self._history = _history_bytes(list(self._recent)[-self.max_log :])
+                self._history = _history_bytes(list(self._recent)[-self._max_log :] if self._max_log else [])
             elif self._history_dirty:
                 self._dirty = True  # come back for the history later
 
@@ -367,7 +381,7 @@ class LiveWidget(anywidget.AnyWidget):
 
         if self._publisher is None:
             self._publisher = Publisher(self._settings)
-        self._publisher.publish(channel or self.channels[0], event, data)
+        self._publisher.publish(channel or self._channel_names[0], event, data)
 
     def close(self) -> None:
         """Unsubscribe, stop receiving, free the record, and close the widget."""
@@ -385,12 +399,36 @@ class LiveWidget(anywidget.AnyWidget):
         super().close()
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: the browser's JSON.parse refuses them (an
+    overflowing number such as 1e400 decodes to infinity), and one such row must not break a view."""
+    if isinstance(value, float):
+        return None if value != value or value in (float("inf"), float("-inf")) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dumps(item: Any) -> str:
+    try:
+        return json.dumps(item, default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere (rare: clean only then)
+        return json.dumps(_json_safe(item), default=str, allow_nan=False)
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    data = row["data"]
+    try:
+        json.dumps(data, default=str, allow_nan=False)
+    except ValueError:
+        data = _json_safe(data)
     return {
         "time": row["time"],
         "channel": row["channel"],
         "event": row["event"],
-        "data": row["data"],
+        "data": data,
         "user_id": row["user_id"],
     }
 
@@ -401,5 +439,5 @@ def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
         item = {"t": int(r["time"] * 1000), "channel": r["channel"], "event": r["event"], "data": r["data"]}
         if r["user_id"] is not None:
             item["user_id"] = r["user_id"]
-        lines.append(json.dumps(item, default=str))
+        lines.append(_dumps(item))
     return ("\n".join(lines)).encode()

@@ -54,6 +54,7 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import records
 from ..protocol.client import ClientEvent
 from . import _base
@@ -281,9 +282,19 @@ class LiveChart(LiveWidget):
         max_rows: int | None = 1_000_000,
         **kwargs: Any,
     ) -> None:
-        fields = [y] if isinstance(y, str) else [str(f) for f in y]
+        fields = _check.names(y, "y", allow_empty=True)
         if not fields or not all(fields):
-            raise ValueError("y must name at least one field")
+            raise ValueError("y must name at least one field (non-empty names)")
+        _check.check_str(x, "x", allow_none=True)
+        _check.check_str(by, "by", allow_none=True)
+        _check.check_str(kind, "kind")
+        _check.check_int(max_points, "max_points", minimum=1)
+        _check.check_int(height, "height", minimum=50, maximum=10_000)
+        _check.check_bool(log_x, "log_x")
+        _check.check_bool(log_y, "log_y")
+        _check.check_number(window_x, "window_x", allow_none=True, positive=True)
+        if colors is not None:
+            _check.names(colors, "colors", allow_empty=True)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         points, span = parse_window(window)
@@ -294,7 +305,7 @@ class LiveChart(LiveWidget):
         if max_points <= 0:
             raise ValueError("max_points must be positive")
         lims = {name: _limits(name, value) for name, value in (("xlim", xlim), ("ylim", ylim))}
-        names = [channel] if isinstance(channel, str) else list(channel)
+        names = _check.names(channel, "channel")
         # Kernel-side state, ready before the receiver (started by the base) delivers the first event.
         self._lock_points = threading.Lock()
         self._window: deque[tuple[float, float, str, tuple[float, ...]]] = deque(

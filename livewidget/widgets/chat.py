@@ -8,7 +8,11 @@ Where things live
     hidden from member lists) records every message: ``chat.df``, ``chat.on_message``.
 
 History
-    Pusher stores nothing, so history lives in the members. A member that joins (browser or kernel)
+    Pusher stores nothing, so history lives in the members. The server stamps who sent each client
+    event, but not who wrote the messages inside a history answer: a message is attributed to its
+    author only when the answering member is that author (or the author's kernel); otherwise it is
+    kept with ``relayed_by`` set to the answering member (shown "relayed by ..."), so a member cannot
+    make others appear to have said something. A member that joins (browser or kernel)
     asks with ``client-chat-history-request``; members that hold messages answer with
     ``client-chat-history`` chunks (each under the 10 KB limit, paced under the client-event rate).
     Kernels answer first (they record from the moment the ``Chat`` is created, whether or not a view
@@ -28,12 +32,14 @@ Wire format (``data`` of the events)
     stamps (not ``data.user.id``), and its name and colour come from its signed presence info.
     ``client-chat-typing``: ``{"user": {...}}``, at most every ``TYPING_EVERY`` seconds while typing.
     ``client-chat-history-request``: ``{"req", "since": ms, "limit"}``.
-    ``client-chat-history``: ``{"req", "horizon": ms, "seq", "done", "pieces": [piece, ...]}``.
+    ``client-chat-history``: ``{"req", "horizon": ms, "seq", "done", "pieces": [piece, ...]}``, each
+    piece with ``via`` and, when the answering member was itself told it, ``relayed_by``.
 
 Contract with the front end (``_kind == "chat"``), in addition to :mod:`._base`'s
     ``room`` and ``me`` (``{"id", "name", "color"}``: who this notebook's views are) are synced;
     ``_history`` holds the recorded messages, one ``{"t", "channel", "event": "chat-message",
-    "data": piece + {"via"}, "user_id"}`` per line.
+    "data": piece + {"via", "relayed_by"?}, "user_id"}`` per line (``relayed_by``: the member that passed
+    on a history message it did not write; views show it).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import table
 from .._loop import io_loop
 from ..protocol.client import ClientEvent
@@ -71,10 +78,16 @@ HISTORY = "client-chat-history"
 PIECE_BYTES = 9000  # JSON bytes of one event's data: under the 10 KB limit with room to spare
 MAX_PARTS = 12  # a message is at most this many pieces (about 100 KB); longer ones are refused
 MAX_TEXT = 200_000  # characters kept of a received message (a hostile sender could send more parts)
+# Incomplete multi-part messages: kept per (sender, id) at most PARTS_TTL seconds, at most
+# PENDING_PER_SENDER per sender and PENDING_TOTAL in all (oldest dropped): a hostile member sending
+# first parts only (90 KB/s) cannot grow the kernel's memory.
+PARTS_TTL = 60.0
+PENDING_PER_SENDER = 4
+PENDING_TOTAL = 64
 TYPING_EVERY = 2.5  # seconds between typing notifications
 KERNEL_RATE = 5.0  # client events per second the kernel sends (Pusher allows 10 per connection)
 KERNEL_ANSWER_DELAY = 0.15  # seconds: a kernel answers a history request within this (random)
-COLUMNS = ("time", "user_id", "name", "text", "id", "via", "history")
+COLUMNS = ("time", "user_id", "name", "text", "id", "via", "history", "relayed_by")
 
 _ROOM_RE = re.compile(r"\A[A-Za-z0-9_\-=@,.;]{1,180}\Z")
 _COLOR_RE = re.compile(r"\A#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
@@ -123,13 +136,25 @@ def _full_name(login: str) -> str:
     return gecos or login
 
 
-def person(user: dict[str, Any] | None = None) -> dict[str, str]:
-    """``{"id", "name", "color"}`` from ``user`` (``name``/``color`` or ``info``), or the login name."""
+def person(user: str | dict[str, Any] | None = None) -> dict[str, str]:
+    """``{"id", "name", "color"}`` from ``user``: a user id (``"alice"``), a dict (``name``/``color``
+    or ``info``), or ``None`` for the login name."""
     if user is None:
         login = _login()
         return {"id": login, "name": _full_name(login), "color": color_for(login)}
+    if isinstance(user, str):
+        user = {"id": user}
+    if not isinstance(user, dict):
+        raise TypeError(
+            f'user must be a user id (a string such as "alice") or a dict {{"id", "name"?, "color"?}}, '
+            f"not {type(user).__name__}"
+        )
     if user.get("id") in (None, ""):
-        raise ValueError('user must be a dict with an "id" (and optional "name" and "color")')
+        raise ValueError(
+            'user must be a non-empty user id, or a dict with an "id" (and optional "name" and "color")'
+        )
+    if not isinstance(user["id"], (str, int)) or isinstance(user["id"], bool):
+        raise TypeError(f"user id must be a string, not {type(user['id']).__name__}")
     info = _dict(user.get("info"))
     uid = str(user["id"])
     if len(uid) > 120 or uid.endswith(":kernel"):
@@ -171,7 +196,8 @@ class Chat(LiveWidget):
     room:
         The room's name (letters, digits, ``_ - = @ , . ;``); the channel is ``presence-chat-<room>``.
     user:
-        Who this notebook is: ``{"id", "name"?, "color"?: "#rrggbb"}``. Default: the login name
+        Who this notebook is: a user id (``"alice"``) or ``{"id", "name"?, "color"?: "#rrggbb"}``.
+        Default: the login name
         (``JUPYTERHUB_USER`` on JupyterHub), the full name from the system when known, a colour
         derived from the id. A person in several tabs or kernels counts once.
     max_history:
@@ -204,23 +230,26 @@ class Chat(LiveWidget):
         self,
         room: str = "general",
         *,
-        user: dict[str, Any] | None = None,
+        user: str | dict[str, Any] | None = None,
         max_history: int = 200,
         max_rows: int = 10_000,
         title: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(room, str):
+            raise TypeError(f"room must be a string (the room's name), not {type(room).__name__}")
         if not _ROOM_RE.match(room):
             raise ValueError(
                 f"invalid room name {room!r}: use 1 to 180 of a-z A-Z 0-9 _ - = @ , . ; (no spaces)"
             )
-        if max_history < 1 or max_rows < 1:
-            raise ValueError("max_history and max_rows must be at least 1")
+        _check.check_int(max_history, "max_history", minimum=1)
+        _check.check_int(max_rows, "max_rows", minimum=1)
         me = person(user)
+        self._me = me  # what send() uses: the synced `me` trait may be changed by the browser
         # Set before the base starts the receiver, which may deliver events at once (I/O thread).
         self._lock = threading.Lock()
         self._msgs: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._parts: dict[str, dict[str, Any]] = {}
+        self._parts: dict[tuple[str, str], dict[str, Any]] = {}  # (sender, id) -> parts received
         self._max_msgs = max_rows
         self._max_history = max_history
         self._mine: deque[str] = deque(maxlen=1000)  # ids sent by chat.send(): no on_message for them
@@ -276,11 +305,14 @@ class Chat(LiveWidget):
         try:
             if event.event in (MESSAGE, SERVER_MESSAGE):
                 via = "python" if event.event == SERVER_MESSAGE else "browser"
-                self._take_piece(data, via, event.user_id if via == "browser" else None, history=False)
+                stamped = event.user_id if via == "browser" else None
+                if via == "browser" and stamped is None:
+                    return  # a client event always carries the sender the server stamped
+                self._take_piece(data, via, stamped, history=False)
             elif event.event == HISTORY_REQUEST:
                 self._history_requested(data)
             elif event.event == HISTORY:
-                self._history_answered(data)
+                self._history_answered(data, event.user_id)
         except Exception:
             log.exception("chat: could not handle %s", event.event)
 
@@ -295,23 +327,31 @@ class Chat(LiveWidget):
             color = color_for(uid)
         return {"id": uid, "name": str(name)[:80], "color": color}
 
-    def _take_piece(self, piece: dict[str, Any], via: str, stamped: str | None, *, history: bool) -> None:
+    def _take_piece(
+        self,
+        piece: dict[str, Any],
+        via: str,
+        stamped: str | None,
+        *,
+        history: bool,
+        relayed_by: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        """One piece; whole messages are recorded. ``source`` is who sent the event (the stamped id
+        for client events, the answering member for history): parts are joined per source and id."""
         mid, text, t = piece.get("id"), piece.get("text"), piece.get("t")
         if not isinstance(mid, str) or not mid or len(mid) > 200 or not isinstance(text, str):
             return
-        if not isinstance(t, (int, float)) or isinstance(t, bool):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t or abs(t) > 1e15:
             t = time.time() * 1000
         parts = piece.get("parts")
-        if isinstance(parts, int) and 1 < parts <= MAX_PARTS:
+        if isinstance(parts, int) and not isinstance(parts, bool) and 1 < parts <= MAX_PARTS:
             part = piece.get("part")
-            if not isinstance(part, int) or not 0 <= part < parts:
+            if not isinstance(part, int) or isinstance(part, bool) or not 0 <= part < parts:
                 return
-            pending = self._parts.setdefault(mid, {"got": {}, "parts": parts})
-            pending["got"][part] = text
-            if len(pending["got"]) < parts:
+            text = self._join(source or stamped or via, mid, parts, part, text)
+            if text is None:
                 return
-            del self._parts[mid]
-            text = "".join(pending["got"][i] for i in range(parts))
         sender = self._sender(piece, stamped)
         if history and piece.get("via") in ("python", "browser"):
             via = str(piece["via"])
@@ -324,8 +364,32 @@ class Chat(LiveWidget):
             "text": text[:MAX_TEXT],
             "via": via,
             "history": history,
+            "relayed_by": relayed_by,
         }
         self._record(msg)
+
+    def _join(self, source: str, mid: str, parts: int, part: int, text: str) -> str | None:
+        """Keep part ``part`` of message ``mid`` from ``source``; the whole text once all are here."""
+        now = time.monotonic()
+        pending_all = self._parts
+        for key in [k for k, v in pending_all.items() if now - v["since"] > PARTS_TTL]:
+            del pending_all[key]  # expired: its other parts never came
+        key = (source, mid)
+        pending = pending_all.get(key)
+        if pending is None or pending["parts"] != parts:
+            mine = [k for k in pending_all if k[0] == source]
+            while len(mine) >= PENDING_PER_SENDER:
+                oldest = min(mine, key=lambda k: pending_all[k]["since"])
+                del pending_all[oldest]
+                mine.remove(oldest)
+            while len(pending_all) >= PENDING_TOTAL:
+                del pending_all[min(pending_all, key=lambda k: pending_all[k]["since"])]
+            pending = pending_all[key] = {"got": {}, "parts": parts, "since": now}
+        pending["got"][part] = text
+        if len(pending["got"]) < parts:
+            return None
+        del pending_all[key]
+        return "".join(pending["got"][i] for i in range(parts))
 
     def _record(self, msg: dict[str, Any]) -> bool:
         """Keep ``msg`` unless already known; tell the listeners about live ones from others."""
@@ -377,14 +441,18 @@ class Chat(LiveWidget):
         self._answers[req] = False  # answered: never again for this request
         with self._lock:
             msgs = sorted((m for m in self._msgs.values() if m["t"] > since), key=lambda m: m["t"])
-        pieces = [{**p, "via": m["via"]} for m in msgs[-limit:] for p in _pieces_of(m)]
+        pieces = [
+            {**p, "via": m["via"]} | ({"relayed_by": m["relayed_by"]} if m.get("relayed_by") else {})
+            for m in msgs[-limit:]
+            for p in _pieces_of(m)
+        ]
         chunks = _chunks(pieces) or [[]]
         for seq, chunk in enumerate(chunks):
             answer = {"req": req, "horizon": self._horizon or 0, "seq": seq, "pieces": chunk}
             answer["done"] = seq == len(chunks) - 1
             self._queue(HISTORY, answer)
 
-    def _history_answered(self, data: dict[str, Any]) -> None:
+    def _history_answered(self, data: dict[str, Any], answerer: str | None = None) -> None:
         req = data.get("req")
         horizon = data.get("horizon")
         if not isinstance(req, str):
@@ -396,10 +464,17 @@ class Chat(LiveWidget):
             self._answers[req] = False
         if req != self._my_request:
             return
-        for piece in data.get("pieces") or []:
+        pieces = data.get("pieces")
+        for piece in pieces if isinstance(pieces, list) else []:
             if isinstance(piece, dict):
-                stamped = piece.get("user", {}).get("id") if isinstance(piece.get("user"), dict) else None
-                self._take_piece(piece, "browser", stamped, history=True)
+                claimed = _dict(piece.get("user")).get("id")
+                author = str(claimed)[:128] if isinstance(claimed, (str, int)) and claimed != "" else "?"
+                # The server stamped the answering member, not the authors of what it relays; what it
+                # was itself told (relayed_by) is not first-hand either, whoever wrote it.
+                first_hand = _same_person(author, answerer) and not piece.get("relayed_by")
+                relayed = None if first_hand else (answerer or "?")
+                source = answerer or "?"
+                self._take_piece(piece, "browser", author, history=True, relayed_by=relayed, source=source)
         if data.get("done") and theirs is not None and (self._horizon is None or theirs < self._horizon):
             self._horizon = int(theirs)
 
@@ -451,7 +526,8 @@ class Chat(LiveWidget):
                         "t": m["t"],
                         "channel": self.channel,
                         "event": SERVER_MESSAGE,
-                        "data": {**_piece_of(m), "via": m["via"]},
+                        "data": {**_piece_of(m), "via": m["via"]}
+                        | ({"relayed_by": m["relayed_by"]} if m.get("relayed_by") else {}),
                         "user_id": m["user_id"],
                     }
                 )
@@ -472,7 +548,7 @@ class Chat(LiveWidget):
 
     # ------------------------------------------------------------------ public API
 
-    def send(self, text: Any, *, user: dict[str, Any] | None = None) -> str:  # type: ignore[override]
+    def send(self, text: Any, *, user: str | dict[str, Any] | None = None) -> str:  # type: ignore[override]
         """Post ``text`` (Markdown) to the room, as this notebook's user or ``user``; returns its id.
 
         Goes through the REST API (queued, returns at once), so it works from any thread, also
@@ -482,7 +558,7 @@ class Chat(LiveWidget):
         text = str(text)
         if not text.strip():
             raise ValueError("empty message")
-        sender = self.me if user is None else person(user)
+        sender = self._me if user is None else person(user)
         chunks = split_text(text)
         if len(chunks) > MAX_PARTS:
             raise ValueError(
@@ -498,6 +574,7 @@ class Chat(LiveWidget):
             "text": text,
             "via": "python",
             "history": False,
+            "relayed_by": None,
         }
         with self._lock:
             self._mine.append(msg["id"])
@@ -514,9 +591,11 @@ class Chat(LiveWidget):
         """Call ``callback(message)`` for each new message from someone else, on the receiver thread.
 
         ``message`` is ``{"id", "t" (ms since the epoch), "user_id", "name", "color", "text", "via"
-        ("browser" or "python"), "history"}``. Not called for messages from :meth:`send` on this
-        ``Chat`` (a bot cannot answer itself) nor for history. Runs while cells run: keep it quick
-        (``chat.send`` is fine). Returns a function that removes the callback.
+        ("browser" or "python"), "history", "relayed_by"}`` (``relayed_by``: the member who passed
+        on a history message it did not write; ``None`` when the author is known first-hand). Not
+        called for messages from :meth:`send` on this ``Chat`` (a bot cannot answer itself) nor for
+        history. Runs while cells run: keep it quick (``chat.send`` is fine). Returns a function that
+        removes the callback.
         """
         self._listeners.append(callback)
 
@@ -539,7 +618,8 @@ class Chat(LiveWidget):
         """The messages as a DataFrame, oldest first.
 
         Columns: time (UTC), user_id, name, text, id, via (``browser`` or ``python``), history (True
-        when learned from another member rather than heard live).
+        when learned from another member rather than heard live), relayed_by (who passed it on, when
+        that is not its author: its authorship is then only claimed).
         """
         rows = [{**m, "time": m["t"] / 1000} for m in self.messages]
         return table(rows, COLUMNS, times=("time",))
@@ -559,12 +639,17 @@ class Chat(LiveWidget):
             self._parts.clear()
 
 
+def _same_person(author: str, member: str | None) -> bool:
+    """Whether ``member`` (a stamped presence id) is ``author`` or ``author``'s kernel."""
+    return member is not None and member in (author, f"{author}:kernel")
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def _number(value: Any, default: float) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e15
     return float(value) if ok else default
 
 

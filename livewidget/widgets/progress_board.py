@@ -8,6 +8,7 @@ from typing import Any
 
 import traitlets
 
+from .. import _check
 from .._frames import table
 from ..protocol.client import ClientEvent
 from ._base import LiveWidget
@@ -103,14 +104,14 @@ class ProgressBoard(LiveWidget):
         title: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if max_jobs < 1:
-            raise ValueError("max_jobs must be at least 1")
+        _check.check_int(max_jobs, "max_jobs", minimum=1)
+        _check.check_bool(notify, "notify")
         # Set before the base starts the receiver, which may deliver events at once.
         self._jobs_lock = threading.Lock()
         self._states: dict[str, dict[str, Any]] = {}
         self._jobs_dirty = False
         self._max_jobs = max_jobs
-        names = [channel] if isinstance(channel, str) else list(channel)
+        names = _check.names(channel, "channel")
         super().__init__(
             names,
             events=[EVENT],
@@ -131,6 +132,8 @@ class ProgressBoard(LiveWidget):
         """Keep ``data`` as its job's latest state (on the I/O thread)."""
         if not isinstance(data, dict) or not isinstance(data.get("job"), str):
             return
+        if not isinstance(data.get("status"), (str, type(None))):
+            return  # not a progress state (a hostile or foreign one must not poison the board)
         job = data["job"]
         state = dict(data)
         with self._jobs_lock:
@@ -208,7 +211,7 @@ def aggregate(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         counts = {s: 0 for s in ("running", "done", "failed", "cancelled")}
         for kid in kids:
             status = kid.get("status")
-            if status in counts:
+            if isinstance(status, str) and status in counts:
                 counts[status] += 1
         n = sum(_number(kid.get("n")) or 0 for kid in kids)
         totals = [_number(kid.get("total")) for kid in kids]

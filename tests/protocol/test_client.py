@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import pytest
 
 from livewidget.protocol import AppConfig, Hub, Send
-from livewidget.protocol.client import ClientProtocol, ClientState
+from livewidget.protocol.client import PROTOCOL_ERROR, ClientProtocol, ClientState
 
 
 def pair(**client_kwargs):
@@ -147,3 +149,118 @@ def test_local_auth_failures_and_bad_names():
         client.subscribe("no spaces")
     with pytest.raises(ValueError, match="client-"):
         client.trigger("private-x", "typing", {})
+
+
+# ------------------------------------------------------------------ hostile input (issue 15 item 1)
+
+DEEP = "[" * 1000 + "]" * 1000
+
+
+def connected() -> ClientProtocol:
+    client = ClientProtocol("key", secret="secret", user={"id": "u"})
+    client.connection_opened(0.0)
+    client.receive(
+        json.dumps({"event": "pusher:connection_established", "data": json.dumps({"socket_id": "1.2"})}), 0.0
+    )
+    assert client.state is ClientState.CONNECTED
+    return client
+
+
+HOSTILE_FRAMES = [
+    DEEP,
+    "[" * 100_000,
+    json.dumps({"event": "e", "channel": "c", "data": DEEP}),
+    json.dumps({"event": "e", "channel": "c", "data": json.loads("[" * 200 + "]" * 200)}),
+    json.dumps({"event": "e", "channel": "c", "data": "[" * 101 + "]" * 101}),
+    json.dumps({"event": "e", "channel": ["c"], "data": "{}"}),
+    json.dumps({"event": "e", "channel": {"c": 1}, "data": "{}"}),
+    json.dumps({"event": "e", "channel": "c", "data": "{}", "user_id": {"x": 1}}),
+    json.dumps({"event": "e", "channel": "c", "data": "{}", "user_id": True}),
+    json.dumps({"event": "pusher_internal:subscription_succeeded", "channel": ["x"], "data": "{}"}),
+    json.dumps({"event": "pusher_internal:member_added", "channel": "presence-x", "data": DEEP}),
+    json.dumps({"event": "pusher:connection_established", "data": "{}"}),
+    json.dumps({"event": "pusher:connection_established", "data": "[1]"}),
+    json.dumps({"event": "pusher:connection_established", "data": {"socket_id": None}}),
+    json.dumps(
+        {
+            "event": "pusher:connection_established",
+            "data": json.dumps({"socket_id": "1.2", "activity_timeout": "x"}),
+        }
+    ),
+    json.dumps({"event": 5}),
+    json.dumps([1, 2]),
+    "null",
+    "",
+    "\ud800",
+    '{"event": "e", "data": "\\ud800"}',
+]
+
+
+@pytest.mark.parametrize("frame", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_receive_never_raises_on_hostile_frames(frame):
+    """Whatever the server sends, receive() returns events (bad ones marked and counted), never raises."""
+    client = connected()
+    events = client.receive(frame, 1.0)
+    assert isinstance(events, list)
+    for event in events:
+        if event.error is not None:
+            assert client.undecodable >= 1
+    # and the client still works afterwards
+    after = client.receive(json.dumps({"event": "ok", "channel": "c", "data": '{"n": 1}'}), 2.0)
+    assert [(e.event, e.data) for e in after] == [("ok", {"n": 1})]
+
+
+def test_deep_data_is_kept_as_text_and_said_why():
+    """Event data nested deeper than MAX_DEPTH is handed on as its raw text with the reason, counted."""
+    client = connected()
+    (event,) = client.receive(json.dumps({"event": "e", "channel": "c", "data": DEEP}), 1.0)
+    assert event.data == DEEP and event.raw == DEEP and "nested" in (event.error or "")
+    (ok,) = client.receive(json.dumps({"event": "e", "channel": "c", "data": "[" * 50 + "]" * 50}), 1.0)
+    assert ok.error is None and isinstance(ok.data, list)
+    assert client.undecodable == 1
+
+
+@pytest.mark.parametrize("data", ["{}", "[1]", '{"socket_id": 5}', DEEP, None])
+def test_malformed_handshake_is_a_protocol_error_not_an_exception(data):
+    """A malformed connection_established leaves the client CONNECTING and says so (reconnect)."""
+    client = ClientProtocol("key")
+    client.connection_opened(0.0)
+    client.subscribe("c")
+    frame = {"event": "pusher:connection_established"} | ({} if data is None else {"data": data})
+    (event,) = client.receive(json.dumps(frame), 0.0)
+    assert event.event == PROTOCOL_ERROR and "malformed" in (event.error or "")
+    assert client.state is ClientState.CONNECTING and client.socket_id is None
+    assert client.data_to_send() == []  # nothing subscribed on a connection without a socket id
+
+
+def test_bounded_fuzz_of_mutated_frames():
+    """Random mutations of real frames (bounded in count): receive() never raises."""
+    rng = random.Random(15)
+    seeds = [
+        json.dumps({"event": "pusher:connection_established", "data": json.dumps({"socket_id": "1.2"})}),
+        json.dumps(
+            {"event": "pusher_internal:subscription_succeeded", "channel": "presence-a", "data": "{}"}
+        ),
+        json.dumps(
+            {"event": "e", "channel": "c", "data": json.dumps({"a": [1, {"b": None}]}), "user_id": "u"}
+        ),
+    ]
+    alphabet = '[]{}",:\\0123456789abcnul \ud7ff'
+    deadline = time.monotonic() + 10
+    for _ in range(3000):
+        if time.monotonic() > deadline:
+            break
+        text = list(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(text) + 1)
+            op = rng.random()
+            if op < 0.4:
+                text.insert(i, rng.choice(alphabet) * rng.choice((1, 1, 300)))
+            elif op < 0.8 and text:
+                del text[min(i, len(text) - 1)]
+            elif text:
+                text[min(i, len(text) - 1)] = rng.choice(alphabet)
+        client = ClientProtocol("key", secret="s", user={"id": "u"})
+        client.connection_opened(0.0)
+        client.subscribe("presence-a")
+        assert isinstance(client.receive("".join(text), 0.0), list)

@@ -186,7 +186,7 @@ def test_send_records_at_once_and_reaches_browsers_and_other_kernels(
     ann.on_message(got.append)
     mid = ann.send("**build** finished")
     df = ann.df
-    assert list(df.columns) == ["time", "user_id", "name", "text", "id", "via", "history"]
+    assert list(df.columns) == ["time", "user_id", "name", "text", "id", "via", "history", "relayed_by"]
     assert df.iloc[-1][["id", "user_id", "name", "text", "via"]].tolist() == [
         mid,
         "ann",
@@ -340,3 +340,87 @@ def test_kernel_client_events_are_paced(
         io_loop().call_soon_threadsafe(chat._queue, HISTORY, {"n": i})
     wait_for(lambda: len(times) == 12, timeout=5)
     assert times[-1] - times[0] >= (12 - chat_module.KERNEL_RATE) / chat_module.KERNEL_RATE - 0.1
+
+
+def test_a_string_user_id_is_accepted(make_chat: Callable[..., Chat]) -> None:
+    """Chat(room, user="alice") works like user={"id": "alice"}; other types say what is expected."""
+    chat = make_chat(room(), user="alice")
+    assert chat.me == {"id": "alice", "name": "alice", "color": chat.me["color"]}
+    assert chat._user["id"] == "alice"
+    with pytest.raises(TypeError, match="user must be a user id"):
+        Chat("ok", user=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="user"):
+        Chat("ok", user="")
+
+
+def test_history_answers_cannot_forge_authorship(
+    make_chat: Callable[..., Chat], browsers: Callable[..., Browser]
+) -> None:
+    """A member answering the kernel's history request cannot attribute messages to others: they are
+    kept as relayed by that member (in messages, df and the `_history` its views start from)."""
+    name = room()
+    mallory = browsers(f"presence-chat-{name}", "mallory")
+    chat = make_chat(name, user={"id": "ann"})
+    wait_for(lambda: bool(mallory.events(HISTORY_REQUEST)), timeout=10)
+    req = mallory.events(HISTORY_REQUEST)[0].data["req"]
+    t = int(time.time() * 1000) - 60_000
+    pieces = [
+        {**piece("f1", "I resign", {"id": "bob", "name": "Bob"}, t), "via": "python"},
+        {**piece("m1", "my own words", {"id": "mallory"}, t + 1), "via": "browser"},
+        {**piece("k1", "claims a kernel", {"id": "ann:kernel"}, t + 2), "via": "browser"},
+        {**piece("a1", "puts words in Ann's mouth", {"id": "ann"}, t + 3), "via": "browser"},
+    ]
+    mallory.send(HISTORY, {"req": req, "horizon": 0, "seq": 0, "done": True, "pieces": pieces})
+    chat.wait(4, timeout=10)
+    by_id = {m["id"]: (m["user_id"], m["relayed_by"], m["history"]) for m in chat.messages}
+    assert by_id == {
+        "f1": ("bob", "mallory", True),
+        "m1": ("mallory", None, True),
+        "k1": ("ann:kernel", "mallory", True),
+        "a1": ("ann", "mallory", True),
+    }
+    df = chat.df
+    assert [None if v != v else v for v in df["relayed_by"]] == ["mallory", None, "mallory", "mallory"]
+    wait_for(lambda: chat._history.count(b"\n") == 3, timeout=5)
+    lines = [json.loads(line) for line in chat._history.decode().splitlines()]
+    assert [line["data"].get("relayed_by") for line in lines] == ["mallory", None, "mallory", "mallory"]
+
+    # Passed on again by Ann's own kernel, the forged "a1" is still not first-hand (no laundering).
+    late = make_chat(name, user={"id": "zed"})
+    late.wait(4, timeout=15)
+    relayed = {m["id"]: m["relayed_by"] for m in late.messages}
+    assert relayed["a1"] == "ann:kernel" and relayed["f1"] == "ann:kernel" and relayed["m1"] == "ann:kernel"
+
+
+def test_parts_are_joined_per_sender_and_incomplete_ones_are_capped(
+    make_chat: Callable[..., Chat], browsers: Callable[..., Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another member cannot complete (hijack) someone's multi-part message; first parts alone are
+    kept at most PENDING_PER_SENDER per sender, PENDING_TOTAL in all, PARTS_TTL seconds."""
+    name = room()
+    chat = make_chat(name, user={"id": "ann"})
+    bob = browsers(chat.channel, "bob")
+    mallory = browsers(chat.channel, "mallory")
+    bob.send(MESSAGE, {**piece("long", "hello "), "part": 0, "parts": 2})
+    time.sleep(0.2)
+    mallory.send(MESSAGE, {**piece("long", "FORGED"), "part": 1, "parts": 2})
+    wait_for(lambda: len(chat._parts) == 2, timeout=5)
+    bob.send(MESSAGE, {**piece("long", "world"), "part": 1, "parts": 2})
+    chat.wait(1, timeout=10)
+    assert [(m["user_id"], m["text"]) for m in chat.messages] == [("bob", "hello world")]
+
+    for i in range(chat_module.PENDING_PER_SENDER + 3):  # paced under the 10 client events a second
+        mallory.send(MESSAGE, {**piece(f"m{i}", "x" * 100), "part": 0, "parts": 12})
+        time.sleep(0.12)
+    wait_for(lambda: ("mallory", f"m{chat_module.PENDING_PER_SENDER + 2}") in chat._parts, timeout=5)
+    assert sum(1 for k in chat._parts if k[0] == "mallory") == chat_module.PENDING_PER_SENDER
+    # in all: many senders (as the receiver hands them over), never more than PENDING_TOTAL
+    for i in range(chat_module.PENDING_TOTAL * 2):
+        event = ClientEvent(
+            MESSAGE, chat.channel, {**piece(f"p{i}", "x"), "part": 0, "parts": 3}, None, f"u{i}"
+        )
+        chat._on_event(event)
+    assert len(chat._parts) == chat_module.PENDING_TOTAL
+    monkeypatch.setattr(chat_module, "PARTS_TTL", -1.0)  # everything pending is now expired
+    chat._on_event(ClientEvent(MESSAGE, chat.channel, {**piece("z", "x"), "part": 0, "parts": 2}, None, "u"))
+    assert list(chat._parts) == [("u", "z")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -238,6 +239,7 @@ def test_wrong_credentials_are_reported(server, comms):
     with pytest.warns(RuntimeWarning, match="Invalid signature"):
         bad_secret = livewidget.Feed("private-t-s", **{**creds(server), "secret": "wrong"})
         wait_for(lambda: "Invalid signature" in bad_secret.error, timeout=10)
+    assert re.search(r"[0-9a-f]{32}", bad_secret.error) is None, bad_secret.error  # no signature shown
     bad_secret.close()
 
 
@@ -271,3 +273,61 @@ def test_kernel_presence_member_is_marked(make_feed, server):
     members = server.call(lambda: dict(hub.channels["presence-t-members"].members))
     assert list(members) == ["bob:kernel"]
     assert members["bob:kernel"][0] == {"name": "Bob", "livewidget_kernel": True}
+
+
+def test_the_browser_cannot_widen_what_the_kernel_signs(make_feed, server, comms):
+    """The synced `channels` (and `event_filter`) changed from the front end, as a browser would (a comm
+    update message), never make the kernel sign, record or publish for channels Python did not give."""
+    feed = make_feed(["private-t-mine"], events=["wanted"])
+    feed.comm.handle_msg(
+        {
+            "content": {
+                "data": {
+                    "method": "update",
+                    "state": {"channels": ["private-t-mine", "private-t-secret"], "event_filter": []},
+                    "buffer_paths": [],
+                }
+            },
+            "buffers": [],
+        }
+    )
+    assert feed.channels == ["private-t-mine", "private-t-secret"]  # the trait did change...
+    url, token = feed._auth["url"], feed._auth["token"]
+    status, body, _ = _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-secret"})
+    assert status == 403 and "did not ask for private-t-secret" in body["error"]  # ...what is signed did not
+    assert _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-mine"})[0] == 200
+    simulate_custom(feed, {"type": "auth", "id": 1, "socket_id": "1.2", "channel_name": "private-t-secret"})
+    replies = [m[2]["content"] for m in comms if m[1] == "comm_msg" and m[2].get("method") == "custom"]
+    assert "auth" not in replies[-1] and "did not ask for" in replies[-1]["error"]
+    # set_state, as ipywidgets applies a front-end change, neither
+    feed.set_state({"channels": ["private-t-secret"]})
+    with pytest.raises(PermissionError):
+        feed._sign("1.2", "private-t-secret")
+    # the kernel still records only the events Python asked for
+    from livewidget._publish import Publisher
+
+    pub = Publisher(feed._settings)
+    pub.publish("private-t-mine", "unwanted", 1, wait=True)
+    pub.publish("private-t-mine", "wanted", 2, wait=True)
+    feed.wait(1)
+    time.sleep(0.2)
+    assert [e["event"] for e in feed.events] == ["wanted"]
+    pub.close()
+
+
+def test_auth_endpoint_refuses_malformed_bodies_plainly(make_feed):
+    """A nested or ill-typed body to the kernel's auth endpoint is a 400 with the expected shape."""
+    feed = make_feed(["private-t-body"])
+    url, token = feed._auth["url"], feed._auth["token"]
+    for body in (
+        [[[[[]]]]],
+        {"token": token, "socket_id": ["1.2"], "channel_name": "private-t-body"},
+        {"token": token, "socket_id": "1.2", "channel_name": {"x": 1}},
+    ):
+        assert _post(url, body)[0] == 400
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    req = urllib.request.Request(url, data=deep, headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    assert info.value.code == 400 and "expected JSON" in json.loads(info.value.read())["error"]
+    assert _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-body"})[0] == 200
