@@ -237,7 +237,8 @@ def routes_for(host: str | None, forced: str, env: dict[str, str] | None = None)
     if not loopback:
         out.append(RouteInfo("jupyter", False, "not needed: the server is reachable directly"))
     elif "colab" in hints or "vscode" in hints:
-        out.append(RouteInfo("jupyter", False, f"{hints.get('colab') or hints['vscode']}: no Jupyter server page"))
+        why = hints.get("colab") or hints["vscode"]
+        out.append(RouteInfo("jupyter", False, f"{why}: the page is not from a Jupyter server"))
     else:
         out.append(
             RouteInfo(
@@ -249,6 +250,8 @@ def routes_for(host: str | None, forced: str, env: dict[str, str] | None = None)
         )
     out.append(RouteInfo("relay", False, "through the kernel's comm: not available in this version"))
     if forced != "auto":
-        out = [RouteInfo(r.name, r.available and r.name == forced, r.why if r.name == forced else "not forced")
-               for r in out]  # fmt: skip
+        out = [
+            r if r.name == forced else RouteInfo(r.name, False, f"not used: the route is forced to {forced}")
+            for r in out
+        ]
     return out

@@ -27,6 +27,7 @@ Keep-alive: ``WebSocketMixin`` pings the browser every 30 s (under nginx/ALB idl
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, ClassVar
 
@@ -142,7 +143,7 @@ class RestHandler(APIHandler):
         self.finish(resp.body or b"")
 
 
-class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
     """``livewidget/{id}/app/{key}``: one browser WebSocket forwarded to the registered server."""
 
     auth_resource = "kernels"
@@ -162,7 +163,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: 
         return None  # the Pusher server does not compress either
 
     @ws_authenticated
-    async def get(self, server_id: str, key: str) -> None:  # type: ignore[override]
+    async def get(self, server_id: str, key: str) -> None:
         await _allow(self, "execute")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise web.HTTPError(400, "a WebSocket upgrade is expected here")
@@ -208,7 +209,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: 
                 n = len(msg)
                 self._to_browser += n
                 fut = self.write_message(msg, binary=isinstance(msg, bytes))
-                fut.add_done_callback(lambda f, n=n: self._written("_to_browser", n, f))
+                fut.add_done_callback(functools.partial(self._written, "_to_browser", n))
         except WebSocketClosedError:
             pass
         except Exception:
@@ -236,7 +237,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: 
         except WebSocketClosedError:
             self._to_upstream -= n
             return  # the pump sees the close and closes the browser side
-        fut.add_done_callback(lambda f: self._written("_to_upstream", n, f))
+        fut.add_done_callback(functools.partial(self._written, "_to_upstream", n))
 
     def _close_both(self, code: int, reason: str) -> None:
         if self.upstream is not None:

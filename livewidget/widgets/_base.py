@@ -6,7 +6,8 @@ dispatches on ``_kind``):
 Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
-                     enabledTransports?}``. Never the secret.
+                     enabledTransports?}`` and the route hints ``{route, serverId?, appId?}``
+                     (``Settings.browser_config``). Never the secret.
     ``channels``     channels to subscribe to
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
     ``_auth``        ``{url, token}``: POST ``{"token", "socket_id", "channel_name"}`` as the body
@@ -27,6 +28,11 @@ Synced traits, kernel → browser
     ``max_log``      rows the view keeps and shows
     ``title``        heading
 
+Synced trait, browser → kernel
+    ``route``        the route the browser's connection took once the server confirmed it:
+                     ``direct``, ``jupyter`` or ``relay`` (empty until then). Informational only: it
+                     never changes what the kernel signs or forwards (``_sign`` does not read it).
+
 Custom messages
     browser → kernel ``{"type": "auth", "id", "socket_id", "channel_name"}``;
     kernel → browser ``{"type": "auth", "id", "auth"?, "channel_data"?, "error"?}``.
@@ -37,6 +43,7 @@ messages per second per widget whatever the event rate), far under Jupyter's 100
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -55,6 +62,7 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
+from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
 from ..protocol.channels import ChannelKind, channel_kind, is_valid_channel_name, is_valid_socket_id
@@ -68,6 +76,7 @@ log = logging.getLogger("livewidget.widgets")
 STATIC = Path(__file__).parent.parent / "static"
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
+_BROWSER_ROUTES = ("", "direct", "jupyter", "relay")
 
 
 def _default_user() -> dict[str, Any]:
@@ -98,6 +107,13 @@ class LiveWidget(anywidget.AnyWidget):
     _history = traitlets.Bytes(b"").tag(sync=True)
     max_log = traitlets.Int(500).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
+    route = traitlets.Unicode("").tag(sync=True)
+
+    @traitlets.validate("route")
+    def _valid_route(self, proposal: Any) -> str:
+        # Set by the browser: anything but a known route name is shown as unknown (""), never kept.
+        value = proposal["value"]
+        return value if value in _BROWSER_ROUTES else ""
 
     def __init__(
         self,
@@ -137,6 +153,11 @@ class LiveWidget(anywidget.AnyWidget):
         self._settings: Settings = resolve(
             url, app_id=app_id, key=key, secret=secret, cluster=cluster, host=host, port=port, use_tls=use_tls
         )
+        if self._settings.server_id and self._settings.source != "embedded":
+            # a server on loopback that is not the embedded daemon: tell the Jupyter extension (_routes)
+            with contextlib.suppress(OSError):
+                s = self._settings
+                register(s.app_id, s.key, s.host or "", s.ws_port)
         if user is not None and "id" not in user:
             raise ValueError("user must be a dict with an 'id' (and optional 'info')")
         self._user = user or _default_user()
