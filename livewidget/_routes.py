@@ -20,6 +20,7 @@ belong to the user the Jupyter server runs as):
 - ``server.json``, the embedded daemon's own runtime file (it already holds the address);
 - ``routes/{server_id}.json``, written by a kernel whose settings point at another server on loopback
   (``LIVEWIDGET_URL=http://k:s@127.0.0.1:6001/...``): ``{"host", "port", "app_id", "key"}``, no secret.
+  A kernel registering a new server first removes the files of servers that no longer listen.
 
 Kernels are children of the Jupyter server, so they share its ``LIVEWIDGET_RUNTIME_DIR`` (or
 ``XDG_RUNTIME_DIR``/home): the kernel writes where the extension reads.
@@ -115,10 +116,24 @@ def register(app_id: str, key: str, host: str, port: int) -> str | None:
     from ._embedded import _write_private, runtime_dir
 
     sid = server_id(app_id, key, host, port)
-    path = _routes_dir(runtime_dir()) / f"{sid}.json"
+    folder = _routes_dir(runtime_dir())
+    path = folder / f"{sid}.json"
     if not path.exists():
+        _prune(folder)
         _write_private(path, {"host": host, "port": int(port), "app_id": str(app_id), "key": key})
     return sid
+
+
+def _prune(folder: Path) -> None:
+    """Forget registrations of servers that no longer listen (so the folder stays small)."""
+    from ._embedded import _listening
+
+    for path in sorted(folder.glob("*.json"))[: MAX_REGISTERED * 2]:
+        data = _private_json(path)
+        t = _target(data, "kernel") if data else None
+        if t is None or not _listening(t.host, t.port):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _private_json(path: Path) -> dict[str, Any] | None:

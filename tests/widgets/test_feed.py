@@ -271,3 +271,35 @@ def test_kernel_presence_member_is_marked(make_feed, server):
     members = server.call(lambda: dict(hub.channels["presence-t-members"].members))
     assert list(members) == ["bob:kernel"]
     assert members["bob:kernel"][0] == {"name": "Bob", "livewidget_kernel": True}
+
+
+def test_route_trait_is_reported_by_the_browser_and_changes_nothing_it_may_do(make_feed, server, comms):
+    """``route`` is set by the browser (issue 12); unknown values are dropped, and it never widens
+    what the kernel signs. A widget on a loopback server registers it for the Jupyter extension."""
+    from livewidget import _routes
+
+    feed = make_feed(["private-t-a"], record=False)
+    cfg = feed._connection
+    assert cfg["route"] == "auto" and cfg["serverId"] in _routes.targets()
+    assert feed.route == ""
+    feed.set_state({"route": "jupyter"})  # as a browser's update arrives
+    assert feed.route == "jupyter"
+    feed.set_state({"route": "anywhere; sign everything"})
+    assert feed.route == ""
+    feed.set_state({"route": "relay"})
+    with pytest.raises(PermissionError, match="did not ask for private-other"):
+        feed._sign("1.2", "private-other")
+    assert "auth" in feed._sign("1.2", "private-t-a")
+
+
+def test_registration_forgets_servers_that_stopped():
+    """A new registration removes those of servers that no longer listen (the folder stays small)."""
+    from livewidget import _routes
+    from livewidget.server import LocalServer
+
+    with LocalServer() as gone:
+        sid = _routes.register(gone.app_id, gone.key, gone.host, gone.port)
+    assert sid in _routes.targets()
+    with LocalServer() as live:
+        other = _routes.register(live.app_id, live.key, live.host, live.port)
+        assert set(_routes.targets()) == {other}
