@@ -32,6 +32,12 @@ before connecting, and then counts the route only once ``pusher:connection_estab
 ``/app/{key}`` (the server refuses unknown keys with 4001): so a route is the expected app on the
 expected server, not whatever listens on a forwarded port.
 
+Signing. pusher-js asks the kernel to sign private and presence channels through the kernel's HTTP
+endpoint on its loopback (:mod:`livewidget._authserver`, it answers while a cell runs). A page that is
+not on loopback cannot call it, so each kernel also writes ``auth/{auth_id}.json`` (``{"port"}``) and the
+extension forwards ``POST {base_url}livewidget/auth/{auth_id}`` there: the widget's token is still
+required by the endpoint, the Jupyter login by the extension.
+
 Standard library only: the extension imports this module inside the Jupyter server.
 """
 
@@ -52,9 +58,12 @@ __all__ = [
     "ROUTES",
     "RouteInfo",
     "Target",
+    "auth_id",
+    "auth_port",
     "environment_hints",
     "is_loopback",
     "register",
+    "register_auth",
     "route_from_env",
     "routes_for",
     "server_id",
@@ -136,6 +145,64 @@ def _prune(folder: Path) -> None:
                 path.unlink()
 
 
+def auth_id(pid: int, port: int) -> str:
+    """The non-secret id of a kernel's signing endpoint (the widget's token stays required)."""
+    return hashlib.sha256(f"auth\0{pid}\0{port}".encode()).hexdigest()[:20]
+
+
+def register_auth(port: int) -> str:
+    """Record this process's signing endpoint (on 127.0.0.1:``port``) for the extension; returns its id."""
+    from ._embedded import _write_private, runtime_dir
+
+    aid = auth_id(os.getpid(), port)
+    folder = runtime_dir() / "auth"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _prune_auth(folder)
+    _write_private(folder / f"{aid}.json", {"port": int(port), "pid": os.getpid()})
+    return aid
+
+
+def unregister_auth(aid: str) -> None:
+    """Forget this process's signing endpoint (at exit)."""
+    from ._embedded import runtime_dir
+
+    with contextlib.suppress(OSError):
+        (runtime_dir() / "auth" / f"{aid}.json").unlink()
+
+
+def _prune_auth(folder: Path) -> None:
+    from ._embedded import _listening
+
+    for path in sorted(folder.glob("*.json"))[: MAX_REGISTERED * 2]:
+        data = _private_json(path)
+        port = data.get("port") if data else None
+        if not isinstance(port, int) or not _listening("127.0.0.1", port):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def auth_port(aid: str, runtime: Path | None = None) -> int | None:
+    """The port of a registered signing endpoint, or None (the extension forwards only to these)."""
+    if runtime is None:
+        from ._embedded import runtime_dir
+
+        runtime = runtime_dir()
+    if not _trusted_dir(runtime) or not all(c in "0123456789abcdef" for c in aid) or len(aid) != 20:
+        return None
+    data = _private_json(runtime / "auth" / f"{aid}.json")
+    port = data.get("port") if data else None
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def _trusted_dir(runtime: Path) -> bool:
+    try:
+        st = runtime.lstat()
+    except OSError:
+        return False
+    # ours, and not readable by others (a folder others can write could hold planted files)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def _private_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path`` if it belongs to this user and others cannot write it, else None."""
     try:
@@ -167,12 +234,8 @@ def targets(runtime: Path | None = None) -> dict[str, Target]:
         from ._embedded import runtime_dir
 
         runtime = runtime_dir()
-    try:
-        st = runtime.lstat()
-    except OSError:
-        return {}
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        return {}  # not ours, or readable by others: trust nothing in it
+    if not _trusted_dir(runtime):
+        return {}  # not ours, or open to others: trust nothing in it
     found: dict[str, Target] = {}
     data = _private_json(runtime / "server.json")
     t = _target(data, "embedded") if data else None

@@ -476,7 +476,23 @@ export class Connection extends Emitter {
     const auth = this.model.get("_auth") || {};
     if (auth.url && this._mayFetch(auth.url)) {
       try {
-        return await this._authorizeHttp(auth, socketId, channelName);
+        return await this._authorizeHttp(auth.url, auth.token, socketId, channelName, { credentials: "omit" });
+      } catch (err) {
+        if (!(err instanceof Unreachable)) throw err;
+      }
+    } else if (auth.id && this._page?.baseUrl) {
+      // Same-origin through the Jupyter extension (POST {base}livewidget/auth/{id}): the page's Jupyter
+      // login cookie, and Jupyter's XSRF token as JupyterLab's own requests send it.
+      const headers = {};
+      const xsrf = cookie(this.deps.document ?? globalThis.document, "_xsrf");
+      if (xsrf) headers["X-XSRFToken"] = xsrf;
+      const url = `${this._page.baseUrl}livewidget/auth/${auth.id}`;
+      try {
+        return await this._authorizeHttp(url, auth.token, socketId, channelName, {
+          credentials: "same-origin",
+          headers,
+          unreachableStatus: [404, 502, 503], // no extension, or not this kernel's: ask over the comm
+        });
       } catch (err) {
         if (!(err instanceof Unreachable)) throw err;
       }
@@ -494,7 +510,7 @@ export class Connection extends Emitter {
     }
   }
 
-  async _authorizeHttp(auth, socketId, channelName) {
+  async _authorizeHttp(url, token, socketId, channelName, how) {
     const fetchImpl = this.deps.fetch || globalThis.fetch;
     if (typeof fetchImpl !== "function") throw new Unreachable("no fetch");
     const setT = this.deps.setTimeout || setTimeout;
@@ -503,13 +519,13 @@ export class Connection extends Emitter {
     const timer = setT(() => abort?.abort(), this.deps.fetchTimeoutMs ?? FETCH_TIMEOUT_MS);
     let response;
     try {
-      response = await fetchImpl(auth.url, {
+      response = await fetchImpl(url, {
         method: "POST",
         // text/plain keeps it a "simple" CORS request: no preflight
-        headers: { "Content-Type": "text/plain" },
-        body: JSON.stringify({ token: auth.token, socket_id: socketId, channel_name: channelName }),
+        headers: { "Content-Type": "text/plain", ...how.headers },
+        body: JSON.stringify({ token, socket_id: socketId, channel_name: channelName }),
         cache: "no-store",
-        credentials: "omit",
+        credentials: how.credentials,
         signal: abort?.signal,
       });
     } catch (err) {
@@ -517,6 +533,7 @@ export class Connection extends Emitter {
     } finally {
       clearT(timer);
     }
+    if (how.unreachableStatus?.includes(response.status)) throw new Unreachable(`HTTP ${response.status}`);
     let body = null;
     try {
       body = await response.json();
@@ -593,6 +610,21 @@ export class Connection extends Emitter {
     this.state = "disconnected";
     this.removeAll();
   }
+}
+
+/** The value of cookie `name` in `doc`, or "". */
+function cookie(doc, name) {
+  let text = "";
+  try {
+    text = String(doc?.cookie ?? "");
+  } catch {
+    return ""; // a sandboxed frame may refuse
+  }
+  for (const part of text.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return decodeURIComponent(v.join("="));
+  }
+  return "";
 }
 
 /** `{auth, channel_data?}` for pusher-js from an answer, or an error if it has no signature. */

@@ -411,3 +411,63 @@ describe("routes", () => {
     conn.close();
   });
 });
+
+describe("signing from a page that is not on loopback", () => {
+  const AUTH = { url: "http://127.0.0.1:9999/auth", token: "tok-1", id: "abcdefabcdefabcdef01" };
+
+  function remote(fetch) {
+    const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+    const doc = { ...configDoc({ baseUrl: "/user/alice/" }), cookie: "a=b; _xsrf=2|x%3Dy|z; c=d" };
+    return open(
+      { _connection: LOOP, route: "", _auth: AUTH, channels: ["presence-room"] },
+      { location: loc, document: doc, fetch },
+    );
+  }
+
+  test("goes same-origin through the extension, with Jupyter's XSRF token", async () => {
+    const calls = [];
+    const fetch = async (url, init) => {
+      calls.push([url, init]);
+      if (url.endsWith("/info")) return jsonResponse(200, { server_id: LOOP.serverId, key: "k" });
+      return jsonResponse(200, { auth: "k:sig", channel_data: '{"user_id":"u"}' });
+    };
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    const [url, init] = calls[1];
+    assert.equal(url, "/user/alice/livewidget/auth/abcdefabcdefabcdef01");
+    assert.equal(init.credentials, "same-origin");
+    assert.equal(init.headers["X-XSRFToken"], "2|x=y|z");
+    assert.deepEqual(JSON.parse(init.body), { token: "tok-1", socket_id: "1234.5678", channel_name: "presence-room" });
+    assert.ok(!calls.some(([u]) => u.startsWith("http://127.0.0.1")), "never the kernel's loopback");
+    assert.equal(conn.channels.get("presence-room").state, "subscribed");
+    assert.equal(model.sent.length, 0, "no comm message needed");
+    conn.close();
+  });
+
+  test("falls back to the comm when the extension does not know the kernel (404)", async () => {
+    const fetch = async (url) =>
+      url.endsWith("/info") ? jsonResponse(200, { server_id: LOOP.serverId, key: "k" }) : jsonResponse(404, {});
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    assert.equal(model.sent.at(-1)?.type, "auth");
+    conn.close();
+  });
+
+  test("a refusal from the kernel's endpoint is shown, not retried over the comm", async () => {
+    const fetch = async (url) =>
+      url.endsWith("/info")
+        ? jsonResponse(200, { server_id: LOOP.serverId, key: "k" })
+        : jsonResponse(403, { error: "this widget did not ask for presence-room" });
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    assert.equal(model.sent.length, 0);
+    assert.match(conn.channels.get("presence-room").error, /did not ask for/);
+    conn.close();
+  });
+});

@@ -10,7 +10,9 @@ What it serves, under the server's ``base_url`` (see :mod:`livewidget.jupyter._h
 - ``GET livewidget/info`` and ``GET livewidget/{server_id}/info``: the version, and the identity of one
   registered server (nothing secret, not even its address);
 - ``livewidget/{server_id}/app/{key}``: a WebSocket forwarded to that server's Pusher endpoint;
-- ``livewidget/{server_id}/apps/{app_id}/...``: its REST API (``GET``/``POST``), forwarded.
+- ``livewidget/{server_id}/apps/{app_id}/...``: its REST API (``GET``/``POST``), forwarded;
+- ``POST livewidget/auth/{auth_id}``: a kernel's channel-signing endpoint (private and presence
+  channels, answered while a cell runs).
 
 Only servers this user registered are reachable (:func:`livewidget._routes.targets`), every request
 needs a valid Jupyter login (403 otherwise) and passes Jupyter's origin checks. tornado and

@@ -12,6 +12,8 @@ Security (what protects what; README "Where it works"):
   runs as (:func:`livewidget._routes.targets`: loopback only, files owned by the user, in a 0700
   folder). Nothing in the URL names a host or a port; an unknown id, or a key / app id that is not the
   registered one, is 404 before anything is opened.
+- signing: ``POST livewidget/auth/{id}`` reaches only a signing endpoint a kernel of this user
+  registered (``auth/{id}.json``), which still checks the widget's own token.
 - how much: at most :data:`MAX_CONNECTIONS` forwarded sockets per Jupyter server; frames over
   :data:`MAX_MESSAGE` bytes close the socket (1009, as tornado does); when more than :data:`MAX_BUFFER`
   bytes wait to be written in either direction the socket is closed with Pusher's 4100 (over capacity,
@@ -46,6 +48,7 @@ MAX_CONNECTIONS = 256  # forwarded WebSockets per Jupyter server
 MAX_MESSAGE = 256 * 1024  # bytes per frame, as the embedded server's max_frame_size
 MAX_BUFFER = 4 * 1024 * 1024  # unwritten bytes per direction, as the server's max_send_buffer
 MAX_BODY = 1024 * 1024  # REST request and answer bodies, as the server's max_request_size
+MAX_AUTH_BODY = 16 * 1024  # bytes, as the kernel's signing endpoint accepts
 REST_TIMEOUT = 10.0  # seconds
 CONNECT_TIMEOUT = 10.0  # seconds to open the upstream WebSocket
 OVER_CAPACITY = 4100  # Pusher: "over capacity", the client reconnects after a pause
@@ -140,6 +143,48 @@ class RestHandler(APIHandler):
             raise web.HTTPError(502, f"the livewidget server did not answer: {resp.error}")
         self.set_status(resp.code)
         self.set_header("Content-Type", resp.headers.get("Content-Type", "application/json"))
+        self.finish(resp.body or b"")
+
+
+class AuthHandler(APIHandler):
+    """``POST livewidget/auth/{auth_id}``: a kernel's channel-signing endpoint, for pages not on loopback.
+
+    The body (``{"token", "socket_id", "channel_name"}``, at most :data:`MAX_AUTH_BODY` bytes) goes
+    unchanged to the registered endpoint, which still requires the widget's token; the answer comes
+    back unchanged. XSRF is checked by ``APIHandler`` for cookie-authenticated requests.
+    """
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    async def post(self, aid: str) -> None:
+        await _allow(self, "execute")
+        port = _routes.auth_port(aid)
+        if port is None:
+            raise web.HTTPError(404, "no livewidget kernel with this id is registered by this user")
+        if len(self.request.body) > MAX_AUTH_BODY:
+            raise web.HTTPError(413, f"request body over {MAX_AUTH_BODY} bytes")
+        client = httpclient.AsyncHTTPClient(force_instance=True, max_body_size=MAX_AUTH_BODY)
+        try:
+            resp = await client.fetch(
+                f"http://127.0.0.1:{port}/auth",
+                method="POST",
+                body=self.request.body,
+                headers={"Content-Type": "text/plain"},
+                request_timeout=REST_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+                follow_redirects=False,
+                raise_error=False,
+            )
+        except Exception as exc:
+            raise web.HTTPError(502, f"the kernel did not answer: {exc}") from None
+        finally:
+            client.close()
+        if resp.code == 599:
+            raise web.HTTPError(502, f"the kernel did not answer: {resp.error}")
+        self.set_status(resp.code)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
         self.finish(resp.body or b"")
 
 
@@ -266,6 +311,7 @@ def setup_handlers(serverapp: Any) -> None:
         ".*$",
         [
             (url_path_join(base, "info"), InfoHandler),
+            (url_path_join(base, "auth", _ID), AuthHandler),
             (url_path_join(base, _ID, "info"), ServerInfoHandler),
             (url_path_join(base, _ID, r"app/([^/?]{1,200})"), SocketHandler),
             (url_path_join(base, _ID, r"apps/([^/?]{1,100})/(.*)"), RestHandler),

@@ -13,8 +13,10 @@ Synced traits, kernel → browser
     ``_auth``        ``{url, token}``: POST ``{"token", "socket_id", "channel_name"}`` as the body
                      (``Content-Type: text/plain`` keeps it a simple CORS request) to ``url`` and get
                      ``{"auth", "channel_data"?}`` or ``{"error"}`` (403 when refused). ``url`` is
-                     on 127.0.0.1 in the kernel and answers while cells run. When it cannot be
-                     reached, fall back to the comm (below).
+                     on 127.0.0.1 in the kernel and answers while cells run. ``id`` names it to
+                     the Jupyter extension: a page that is not on loopback POSTs the same body to
+                     ``{base_url}livewidget/auth/{id}``. When neither can be reached, fall back to
+                     the comm (below).
     ``status``       the kernel receiver's state: ``connecting``, ``connected``, ``unavailable``,
                      ``failed``, ``closed``, or ``disabled`` (recording off)
     ``error``        a problem to show (empty when none)
@@ -178,7 +180,7 @@ class LiveWidget(anywidget.AnyWidget):
         if self._settings.secret:
             ep = endpoint()
             self._token = ep.register(self._sign)
-            token_url = {"url": ep.url, "token": self._token}
+            token_url = {"url": ep.url, "token": self._token, "id": ep.id}
         else:
             self._token = ""
         super().__init__(

@@ -4,8 +4,10 @@ JupyterLab runs under ``--ServerApp.base_url=/user/alice/`` with the livewidget 
 the page is opened at ``http://lab.test:PORT/user/alice/`` (Chromium maps ``lab.test`` to 127.0.0.1,
 ``CHROMIUM_ARGS``): a hostname that is not loopback, so the kernel's loopback Pusher server must not be
 tried directly. The Feed must come live through ``/user/alice/livewidget/...`` while a cell runs, its
-header must say ``jupyter``, the kernel must learn the route (``feed.route``), and the page must never
-open a WebSocket (or any request) to the Pusher server's own port.
+header must say ``jupyter``, a private channel must be signed by the kernel through the extension
+(``/user/alice/livewidget/auth/...``) while the cell runs, the kernel must learn the route
+(``feed.route``), and the page must never open a WebSocket (or any request) to the Pusher server's own
+port, or to anything on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def test_feed_is_live_through_the_jupyter_route_from_a_remote_hostname(
         alice_lab.root,
         "route_feed.ipynb",
         [
-            f'import json, time\nimport livewidget\nfeed = livewidget.Feed("{channel}")\nfeed',
+            "import json, time\nimport livewidget\n"
+            f'feed = livewidget.Feed(["{channel}", "private-{channel}"])\nfeed',
             f'print("SLEEPING", flush=True)\ntime.sleep({SLEEP})\nprint("WOKE")',
         ],
     )
@@ -107,11 +110,17 @@ def _check_live_through_jupyter(
     assert label.inner_text().strip() == "jupyter"
     nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(state="visible", timeout=10_000)
     wait_until(lambda: subscribers(sdk, channel) >= 2, 8, "the browser to subscribe through the route")
+    # the private channel is signed by the kernel through the extension, while the cell runs
+    wait_until(lambda: subscribers(sdk, f"private-{channel}") >= 2, 8, "the browser's private subscription")
 
     for n in range(3):
         sdk.trigger([channel], "headline", {"marker": mark, "n": n})
+    sdk.trigger([f"private-{channel}"], "deploy", {"marker": mark, "n": 9})
     for n in range(3):
         wait_row(nb, channel, "headline", f'"n":{n}')
+    wait_row(nb, f"private-{channel}", "deploy", '"n":9')
+    signed = [r for r in nb.requests if r.method == "POST" and f"{BASE_URL}livewidget/auth/" in r.url]
+    assert signed and signed[-1].response().status == 200, [r.url for r in nb.requests if r.method == "POST"]
     assert nb.is_running(1), f"the cell should still run: {nb.cell_state(1)}"
     assert time.monotonic() - slept_at < SLEEP
     nb.screenshot("route-jupyter-feed", FEED)
@@ -128,7 +137,7 @@ def _check_live_through_jupyter(
     assert any(f"{PAGE_HOST}:{nb.lab.port}{BASE_URL}livewidget/" in url for url in sockets), sockets
     assert not [url for url in sockets if pusher_port in url], sockets
     assert all(url.startswith(f"ws://{PAGE_HOST}:{nb.lab.port}/") for url in sockets), sockets
-    assert not [r.url for r in nb.requests if pusher_port in r.url]
+    assert not [r.url for r in nb.requests if pusher_port in r.url or "127.0.0.1" in r.url]
     leaks = nb.secret_leaks(server.secret)
     assert not leaks, leaks
     json.dumps(sockets)  # (kept in the assertion messages above)

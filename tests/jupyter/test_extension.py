@@ -302,3 +302,52 @@ async def test_upstream_going_away_closes_with_a_pusher_reconnect_code(
     with pytest.raises(HTTPClientError) as err:
         await ws_open(url, auth_header())
     assert err.value.code == 502
+
+
+# ---------------------------------------------------------------------------------------------- signing
+
+
+def test_signing_through_the_extension(jupyter: JupyterServer, runtime: Path, monkeypatch) -> None:
+    """``POST livewidget/auth/{id}`` reaches the kernel's signing endpoint registered by this user; the
+    widget's token is still checked there; no login, an unknown id or a big body are refused first."""
+    from livewidget._authserver import endpoint
+
+    monkeypatch.setenv("LIVEWIDGET_RUNTIME_DIR", str(runtime))
+    ep = endpoint()
+
+    def sign(socket_id: str, channel: str) -> dict[str, Any]:
+        if channel != "private-ok":
+            raise PermissionError(f"this widget did not ask for {channel}")
+        return {"auth": f"key:{socket_id}"}
+
+    token = ep.register(sign)
+    try:
+        aid = _routes.register_auth(int(ep.url.rsplit(":", 1)[1].split("/")[0]))
+        path = f"livewidget/auth/{aid}"
+
+        def post(body: dict[str, Any], token_: str | None = TOKEN, where: str = path) -> tuple[int, Any]:
+            status, raw = jupyter.get(where, token=token_, method="POST", body=json.dumps(body).encode())
+            return status, (json.loads(raw) if raw.startswith(b"{") else raw)
+
+        ask = {"token": token, "socket_id": "1.2", "channel_name": "private-ok"}
+        assert post(ask, token_=None)[0] == 403
+        assert post(ask) == (200, {"auth": "key:1.2"})
+        status, body = post({**ask, "channel_name": "private-other"})
+        assert status == 403 and "did not ask for" in body["error"]
+        assert post({**ask, "token": "not-the-widgets"})[0] == 403
+        assert post(ask, where="livewidget/auth/" + "0" * 20)[0] == 404
+        assert post({**ask, "pad": "x" * 17_000})[0] == 413
+        # a browser session (login cookie) must send Jupyter's XSRF token too
+        cookie = login_cookie(jupyter)
+        req = urllib.request.Request(jupyter.url + path, data=json.dumps(ask).encode(), method="POST")
+        req.add_header("Cookie", cookie)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 403
+        err.value.close()
+        xsrf = next(p.split("=", 1)[1] for p in cookie.split("; ") if p.startswith("_xsrf="))
+        req.add_header("X-XSRFToken", xsrf)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read()) == {"auth": "key:1.2"}
+    finally:
+        ep.unregister(token)
