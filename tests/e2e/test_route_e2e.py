@@ -13,7 +13,6 @@ port, or to anything on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -140,4 +139,3 @@ def _check_live_through_jupyter(
     assert not [r.url for r in nb.requests if pusher_port in r.url or "127.0.0.1" in r.url]
     leaks = nb.secret_leaks(server.secret)
     assert not leaks, leaks
-    json.dumps(sockets)  # (kept in the assertion messages above)
