@@ -63,6 +63,12 @@ def _version() -> str:
     return __version__
 
 
+def _query(raw: str) -> str:
+    """``?query`` to forward, without Jupyter's own credentials (``token``, ``_xsrf``): those stay here."""
+    kept = [p for p in raw.split("&") if p and p.split("=", 1)[0] not in ("token", "_xsrf")]
+    return "?" + "&".join(kept) if kept else ""
+
+
 def _target(server_id: str) -> _routes.Target:
     target = _routes.targets().get(server_id)
     if target is None:
@@ -120,9 +126,7 @@ class RestHandler(APIHandler):
         body = self.request.body if self.request.method == "POST" else None
         if body is not None and len(body) > MAX_BODY:
             raise web.HTTPError(413, f"request body over {MAX_BODY} bytes")
-        url = f"http://{target.host}:{target.port}/apps/{app_id}/{rest}"
-        if self.request.query:
-            url += "?" + self.request.query
+        url = f"http://{target.host}:{target.port}/apps/{app_id}/{rest}{_query(self.request.query)}"
         client = httpclient.AsyncHTTPClient(force_instance=True, max_body_size=MAX_BODY)
         try:
             resp = await client.fetch(
@@ -219,9 +223,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             raise web.HTTPError(404, "not the registered app key")
         if SocketHandler.open_count >= MAX_CONNECTIONS:
             raise web.HTTPError(503, f"over {MAX_CONNECTIONS} livewidget connections")
-        url = f"ws://{target.host}:{target.port}/app/{key}"
-        if self.request.query:
-            url += "?" + self.request.query
+        url = f"ws://{target.host}:{target.port}/app/{key}{_query(self.request.query)}"
         try:
             self.upstream = await websocket_connect(
                 url, connect_timeout=CONNECT_TIMEOUT, max_message_size=MAX_MESSAGE
@@ -260,7 +262,8 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         except Exception:
             log.exception("livewidget: forwarding to the browser failed")
         code = up.close_code if up.close_code and 4000 <= up.close_code < 4300 else RECONNECT
-        reason = (up.close_reason or "the livewidget server closed the connection")[:100]
+        reason = up.close_reason or "the livewidget server closed the connection"
+        reason = reason.encode()[:120].decode(errors="ignore")  # a close reason is at most 123 bytes
         self._close_both(code, reason)
 
     def _written(self, attr: str, n: int, fut: Any) -> None:
@@ -291,6 +294,9 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.close(code, reason)
 
     def on_close(self) -> None:
+        pinger: Any = getattr(self, "ping_callback", None)  # WebSocketMixin's keep-alive
+        if pinger is not None:
+            pinger.stop()
         if self.upstream is not None:
             self.upstream.close(1000)
         self._release()

@@ -351,3 +351,30 @@ def test_signing_through_the_extension(jupyter: JupyterServer, runtime: Path, mo
             assert json.loads(resp.read()) == {"auth": "key:1.2"}
     finally:
         ep.unregister(token)
+
+
+@pytest.mark.asyncio
+async def test_jupyter_credentials_in_the_query_are_not_forwarded(
+    jupyter: JupyterServer, runtime: Path, monkeypatch
+) -> None:
+    """A login by ``?token=`` stays with Jupyter: the upstream request line has no ``token``."""
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    fake = await asyncio.start_server(record, "127.0.0.1", 0)
+    try:
+        port = fake.sockets[0].getsockname()[1]
+        monkeypatch.setenv("LIVEWIDGET_RUNTIME_DIR", str(runtime))
+        sid = _routes.register("1", "fakekey", "127.0.0.1", port)
+        url = ws_url(jupyter, f"livewidget/{sid}/app/fakekey?protocol=7&token={TOKEN}&client=js")
+        with pytest.raises(HTTPClientError) as err:
+            await ws_open(url)
+        assert err.value.code == 502  # the fake upstream hung up
+        assert len(heads) == 1 and heads[0].startswith(b"GET /app/fakekey?protocol=7&client=js HTTP/1.1")
+        assert TOKEN.encode() not in heads[0]
+    finally:
+        fake.close()
+        await fake.wait_closed()
