@@ -229,8 +229,14 @@ export class Connection extends Emitter {
     this._probe(candidate).then(
       (ok) => {
         if (this._closed) return;
-        if (ok || this._candidate === this._plan.length - 1) this._open(candidate);
-        else this._next();
+        if (ok) this._open(candidate);
+        else if (!this._isLast()) this._next();
+        else {
+          this._fail(
+            "the Jupyter server does not know this kernel's Pusher server (is livewidget installed where " +
+              "Jupyter runs, and Jupyter restarted since?)",
+          );
+        }
       },
       () => {
         if (!this._closed) this._next();

@@ -471,3 +471,13 @@ describe("signing from a page that is not on loopback", () => {
     conn.close();
   });
 });
+
+test("routes: when the only route's identity check fails, the widget says why instead of connecting", async () => {
+  const fetch = async () => jsonResponse(404, {});
+  const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+  const { conn } = openAt(loc, configDoc({ baseUrl: "/" }), { ...LOOP, wsPort: undefined, wssPort: undefined }, { fetch });
+  await settle();
+  assert.equal(FakePusher.instances.length, 0);
+  assert.equal(conn.state, "failed");
+  assert.match(conn.error, /does not know this kernel's Pusher server/);
+});
