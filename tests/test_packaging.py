@@ -120,3 +120,7 @@ def test_wheel_contents_and_fresh_venv(tmp_path: Path) -> None:
         [str(venv / "bin" / "livewidget"), "--version"], env=env, capture_output=True, text=True, timeout=60
     )
     assert version.stdout.strip() == livewidget.__version__, version
+    # installed, the extension's enabling file is where every Jupyter server of this environment reads
+    enabling = venv / "etc" / "jupyter" / "jupyter_server_config.d" / "livewidget.json"
+    extensions = json.loads(enabling.read_text())["ServerApp"]["jpserver_extensions"]
+    assert extensions == {"livewidget.jupyter": True}
