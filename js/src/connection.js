@@ -123,7 +123,10 @@ export function planRoutes(conn, page) {
       });
     }
     const port = conn.forceTLS ? conn.wssPort : conn.wsPort;
-    if (port) out.push({ route: "jupyter", via: "jupyter-server-proxy", options: { ...same, wsPath: `${base}proxy/${port}` } });
+    if (port) {
+      const options = { ...same, wsPath: `${base}proxy/${port}` };
+      out.push({ route: "jupyter", via: "jupyter-server-proxy", options });
+    }
   }
   return forced ? out.filter((c) => c.route === forced) : out;
 }

@@ -275,7 +275,16 @@ describe("close", () => {
 
 // ------------------------------------------------------------------------------------ routes (issue 12)
 
-const LOOP = { key: "k", cluster: "mt1", forceTLS: false, wsHost: "127.0.0.1", wsPort: 6001, wssPort: 6001, serverId: "0123456789abcdef0123", route: "auto" };
+const LOOP = {
+  key: "k",
+  cluster: "mt1",
+  forceTLS: false,
+  wsHost: "127.0.0.1",
+  wsPort: 6001,
+  wssPort: 6001,
+  serverId: "0123456789abcdef0123",
+  route: "auto",
+};
 const REMOTE_PAGE = { hostname: "lab.test", port: 8888, https: false, baseUrl: "/user/alice/" };
 const LOCAL_PAGE = { hostname: "127.0.0.1", port: 8888, https: false, baseUrl: "/" };
 
@@ -377,7 +386,8 @@ describe("routes", () => {
     const viaExtension = FakePusher.last();
     assert.notEqual(viaExtension, direct);
     assert.equal(viaExtension.options.wsPath, "/livewidget/0123456789abcdef0123");
-    viaExtension.connection.emit("error", { type: "PusherError", data: { code: 4001, message: "App key k does not exist" } });
+    const refusal = { type: "PusherError", data: { code: 4001, message: "App key k does not exist" } };
+    viaExtension.connection.emit("error", refusal);
     assert.equal(viaExtension.disconnected, true);
     const viaProxy = FakePusher.last();
     assert.equal(viaProxy.options.wsPath, "/proxy/6001");
@@ -475,7 +485,8 @@ describe("signing from a page that is not on loopback", () => {
 test("routes: when the only route's identity check fails, the widget says why instead of connecting", async () => {
   const fetch = async () => jsonResponse(404, {});
   const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
-  const { conn } = openAt(loc, configDoc({ baseUrl: "/" }), { ...LOOP, wsPort: undefined, wssPort: undefined }, { fetch });
+  const noPort = { ...LOOP, wsPort: undefined, wssPort: undefined };
+  const { conn } = openAt(loc, configDoc({ baseUrl: "/" }), noPort, { fetch });
   await settle();
   assert.equal(FakePusher.instances.length, 0);
   assert.equal(conn.state, "failed");
