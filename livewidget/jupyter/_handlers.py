@@ -251,6 +251,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 if msg is None or self.ws_connection is None:
                     break
                 if self._to_browser > MAX_BUFFER:
+                    self.log.warning("livewidget: closing a WebSocket whose browser reads too slowly")
                     self._close_both(OVER_CAPACITY, "the browser reads too slowly")
                     return
                 n = len(msg)
@@ -276,6 +277,7 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if up is None or up.protocol is None:
             return
         if self._to_upstream > MAX_BUFFER:
+            self.log.warning("livewidget: closing a WebSocket whose server reads too slowly")
             self._close_both(OVER_CAPACITY, "the livewidget server reads too slowly")
             return
         n = len(message)

@@ -378,3 +378,67 @@ async def test_jupyter_credentials_in_the_query_are_not_forwarded(
     finally:
         fake.close()
         await fake.wait_closed()
+
+
+def test_a_browser_that_stops_reading_is_dropped_not_buffered(
+    jupyter: JupyterServer, registered: str, upstream: LocalServer
+) -> None:
+    """Events for a browser that reads nothing pile up in the Jupyter server only up to MAX_BUFFER
+    (4 MB): then both sockets are closed (4100 to the browser), and the extension keeps serving."""
+    import base64
+    import socket
+
+    def stats() -> int:
+        with urllib.request.urlopen(upstream.url + "/stats", timeout=5) as resp:
+            return int(json.loads(resp.read())["connections"])
+
+    before = stats()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the backlog builds up in Jupyter
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", jupyter.port))
+    try:
+        path = f"{BASE}livewidget/{registered}/app/{upstream.key}?protocol=7"
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{jupyter.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: token {TOKEN}\r\n\r\n"
+            ).encode()
+        )
+        got = b""
+        while b"connection_established" not in got:
+            got += sock.recv(4096)
+        assert got.startswith(b"HTTP/1.1 101"), got[:100]
+        payload = json.dumps({"event": "pusher:subscribe", "data": {"channel": "flood"}}).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        while b"subscription_succeeded" not in got:
+            got += sock.recv(4096)
+        # now read nothing more, and publish ~24 MB
+        sdk = pusher.Pusher(
+            app_id=upstream.app_id, key=upstream.key, secret=upstream.secret,
+            host=upstream.host, port=upstream.port, ssl=False, timeout=10,
+        )  # fmt: skip
+        data = "x" * 9000
+        deadline = time.monotonic() + 60
+        sent = 0
+        while stats() > before and sent < 2700 and time.monotonic() < deadline:
+            sdk.trigger_batch([{"channel": "flood", "name": "big", "data": data}] * 10)
+            sent += 10
+        wait_until_true(lambda: stats() == before, 10, "the extension to drop the upstream socket")
+        assert sent * 9000 > 4 * 1024 * 1024, "dropped before the bound was reached"
+        wait_until_true(lambda: "browser reads too slowly" in jupyter.log_path.read_text(), 5, "the log line")
+    finally:
+        sock.close()
+    assert jupyter.get("livewidget/info")[0] == 200
+
+
+def wait_until_true(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
