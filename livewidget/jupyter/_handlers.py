@@ -44,7 +44,8 @@ from .. import _routes
 
 log = logging.getLogger("livewidget.jupyter")
 
-MAX_CONNECTIONS = 256  # forwarded WebSockets per Jupyter server
+# forwarded WebSockets per Jupyter server; --ServerApp.tornado_settings={"livewidget_max_connections": N}
+MAX_CONNECTIONS = 256
 MAX_MESSAGE = 256 * 1024  # bytes per frame, as the embedded server's max_frame_size
 MAX_BUFFER = 4 * 1024 * 1024  # unwritten bytes per direction, as the server's max_send_buffer
 MAX_BODY = 1024 * 1024  # REST request and answer bodies, as the server's max_request_size
@@ -221,8 +222,9 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         target = _target(server_id)
         if key != target.key:
             raise web.HTTPError(404, "not the registered app key")
-        if SocketHandler.open_count >= MAX_CONNECTIONS:
-            raise web.HTTPError(503, f"over {MAX_CONNECTIONS} livewidget connections")
+        limit = int(self.settings.get("livewidget_max_connections", MAX_CONNECTIONS))
+        if SocketHandler.open_count >= limit:
+            raise web.HTTPError(503, f"over {limit} livewidget connections")
         url = f"ws://{target.host}:{target.port}/app/{key}{_query(self.request.query)}"
         try:
             self.upstream = await websocket_connect(

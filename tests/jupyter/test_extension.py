@@ -34,6 +34,7 @@ from tests.e2e.conftest import _alive, _children, _kill_by_pid, free_port
 
 BASE = "/user/alice/"
 TOKEN = "t0ken-for-tests"
+MAX_SOCKETS = 6  # forwarded sockets the test server allows (livewidget_max_connections)
 pytestmark = pytest.mark.slow
 
 
@@ -51,6 +52,7 @@ class JupyterServer:
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
             f"--ServerApp.base_url={BASE}", f"--IdentityProvider.token={TOKEN}",
             f"--ServerApp.root_dir={base}", '--ServerApp.jpserver_extensions={"livewidget.jupyter": True}',
+            f'--ServerApp.tornado_settings={{"livewidget_max_connections": {MAX_SOCKETS}}}',
         ]  # fmt: skip
         if os.geteuid() == 0:
             cmd.append("--allow-root")
@@ -442,3 +444,33 @@ def wait_until_true(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_forwarded_sockets_are_bounded(jupyter: JupyterServer, registered: str, upstream: LocalServer):
+    """Above ``livewidget_max_connections`` a new socket gets 503 before anything is opened upstream;
+    closing one makes room again."""
+    url = ws_url(jupyter, f"livewidget/{registered}/app/{upstream.key}?protocol=7")
+    sockets = []
+    try:
+        for _ in range(MAX_SOCKETS):
+            ws = await ws_open(url, auth_header())
+            sockets.append(ws)
+            await next_json(ws)
+        with pytest.raises(HTTPClientError) as err:
+            await ws_open(url, auth_header())
+        assert err.value.code == 503
+        sockets.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the close asynchronously
+            try:
+                ws = await ws_open(url, auth_header())
+                break
+            except HTTPClientError as exc:
+                assert exc.code == 503 and time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        sockets.append(ws)
+        assert (await next_json(ws))["event"] == "pusher:connection_established"
+    finally:
+        for ws in sockets:
+            ws.close()
