@@ -7,7 +7,8 @@ tried directly. The Feed must come live through ``/user/alice/livewidget/...`` w
 header must say ``jupyter``, a private channel must be signed by the kernel through the extension
 (``/user/alice/livewidget/auth/...``) while the cell runs, the kernel must learn the route
 (``feed.route``), and the page must never open a WebSocket (or any request) to the Pusher server's own
-port, or to anything on 127.0.0.1.
+port, or to anything on 127.0.0.1. Opened at http://127.0.0.1 instead (a local Jupyter), the direct
+route is taken, unless the kernel forces ``jupyter`` with ``livewidget.connect(route=...)``.
 """
 
 from __future__ import annotations
@@ -139,3 +140,61 @@ def _check_live_through_jupyter(
     assert not [r.url for r in nb.requests if pusher_port in r.url or "127.0.0.1" in r.url]
     leaks = nb.secret_leaks(server.secret)
     assert not leaks, leaks
+
+
+def test_a_loopback_page_goes_direct_unless_the_kernel_forces_the_jupyter_route(
+    alice_lab: JupyterLab, browser: Any, sdk: pusher.Pusher, pusher_server: LocalServer, frontend: str
+) -> None:
+    """The same lab opened at http://127.0.0.1 (a local Jupyter): ``direct`` is tried first and taken;
+    a Feed created after ``livewidget.connect(route="jupyter")`` goes through the extension instead."""
+    mark = uuid.uuid4().hex[:8]
+    name = write_notebook(
+        alice_lab.root,
+        "route_local.ipynb",
+        [
+            f'import json\nimport livewidget\nfeed_a = livewidget.Feed("local-a-{mark}")\nfeed_a',
+            f'livewidget.connect(route="jupyter")\nfeed_b = livewidget.Feed("local-b-{mark}")\nfeed_b',
+        ],
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    sockets: list[str] = []
+    page_url = alice_lab.page_url
+    alice_lab.page_url = alice_lab.url  # http://127.0.0.1:PORT/user/alice
+    try:
+        page = context.new_page()
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        nb = NotebookPage(alice_lab, page, name)
+        try:
+            nb.open()
+            nb.run_all()
+            routes = nb.page.locator(".jp-NotebookPanel:visible .lw-feed .lw-route")
+            wait_until(
+                lambda: routes.count() == 2 and routes.nth(1).inner_text().strip() == "jupyter",
+                30,
+                "2 routes",
+            )
+            assert routes.nth(0).inner_text().strip() == "direct"
+            assert routes.nth(0).get_attribute("data-route") == "direct"
+            for channel in (f"local-a-{mark}", f"local-b-{mark}"):
+                wait_until(lambda ch=channel: subscribers(sdk, ch) >= 2, 10, f"the browser on {channel}")
+                sdk.trigger([channel], "ping", {"mark": mark})
+                wait_row(nb, channel, "ping", mark)
+            wait_until(
+                lambda: (
+                    nb.kernel_json("print(json.dumps([feed_a.route, feed_b.route]))") == ["direct", "jupyter"]
+                ),
+                15,
+                "the kernel to learn both routes",
+            )
+            assert any(f"127.0.0.1:{pusher_server.port}/app/" in url for url in sockets), sockets
+            assert any(f"{BASE_URL}livewidget/" in url for url in sockets), sockets
+        except BaseException:
+            nb.save_failure_artifacts("route-local")
+            raise
+    finally:
+        alice_lab.page_url = page_url
+        with contextlib.suppress(Exception):
+            context.close()
+        with contextlib.suppress(Exception):
+            alice_lab.shutdown_notebook_kernel(name)
