@@ -225,19 +225,19 @@ class SocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         limit = int(self.settings.get("livewidget_max_connections", MAX_CONNECTIONS))
         if SocketHandler.open_count >= limit:
             raise web.HTTPError(503, f"over {limit} livewidget connections")
-        url = f"ws://{target.host}:{target.port}/app/{key}{_query(self.request.query)}"
-        try:
-            self.upstream = await websocket_connect(
-                url, connect_timeout=CONNECT_TIMEOUT, max_message_size=MAX_MESSAGE
-            )
-        except Exception as exc:
-            raise web.HTTPError(502, f"cannot reach the livewidget server: {exc}") from None
-        SocketHandler.open_count += 1
+        SocketHandler.open_count += 1  # counted from here, so concurrent opens cannot pass the limit
         self._counted = True
         try:
+            url = f"ws://{target.host}:{target.port}/app/{key}{_query(self.request.query)}"
+            try:
+                self.upstream = await websocket_connect(
+                    url, connect_timeout=CONNECT_TIMEOUT, max_message_size=MAX_MESSAGE
+                )
+            except Exception as exc:
+                raise web.HTTPError(502, f"cannot reach the livewidget server: {exc}") from None
             await super().get(server_id, key)
         finally:
-            if self.ws_connection is None:  # the upgrade failed: nothing will call on_close
+            if self.ws_connection is None:  # no upgrade: nothing will call on_close
                 self._release()
 
     def open(self, *args: Any, **kwargs: Any) -> None:
