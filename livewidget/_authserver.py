@@ -4,12 +4,16 @@ Browser-to-kernel comm messages wait while a cell runs (notebook-widgets.md §1.
 authorizer instead POSTs to this small HTTP endpoint on 127.0.0.1, served from the I/O thread. Each
 widget registers a signer under a random token; the secret never leaves the kernel: only
 signatures do, and only for the channels that widget asked for. When the browser cannot reach this
-endpoint (Jupyter on another machine), the widget falls back to a comm message.
+endpoint (Jupyter on another machine), the widget falls back to a comm message; a page served by a
+Jupyter server on this machine reaches it through the livewidget extension instead (``id``, see
+:mod:`livewidget._routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
 import logging
 import secrets
@@ -20,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from ._loop import submit
+from ._routes import register_auth, unregister_auth
 from .protocol._json import loads_bounded
 
 __all__ = ["AuthEndpoint", "endpoint"]
@@ -45,6 +50,7 @@ class AuthEndpoint:
         self._signers: dict[str, Signer] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.id = ""  # for the Jupyter extension's POST {base_url}livewidget/auth/{id}
 
     async def _start(self) -> None:
         app = web.Application(client_max_size=16 * 1024)
@@ -108,5 +114,8 @@ def endpoint() -> AuthEndpoint:
         if _endpoint is None:
             ep = AuthEndpoint()
             submit(ep._start()).result(10)
+            with contextlib.suppress(OSError):
+                ep.id = register_auth(int(ep.url.rsplit(":", 1)[1].split("/")[0]))
+                atexit.register(unregister_auth, ep.id)
             _endpoint = ep
         return _endpoint

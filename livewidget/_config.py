@@ -42,6 +42,7 @@ class Settings:
     port: int | None = None
     use_tls: bool = False
     source: str = "explicit"  # "explicit", "connect()", "environment" or "embedded"
+    route: str = "auto"  # how browsers reach it: "auto", "direct", "jupyter", "relay" (see _routes)
 
     # ------------------------------------------------------------------ derived endpoints
 
@@ -83,12 +84,26 @@ class Settings:
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{self.rest_host}:{self.ws_port}"
 
+    @property
+    def server_id(self) -> str | None:
+        """The non-secret id the Jupyter extension knows this server by (loopback servers only)."""
+        from ._routes import is_loopback, server_id
+
+        if not self.host or not is_loopback(self.host):
+            return None
+        return server_id(self.app_id, self.key, self.host, self.ws_port)
+
     def browser_config(self) -> dict[str, Any]:
-        """pusher-js options for the browser. Never contains the secret."""
+        """pusher-js options for the browser, plus the route hints. Never contains the secret.
+
+        ``route`` is the forced route (``auto`` lets the browser choose); ``serverId`` (loopback servers
+        only) is what ``GET {base}livewidget/{serverId}/info`` must answer for the jupyter route.
+        """
         cfg: dict[str, Any] = {
             "key": self.key,
             "cluster": self.cluster or "mt1",
             "forceTLS": self.tls,
+            "route": self.route,
         }
         if self.host:
             cfg.update(
@@ -97,7 +112,16 @@ class Settings:
                 wssPort=self.ws_port,
                 enabledTransports=["ws", "wss"],
             )
+            sid = self.server_id
+            if sid:
+                cfg.update(serverId=sid, appId=self.app_id)
         return cfg
+
+    def routes(self) -> list[Any]:
+        """The routes a browser could take to this server, each with why (:class:`_routes.RouteInfo`)."""
+        from ._routes import routes_for
+
+        return routes_for(self.host, self.route)
 
     def require_secret(self, what: str) -> str:
         """The secret, or a ConfigurationError saying that ``what`` needs it."""
@@ -113,14 +137,17 @@ class Settings:
         where = f"cluster {self.cluster}" if self.host is None else f"{self.ws_host}:{self.ws_port}"
         secret = (self.secret[:4] + "…") if self.secret else "none"
         tls = " tls" if self.tls else ""
-        return f"{self.source}: app {self.app_id} key {self.key} secret {secret} at {where}{tls}"
+        route = "" if self.route == "auto" else f" route {self.route}"
+        return f"{self.source}: app {self.app_id} key {self.key} secret {secret} at {where}{tls}{route}"
 
     def __repr__(self) -> str:
-        return f"Settings({self.describe()})"
+        lines = "".join(f"\n  {r}" for r in self.routes())
+        return f"Settings({self.describe()}; routes:{lines})"
 
 
 _lock = threading.Lock()
 _process_settings: Settings | None = None
+_process_route: str | None = None  # connect(route=...), over LIVEWIDGET_ROUTE
 
 
 def _from_url(url: str, source: str) -> Settings:
@@ -235,26 +262,48 @@ def connect(
     port: int | None = None,
     use_tls: bool | None = None,
     embedded: bool = False,
+    route: str | None = None,
 ) -> Settings:
     """Set the connection for this process (widgets and helpers created afterwards use it).
 
     ``connect("http://KEY:SECRET@HOST:PORT/apps/ID")``, ``connect(app_id=..., key=..., secret=...,
     cluster="eu")`` for hosted Pusher, or ``connect(embedded=True)`` to go back to the embedded
-    server. Returns the settings now in use.
+    server. ``route=`` forces how browsers reach the server (``"direct"``, ``"jupyter"``,
+    ``"relay"``; ``"auto"`` lets each browser choose, as ``LIVEWIDGET_ROUTE`` does); alone, it keeps
+    the server. Returns the settings now in use.
     """
-    global _process_settings
+    global _process_settings, _process_route
     if not isinstance(embedded, bool):
         raise ConfigurationError(f"embedded must be True or False, not {type(embedded).__name__}")
+    if route is not None:
+        from ._routes import ROUTES
+
+        if route not in ROUTES:
+            raise ConfigurationError(f"route must be one of {', '.join(ROUTES)}; got {route!r}")
+        with _lock:
+            _process_route = route
     if embedded:
         with _lock:
             _process_settings = None
         return resolve()
     s = _explicit(url, app_id, key, secret, cluster, host, port, use_tls, "connect()")
     if s is None:
-        raise ConfigurationError("connect() needs a URL, credentials, or embedded=True")
+        if route is not None:
+            return resolve()
+        raise ConfigurationError("connect() needs a URL, credentials, embedded=True or route=")
     with _lock:
         _process_settings = s
-    return s
+    return _with_route(s)
+
+
+def _with_route(s: Settings) -> Settings:
+    """``s`` with the route forced by connect(route=...), else LIVEWIDGET_ROUTE, else auto."""
+    from ._routes import route_from_env
+
+    with _lock:
+        route = _process_route or route_from_env()
+    # the same object when nothing changes: publish() keys its publishers by settings, cheaply
+    return s if s.route == route else replace(s, route=route)
 
 
 def resolve(
@@ -272,13 +321,14 @@ def resolve(
     """The settings to use: explicit arguments, then :func:`connect`, then environment, then embedded."""
     s = _explicit(url, app_id, key, secret, cluster, host, port, use_tls, "explicit")
     if s is not None:
-        return s
+        return _with_route(s)
     with _lock:
-        if _process_settings is not None:
-            return _process_settings
+        chosen = _process_settings
+    if chosen is not None:
+        return _with_route(chosen)
     s = _from_env(os.environ)
     if s is not None:
-        return s
+        return _with_route(s)
     from ._embedded import cached_info
 
     # Cheap on every call (publish() resolves each time): re-read only when the runtime file changes.
@@ -286,7 +336,7 @@ def resolve(
     global _embedded_settings
     cached = _embedded_settings
     if cached is not None and cached[0] is info:
-        return cached[1]
+        return _with_route(cached[1])
     s = Settings(
         app_id=info["app_id"],
         key=info["key"],
@@ -296,12 +346,17 @@ def resolve(
         source="embedded",
     )
     _embedded_settings = (info, s)
-    return s
+    return _with_route(s)
 
 
 _embedded_settings: tuple[dict[str, Any], Settings] | None = None
 
 
 def connection() -> Settings:
-    """The settings widgets and helpers would use now (``repr`` masks the secret)."""
+    """The settings widgets and helpers would use now, and the routes browsers could take.
+
+    ``repr`` masks the secret and lists each route (``direct``, ``jupyter``, ``relay``) as available or
+    not, and why (from the server's address and the environment: Colab, VS Code, SSH, Codespaces);
+    ``.routes()`` gives the same as objects.
+    """
     return resolve()

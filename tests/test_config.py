@@ -20,9 +20,11 @@ def clean(monkeypatch):
         "PUSHER_HOST",
         "PUSHER_PORT",
         "PUSHER_USE_TLS",
+        "LIVEWIDGET_ROUTE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_config, "_process_settings", None)
+    monkeypatch.setattr(_config, "_process_route", None)
 
 
 def test_livewidget_url(monkeypatch):
@@ -55,7 +57,7 @@ def test_pusher_variables_hosted_and_custom(monkeypatch):
         True,
         "https://api-eu.pusher.com:443",
     )
-    assert s.browser_config() == {"key": "kk", "cluster": "eu", "forceTLS": True}
+    assert s.browser_config() == {"key": "kk", "cluster": "eu", "forceTLS": True, "route": "auto"}
     monkeypatch.setenv("PUSHER_HOST", "soketi.local")
     monkeypatch.setenv("PUSHER_PORT", "6001")
     s = livewidget.connection()

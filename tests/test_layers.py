@@ -66,3 +66,13 @@ def test_nothing_below_widgets_imports_notebook_libraries():
             continue
         for name in imports_of(path):
             assert name.split(".")[0] not in {"anywidget", "traitlets", "IPython", "ipywidgets"}, (path, name)
+
+
+def test_jupyter_server_and_tornado_only_in_the_extension():
+    """Only livewidget.jupyter (the server extension) imports jupyter_server or tornado (issue 12)."""
+    for path in PKG.rglob("*.py"):
+        if "jupyter" in path.relative_to(PKG).parts:
+            continue
+        for name in imports_of(path):
+            assert name.split(".")[0] not in {"jupyter_server", "tornado"}, (path, name)
+    assert any("jupyter_server" in n.split(".")[0] for p in modules("jupyter") for n in imports_of(p))

@@ -7,6 +7,7 @@ Slow (a build, a venv, dependencies from PyPI): marked ``slow``; it runs in CI.
 from __future__ import annotations
 
 import email
+import json
 import os
 import re
 import subprocess
@@ -80,8 +81,17 @@ def test_wheel_contents_and_fresh_venv(tmp_path: Path) -> None:
         "livewidget/static/widget.css",
         "livewidget/_demo.py",
         "livewidget/server/__init__.py",
+        "livewidget/jupyter/__init__.py",
+        "livewidget/jupyter/_handlers.py",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
+    # installing the wheel enables the Jupyter server extension (the jupyter route, issue 12)
+    config = next(
+        n for n in names if n.endswith(".data/data/etc/jupyter/jupyter_server_config.d/livewidget.json")
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        enabled = json.loads(zf.read(config))
+    assert enabled == {"ServerApp": {"jpserver_extensions": {"livewidget.jupyter": True}}}
     notebooks = {p.name for p in (REPO / "notebooks").glob("*.ipynb")}
     assert notebooks and {f"livewidget/notebooks/{n}" for n in notebooks} <= names
     assert not [n for n in names if "node_modules" in n or n.startswith(("tests/", "js/", "bench/"))]
@@ -110,3 +120,7 @@ def test_wheel_contents_and_fresh_venv(tmp_path: Path) -> None:
         [str(venv / "bin" / "livewidget"), "--version"], env=env, capture_output=True, text=True, timeout=60
     )
     assert version.stdout.strip() == livewidget.__version__, version
+    # installed, the extension's enabling file is where every Jupyter server of this environment reads
+    enabling = venv / "etc" / "jupyter" / "jupyter_server_config.d" / "livewidget.json"
+    extensions = json.loads(enabling.read_text())["ServerApp"]["jpserver_extensions"]
+    assert extensions == {"livewidget.jupyter": True}

@@ -5,6 +5,21 @@
 // see `authorize`), subscribes to the `channels` trait and follows its changes, and reports the
 // connection state, each channel's subscription state and every event. The pusher-js constructor is
 // injected (`deps.Pusher`) so tests can substitute a fake one.
+//
+// Routes (issue 12; livewidget/_routes.py has the kernel's side). The browser picks how to reach the
+// server, per model, best first (`planRoutes`):
+//   direct   the server's own URL: hosted Pusher and non-loopback servers; a server on the kernel's
+//            loopback only when this page is itself served from loopback (otherwise it is another
+//            machine's loopback, and Chromium's Local Network Access would ask the user first);
+//   jupyter  same-origin through the Jupyter server that served the page: `{baseUrl}livewidget/{id}`
+//            (the livewidget server extension; its `info` must name the kernel's `serverId` first),
+//            then jupyter-server-proxy's `{baseUrl}proxy/{port}`. `baseUrl` comes from the page's
+//            `#jupyter-config-data` (JupyterLab, Notebook 7 and Voila), never from `location`'s path;
+//   relay    through the kernel (not in this version; forcing it says so).
+// A route counts only once the server confirms it: `pusher:connection_established` on `/app/{key}`
+// (a server without this app key refuses with 4001). A candidate that does not connect within
+// ROUTE_TRIAL_MS gives way to the next; the last one keeps retrying (pusher-js's own backoff).
+// The route taken is `conn.route`, reported to the kernel as the `route` trait.
 
 import { Emitter } from "./util.js";
 
@@ -13,6 +28,7 @@ export const CONNECTION_STATES = ["connecting", "connected", "unavailable", "fai
 
 const AUTH_TIMEOUT_MS = 30_000; // waiting for the kernel's comm answer (it comes when the cell ends)
 const FETCH_TIMEOUT_MS = 10_000; // waiting for the kernel's HTTP endpoint before trying the comm
+const ROUTE_TRIAL_MS = 8_000; // a candidate route that is not confirmed by then gives way to the next
 
 // pusher-js options that may come through `_connection` (see LiveWidget._connection).
 const PASSED_OPTIONS = [
@@ -42,6 +58,84 @@ function messageOf(err) {
   if (!err) return "";
   if (typeof err === "string") return err;
   return err.message || String(err);
+}
+
+const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
+/** Whether `host` names the loopback of the machine it is resolved on. */
+export function isLoopback(host) {
+  if (!host) return false;
+  const name = String(host).toLowerCase().replace(/^\[|\]$/g, "");
+  return name === "localhost" || name.endsWith(".localhost") || name === "::1" || LOOPBACK_V4.test(name);
+}
+
+/** The Jupyter server's base URL from the page's `#jupyter-config-data` ("/user/alice/"), or null. */
+export function jupyterBaseUrl(doc) {
+  const el = doc?.getElementById?.("jupyter-config-data");
+  if (!el) return null;
+  try {
+    const base = JSON.parse(el.textContent || "{}").baseUrl;
+    if (typeof base !== "string" || !base.startsWith("/")) return null;
+    return base.endsWith("/") ? base : `${base}/`;
+  } catch {
+    return null;
+  }
+}
+
+/** What the route choice needs to know about this page (`null` outside a browser: treated as local). */
+export function pageInfo(loc, doc) {
+  if (!loc || !loc.hostname) return null;
+  const https = loc.protocol === "https:";
+  return {
+    hostname: loc.hostname,
+    port: Number(loc.port) || (https ? 443 : 80),
+    https,
+    baseUrl: jupyterBaseUrl(doc),
+  };
+}
+
+/**
+ * The routes to try for `_connection` `conn` from `page`, best first: `{route, via, options,
+ * infoUrl?}` where `options` override the pusher-js options. Empty when none can work (e.g. relay
+ * forced); see the header of this file.
+ */
+export function planRoutes(conn, page) {
+  const forced = conn.route && conn.route !== "auto" ? conn.route : null;
+  const loopback = Boolean(conn.wsHost) && isLoopback(conn.wsHost);
+  const localPage = !page || isLoopback(page.hostname);
+  const out = [];
+  if (!loopback || localPage || forced === "direct") out.push({ route: "direct", via: "direct", options: {} });
+  if (loopback && page?.baseUrl) {
+    const base = page.baseUrl;
+    const same = {
+      wsHost: page.hostname,
+      wsPort: page.port,
+      wssPort: page.port,
+      forceTLS: page.https,
+      enabledTransports: ["ws", "wss"],
+    };
+    if (conn.serverId) {
+      out.push({
+        route: "jupyter",
+        via: "livewidget extension",
+        options: { ...same, wsPath: `${base}livewidget/${conn.serverId}` },
+        infoUrl: `${base}livewidget/${conn.serverId}/info`,
+      });
+    }
+    const port = conn.forceTLS ? conn.wssPort : conn.wsPort;
+    if (port) {
+      const options = { ...same, wsPath: `${base}proxy/${port}` };
+      out.push({ route: "jupyter", via: "jupyter-server-proxy", options });
+    }
+  }
+  return forced ? out.filter((c) => c.route === forced) : out;
+}
+
+/** Why no route can be tried, for the error line. */
+function noRouteReason(conn, page) {
+  if (conn.route === "relay") return "the relay route (through the kernel) is not available in this version";
+  if (conn.route === "jupyter" && !page?.baseUrl) return "route jupyter forced, but this page has no Jupyter config";
+  return "no route to the server from this page";
 }
 
 /** pusher-js options from the `_connection` trait. */
@@ -93,26 +187,106 @@ export class Connection extends Emitter {
     this._bound = null; // our callbacks on pusher.connection, unbound on close
     this._onChannels = () => this.syncChannels();
     this._onCustom = (msg) => this._handleCustom(msg);
+    this.route = ""; // the confirmed route ("direct", "jupyter"), empty until the server confirms one
+    this.via = ""; // how ("direct", "livewidget extension", "jupyter-server-proxy")
+    this.trying = ""; // the candidate being tried
+    this._plan = [];
+    this._candidate = -1;
+    this._trialTimer = null;
+    this._options = {}; // the pusher-js options in use (for messages)
+    this._page = null;
   }
 
-  /** Create the pusher-js client and subscribe. Never throws: a failure is shown as the state. */
+  /** Choose a route, create the pusher-js client and subscribe. Never throws: failures are the state. */
   start() {
     this.model.on("change:channels", this._onChannels);
     this.model.on("msg:custom", this._onCustom);
     const conn = this.model.get("_connection") || {};
+    if (!conn.key) return this._fail("cannot start pusher-js: no app key in the widget's _connection");
+    this._page = pageInfo(this.deps.location ?? globalThis.location, this.deps.document ?? globalThis.document);
+    this._plan = planRoutes(conn, this._page);
+    if (!this._plan.length) return this._fail(noRouteReason(conn, this._page));
+    this._next();
+    return this;
+  }
+
+  _fail(message) {
+    this.state = "failed";
+    this.error = message;
+    this.emit("change");
+    return this;
+  }
+
+  /** Try the next candidate route (probing it first when it has an `info` URL). */
+  _next() {
+    if (this._closed) return;
+    this._candidate += 1;
+    const candidate = this._plan[this._candidate];
+    if (!candidate) return;
+    this.trying = candidate.route;
+    if (!candidate.infoUrl) {
+      this._open(candidate);
+      return;
+    }
+    this.emit("change");
+    this._probe(candidate).then(
+      (ok) => {
+        if (this._closed) return;
+        if (ok) this._open(candidate);
+        else if (!this._isLast()) this._next();
+        else {
+          this._fail(
+            "the Jupyter server does not know this kernel's Pusher server (is livewidget installed where " +
+              "Jupyter runs, and Jupyter restarted since?)",
+          );
+        }
+      },
+      () => {
+        if (!this._closed) this._next();
+      },
+    );
+  }
+
+  /** `GET {base}livewidget/{id}/info` answers this kernel's server id and app key (same-origin, cookie). */
+  async _probe(candidate) {
+    const fetchImpl = this.deps.fetch || globalThis.fetch;
+    if (typeof fetchImpl !== "function") return false;
+    const conn = this.model.get("_connection") || {};
     try {
-      if (!conn.key) throw new Error("no app key in the widget's _connection");
+      const response = await fetchImpl(candidate.infoUrl, { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) return false;
+      const info = await response.json();
+      return info?.server_id === conn.serverId && info?.key === conn.key;
+    } catch {
+      return false;
+    }
+  }
+
+  _isLast() {
+    return this._candidate >= this._plan.length - 1;
+  }
+
+  /** Open pusher-js along `candidate`; confirmed on "connected", else the next candidate is tried. */
+  _open(candidate) {
+    const conn = this.model.get("_connection") || {};
+    this._options = { ...conn, ...candidate.options };
+    try {
       const Pusher = this.deps.Pusher;
-      this.pusher = new Pusher(conn.key, pusherOptions(conn, (params, cb) => this.authorize(params, cb)));
+      this.pusher = new Pusher(conn.key, pusherOptions(this._options, (params, cb) => this.authorize(params, cb)));
     } catch (err) {
-      this.state = "failed";
-      this.error = `cannot start pusher-js: ${messageOf(err)}`;
-      this.emit("change");
-      return this;
+      this._fail(`cannot start pusher-js: ${messageOf(err)}`);
+      return;
     }
     const connection = this.pusher.connection;
     this._bound = {
-      state_change: ({ current }) => this._setState(current),
+      state_change: ({ current }) => {
+        if (current === "connected") this._confirm(candidate);
+        else if ((current === "unavailable" || current === "failed") && !this.route && !this._isLast()) {
+          this._giveUp();
+          return;
+        }
+        this._setState(current);
+      },
       error: (err) => this._connectionError(err),
       // bind_global callbacks get (event, data) only (pusher-js Dispatcher.emit): the sender of a
       // client event, `user_id`, is on the raw message, which the connection emits right after.
@@ -125,9 +299,61 @@ export class Connection extends Emitter {
       },
     };
     for (const [name, fn] of Object.entries(this._bound)) connection.bind(name, fn);
+    if (!this._isLast()) {
+      const setT = this.deps.setTimeout || setTimeout;
+      this._trialTimer = setT(() => {
+        this._trialTimer = null;
+        if (!this.route) this._giveUp();
+      }, this.deps.routeTrialMs ?? ROUTE_TRIAL_MS);
+    }
+    if (connection.state === "connected") this._confirm(candidate);
     this._setState(connection.state);
     this.syncChannels();
-    return this;
+  }
+
+  /** The server confirmed the candidate: it is the route now (reported to the kernel). */
+  _confirm(candidate) {
+    this._clearTrial();
+    if (this.route === candidate.route && this.via === candidate.via) return;
+    this.route = candidate.route;
+    this.via = candidate.via;
+    this.trying = "";
+    try {
+      // only where the kernel has the trait (an older kernel would get an unknown attribute)
+      const known = this.model.get("route");
+      if (known !== undefined && known !== candidate.route) {
+        this.model.set("route", candidate.route);
+        this.model.save_changes?.();
+      }
+    } catch (err) {
+      console.warn("livewidget: could not report the route to the kernel", err);
+    }
+  }
+
+  _clearTrial() {
+    if (this._trialTimer !== null) (this.deps.clearTimeout || clearTimeout)(this._trialTimer);
+    this._trialTimer = null;
+  }
+
+  /** Drop the unconfirmed candidate's client and try the next route. */
+  _giveUp() {
+    this._clearTrial();
+    this._dropPusher();
+    this.channels.clear();
+    this._next();
+  }
+
+  _dropPusher() {
+    const pusher = this.pusher;
+    this.pusher = null;
+    if (!pusher) return;
+    for (const [name, info] of this.channels) {
+      info.channel?.unbind_global(info.handler);
+      pusher.unsubscribe(name);
+    }
+    for (const [name, fn] of Object.entries(this._bound || {})) pusher.connection.unbind(name, fn);
+    this._bound = null;
+    pusher.disconnect();
   }
 
   _setState(current) {
@@ -143,8 +369,8 @@ export class Connection extends Emitter {
         if (info.state === "subscribed") info.state = "subscribing";
       }
       if (state === "unavailable" && !this.error) {
-        const conn = this.model.get("_connection") || {};
-        const where = conn.wsHost ? `${conn.wsHost}:${conn.forceTLS ? conn.wssPort : conn.wsPort}` : "Pusher";
+        const o = this._options;
+        const where = o.wsHost ? `${o.wsHost}:${o.forceTLS ? o.wssPort : o.wsPort}${o.wsPath || ""}` : "Pusher";
         this.error = `cannot reach ${where}; retrying`;
       } else if (state === "failed" && !this.error) {
         this.error = "this browser supports none of the enabled transports";
@@ -157,6 +383,11 @@ export class Connection extends Emitter {
     // {type: "PusherError", data: {code, message}} is the server refusing (e.g. 4001 unknown app key);
     // {type: "WebSocketError", ...} is a transport failure, retried by pusher-js: shown as "unavailable".
     const data = err?.data || err?.error?.data;
+    if (data && !this.route && !this._isLast() && data.code >= 4000 && data.code < 4100) {
+      // refused for good (e.g. 4001: no such app key here): not the expected server, try the next route
+      this._giveUp();
+      return;
+    }
     if (data && data.message) {
       this.error = data.code ? `${data.message} (${data.code})` : String(data.message);
       this.emit("change");
@@ -252,9 +483,25 @@ export class Connection extends Emitter {
 
   async _authorize(socketId, channelName) {
     const auth = this.model.get("_auth") || {};
-    if (auth.url) {
+    if (auth.url && this._mayFetch(auth.url)) {
       try {
-        return await this._authorizeHttp(auth, socketId, channelName);
+        return await this._authorizeHttp(auth.url, auth.token, socketId, channelName, { credentials: "omit" });
+      } catch (err) {
+        if (!(err instanceof Unreachable)) throw err;
+      }
+    } else if (auth.id && this._page?.baseUrl) {
+      // Same-origin through the Jupyter extension (POST {base}livewidget/auth/{id}): the page's Jupyter
+      // login cookie, and Jupyter's XSRF token as JupyterLab's own requests send it.
+      const headers = {};
+      const xsrf = cookie(this.deps.document ?? globalThis.document, "_xsrf");
+      if (xsrf) headers["X-XSRFToken"] = xsrf;
+      const url = `${this._page.baseUrl}livewidget/auth/${auth.id}`;
+      try {
+        return await this._authorizeHttp(url, auth.token, socketId, channelName, {
+          credentials: "same-origin",
+          headers,
+          unreachableStatus: [404, 502, 503], // no extension, or not this kernel's: ask over the comm
+        });
       } catch (err) {
         if (!(err instanceof Unreachable)) throw err;
       }
@@ -262,7 +509,17 @@ export class Connection extends Emitter {
     return this._authorizeComm(socketId, channelName);
   }
 
-  async _authorizeHttp(auth, socketId, channelName) {
+  /** The kernel's endpoint is on its loopback: from a page that is not, it is another machine (and LNA). */
+  _mayFetch(url) {
+    if (!this._page || isLoopback(this._page.hostname)) return true;
+    try {
+      return !isLoopback(new URL(url).hostname);
+    } catch {
+      return false;
+    }
+  }
+
+  async _authorizeHttp(url, token, socketId, channelName, how) {
     const fetchImpl = this.deps.fetch || globalThis.fetch;
     if (typeof fetchImpl !== "function") throw new Unreachable("no fetch");
     const setT = this.deps.setTimeout || setTimeout;
@@ -271,13 +528,13 @@ export class Connection extends Emitter {
     const timer = setT(() => abort?.abort(), this.deps.fetchTimeoutMs ?? FETCH_TIMEOUT_MS);
     let response;
     try {
-      response = await fetchImpl(auth.url, {
+      response = await fetchImpl(url, {
         method: "POST",
         // text/plain keeps it a "simple" CORS request: no preflight
-        headers: { "Content-Type": "text/plain" },
-        body: JSON.stringify({ token: auth.token, socket_id: socketId, channel_name: channelName }),
+        headers: { "Content-Type": "text/plain", ...how.headers },
+        body: JSON.stringify({ token, socket_id: socketId, channel_name: channelName }),
         cache: "no-store",
-        credentials: "omit",
+        credentials: how.credentials,
         signal: abort?.signal,
       });
     } catch (err) {
@@ -285,6 +542,7 @@ export class Connection extends Emitter {
     } finally {
       clearT(timer);
     }
+    if (how.unreachableStatus?.includes(response.status)) throw new Unreachable(`HTTP ${response.status}`);
     let body = null;
     try {
       body = await response.json();
@@ -355,18 +613,27 @@ export class Connection extends Emitter {
     for (const pending of this._pending.values()) clearT(pending.timer);
     this._pending.clear();
     this._late.clear();
-    if (this.pusher) {
-      for (const [name, info] of this.channels) {
-        info.channel?.unbind_global(info.handler);
-        this.pusher.unsubscribe(name);
-      }
-      for (const [name, fn] of Object.entries(this._bound || {})) this.pusher.connection.unbind(name, fn);
-      this.pusher.disconnect();
-    }
+    this._clearTrial();
+    this._dropPusher();
     this.channels.clear();
     this.state = "disconnected";
     this.removeAll();
   }
+}
+
+/** The value of cookie `name` in `doc`, or "". */
+function cookie(doc, name) {
+  let text = "";
+  try {
+    text = String(doc?.cookie ?? "");
+  } catch {
+    return ""; // a sandboxed frame may refuse
+  }
+  for (const part of text.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return decodeURIComponent(v.join("="));
+  }
+  return "";
 }
 
 /** `{auth, channel_data?}` for pusher-js from an answer, or an error if it has no signature. */

@@ -23,6 +23,43 @@ export const KINDS = {
   progress: { initialize: initializeProgress, render: renderProgress },
 };
 
+const ROUTE_TITLES = {
+  direct: "connected straight to the Pusher server",
+  jupyter: "connected through the Jupyter server that served this page (same origin)",
+  relay: "connected through the kernel",
+};
+
+/**
+ * A small label in the view's header saying which route the connection took (`conn.route`), or which
+ * it is trying. Added here rather than in each kind's view, so every kind shows it the same way.
+ */
+function paintRoute(el, conn) {
+  const header = el.querySelector?.(".lw-header");
+  if (!header || !conn) return () => {};
+  const doc = el.ownerDocument || globalThis.document;
+  const label = h(doc, "span", "lw-route");
+  header.append(label);
+  let shown = null;
+  const paint = () => {
+    const text = conn.route || (conn.trying ? `${conn.trying}?` : "");
+    const key = `${text}|${conn.via}`;
+    if (key === shown) return;
+    shown = key;
+    label.textContent = text;
+    label.hidden = !text;
+    label.setAttribute("data-route", conn.route || "");
+    label.title = conn.route
+      ? `route: ${conn.route} (${conn.via}): ${ROUTE_TITLES[conn.route] || ""}`
+      : `trying route ${conn.trying}`;
+  };
+  paint();
+  const off = conn.on("change", paint);
+  return () => {
+    off();
+    label.remove();
+  };
+}
+
 function paintProblem(el, text) {
   const doc = el.ownerDocument || globalThis.document;
   const box = h(doc, "div", "lw-feed lw-problem");
@@ -108,7 +145,9 @@ export function createWidget(deps) {
           session = owned = open(model, kind);
         }
         const cleanup = kind.render(model, el, session, deps);
+        const unroute = paintRoute(el, session.conn);
         return () => {
+          unroute();
           cleanup();
           owned?.close();
         };

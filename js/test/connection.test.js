@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 
-import { Connection, pusherOptions } from "../src/connection.js";
+import { Connection, isLoopback, jupyterBaseUrl, planRoutes, pusherOptions } from "../src/connection.js";
 import { FakeModel, FakePusher, jsonResponse, ManualTimers, settle } from "./helpers.js";
 
 let realFetch;
@@ -271,4 +271,224 @@ describe("close", () => {
     assert.deepEqual(pusher.unsubscribes.sort(), ["a", "private-x"]);
     conn.close(); // twice is harmless
   });
+});
+
+// ------------------------------------------------------------------------------------ routes (issue 12)
+
+const LOOP = {
+  key: "k",
+  cluster: "mt1",
+  forceTLS: false,
+  wsHost: "127.0.0.1",
+  wsPort: 6001,
+  wssPort: 6001,
+  serverId: "0123456789abcdef0123",
+  route: "auto",
+};
+const REMOTE_PAGE = { hostname: "lab.test", port: 8888, https: false, baseUrl: "/user/alice/" };
+const LOCAL_PAGE = { hostname: "127.0.0.1", port: 8888, https: false, baseUrl: "/" };
+
+function openAt(loc, doc, connection = LOOP, extra = {}) {
+  return open({ _connection: connection, route: "" }, { location: loc, document: doc, ...extra });
+}
+
+function configDoc(config) {
+  return { getElementById: (id) => (id === "jupyter-config-data" ? { textContent: JSON.stringify(config) } : null) };
+}
+
+describe("routes", () => {
+  test("planRoutes: direct for hosted and non-loopback servers, whatever the page", () => {
+    assert.deepEqual(planRoutes({ key: "k" }, REMOTE_PAGE).map((c) => c.route), ["direct"]);
+    const lan = { ...LOOP, wsHost: "pusher.example.org", serverId: undefined };
+    assert.deepEqual(planRoutes(lan, REMOTE_PAGE).map((c) => c.route), ["direct"]);
+  });
+
+  test("planRoutes: a loopback server from a remote page goes through Jupyter, never direct", () => {
+    const plan = planRoutes(LOOP, REMOTE_PAGE);
+    assert.deepEqual(plan.map((c) => c.via), ["livewidget extension", "jupyter-server-proxy"]);
+    assert.equal(plan[0].options.wsHost, "lab.test");
+    assert.equal(plan[0].options.wsPort, 8888);
+    assert.equal(plan[0].options.wsPath, "/user/alice/livewidget/0123456789abcdef0123");
+    assert.equal(plan[0].infoUrl, "/user/alice/livewidget/0123456789abcdef0123/info");
+    assert.equal(plan[1].options.wsPath, "/user/alice/proxy/6001");
+    // no Jupyter page config: nothing can work from there
+    assert.deepEqual(planRoutes(LOOP, { ...REMOTE_PAGE, baseUrl: null }), []);
+  });
+
+  test("planRoutes: from a loopback page direct comes first; forcing keeps only that route", () => {
+    assert.deepEqual(planRoutes(LOOP, LOCAL_PAGE).map((c) => c.route), ["direct", "jupyter", "jupyter"]);
+    assert.deepEqual(planRoutes({ ...LOOP, route: "jupyter" }, LOCAL_PAGE).map((c) => c.route), ["jupyter", "jupyter"]);
+    assert.deepEqual(planRoutes({ ...LOOP, route: "direct" }, REMOTE_PAGE).map((c) => c.route), ["direct"]);
+    assert.deepEqual(planRoutes({ ...LOOP, route: "relay" }, LOCAL_PAGE), []);
+    assert.equal(isLoopback("localhost"), true);
+    assert.equal(isLoopback("[::1]"), true);
+    assert.equal(isLoopback("127.0.0.53"), true);
+    assert.equal(isLoopback("lab.test"), false);
+  });
+
+  test("the base URL comes from #jupyter-config-data", () => {
+    assert.equal(jupyterBaseUrl(configDoc({ baseUrl: "/user/alice/" })), "/user/alice/");
+    assert.equal(jupyterBaseUrl(configDoc({ baseUrl: "/user/bob" })), "/user/bob/");
+    assert.equal(jupyterBaseUrl(configDoc({})), null);
+    assert.equal(jupyterBaseUrl({ getElementById: () => null }), null);
+  });
+
+  test("jupyter route: checked by info, confirmed by the connection, reported to the kernel", async () => {
+    const asked = [];
+    const fetch = async (url, init) => {
+      asked.push([url, init.credentials]);
+      return jsonResponse(200, { server_id: LOOP.serverId, key: "k" });
+    };
+    const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+    const { conn, model } = openAt(loc, configDoc({ baseUrl: "/user/alice/" }), LOOP, { fetch });
+    assert.equal(FakePusher.instances.length, 0, "no connection before the identity check");
+    await settle();
+    assert.deepEqual(asked, [["/user/alice/livewidget/0123456789abcdef0123/info", "same-origin"]]);
+    const pusher = FakePusher.last();
+    assert.equal(pusher.options.wsHost, "lab.test");
+    assert.equal(pusher.options.wsPath, "/user/alice/livewidget/0123456789abcdef0123");
+    assert.equal(conn.route, "", "not counted before the server confirms");
+    assert.equal(model.get("route"), "");
+    pusher.connect();
+    assert.equal(conn.route, "jupyter");
+    assert.equal(conn.via, "livewidget extension");
+    assert.equal(model.get("route"), "jupyter");
+    assert.equal(model.saved, 1);
+    conn.close();
+  });
+
+  test("an info answer naming another server skips the extension for the proxy route", async () => {
+    const fetch = async () => jsonResponse(200, { server_id: "ffffffffffffffffffff", key: "k" });
+    const loc = { hostname: "lab.test", port: "", protocol: "https:" };
+    const { conn } = openAt(loc, configDoc({ baseUrl: "/" }), LOOP, { fetch });
+    await settle();
+    assert.equal(FakePusher.instances.length, 1);
+    const o = FakePusher.last().options;
+    assert.equal(o.wsPath, "/proxy/6001");
+    assert.equal(o.wsPort, 443);
+    assert.equal(o.forceTLS, true);
+    FakePusher.last().connect();
+    assert.equal(conn.route, "jupyter");
+    assert.equal(conn.via, "jupyter-server-proxy");
+    conn.close();
+  });
+
+  test("a candidate not confirmed in time, or refused with 4001, gives way to the next", async () => {
+    const loc = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+    const fetch = async () => jsonResponse(200, { server_id: LOOP.serverId, key: "k" });
+    const { conn, timers } = openAt(loc, configDoc({ baseUrl: "/" }), LOOP, { fetch, routeTrialMs: 5000 });
+    const direct = FakePusher.last();
+    assert.equal(direct.options.wsHost, "127.0.0.1");
+    assert.equal(direct.options.wsPath, undefined);
+    timers.advance(5000);
+    assert.equal(direct.disconnected, true);
+    await settle();
+    const viaExtension = FakePusher.last();
+    assert.notEqual(viaExtension, direct);
+    assert.equal(viaExtension.options.wsPath, "/livewidget/0123456789abcdef0123");
+    const refusal = { type: "PusherError", data: { code: 4001, message: "App key k does not exist" } };
+    viaExtension.connection.emit("error", refusal);
+    assert.equal(viaExtension.disconnected, true);
+    const viaProxy = FakePusher.last();
+    assert.equal(viaProxy.options.wsPath, "/proxy/6001");
+    viaProxy.connect();
+    assert.equal(conn.route, "jupyter");
+    conn.close();
+  });
+
+  test("forcing relay (not in this version) fails with a reason instead of connecting", () => {
+    const { conn } = openAt(null, null, { ...LOOP, route: "relay" });
+    assert.equal(FakePusher.instances.length, 0);
+    assert.equal(conn.state, "failed");
+    assert.match(conn.error, /relay route/);
+  });
+
+  test("from a remote page the kernel's loopback auth endpoint is not fetched: the comm signs", async () => {
+    const fetched = [];
+    const fetch = async (url) => {
+      fetched.push(url);
+      return jsonResponse(200, { server_id: LOOP.serverId, key: "k" });
+    };
+    const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+    const { conn, model } = openAt(loc, configDoc({ baseUrl: "/" }), LOOP, { fetch });
+    model.set("channels", ["private-ops"]);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    assert.deepEqual(fetched, ["/livewidget/0123456789abcdef0123/info"]);
+    assert.equal(model.sent.at(-1).type, "auth");
+    assert.equal(model.sent.at(-1).channel_name, "private-ops");
+    conn.close();
+  });
+});
+
+describe("signing from a page that is not on loopback", () => {
+  const AUTH = { url: "http://127.0.0.1:9999/auth", token: "tok-1", id: "abcdefabcdefabcdef01" };
+
+  function remote(fetch) {
+    const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+    const doc = { ...configDoc({ baseUrl: "/user/alice/" }), cookie: "a=b; _xsrf=2|x%3Dy|z; c=d" };
+    return open(
+      { _connection: LOOP, route: "", _auth: AUTH, channels: ["presence-room"] },
+      { location: loc, document: doc, fetch },
+    );
+  }
+
+  test("goes same-origin through the extension, with Jupyter's XSRF token", async () => {
+    const calls = [];
+    const fetch = async (url, init) => {
+      calls.push([url, init]);
+      if (url.endsWith("/info")) return jsonResponse(200, { server_id: LOOP.serverId, key: "k" });
+      return jsonResponse(200, { auth: "k:sig", channel_data: '{"user_id":"u"}' });
+    };
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    const [url, init] = calls[1];
+    assert.equal(url, "/user/alice/livewidget/auth/abcdefabcdefabcdef01");
+    assert.equal(init.credentials, "same-origin");
+    assert.equal(init.headers["X-XSRFToken"], "2|x=y|z");
+    assert.deepEqual(JSON.parse(init.body), { token: "tok-1", socket_id: "1234.5678", channel_name: "presence-room" });
+    assert.ok(!calls.some(([u]) => u.startsWith("http://127.0.0.1")), "never the kernel's loopback");
+    assert.equal(conn.channels.get("presence-room").state, "subscribed");
+    assert.equal(model.sent.length, 0, "no comm message needed");
+    conn.close();
+  });
+
+  test("falls back to the comm when the extension does not know the kernel (404)", async () => {
+    const fetch = async (url) =>
+      url.endsWith("/info") ? jsonResponse(200, { server_id: LOOP.serverId, key: "k" }) : jsonResponse(404, {});
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    assert.equal(model.sent.at(-1)?.type, "auth");
+    conn.close();
+  });
+
+  test("a refusal from the kernel's endpoint is shown, not retried over the comm", async () => {
+    const fetch = async (url) =>
+      url.endsWith("/info")
+        ? jsonResponse(200, { server_id: LOOP.serverId, key: "k" })
+        : jsonResponse(403, { error: "this widget did not ask for presence-room" });
+    const { conn, model } = remote(fetch);
+    await settle();
+    FakePusher.last().connect();
+    await settle();
+    assert.equal(model.sent.length, 0);
+    assert.match(conn.channels.get("presence-room").error, /did not ask for/);
+    conn.close();
+  });
+});
+
+test("routes: when the only route's identity check fails, the widget says why instead of connecting", async () => {
+  const fetch = async () => jsonResponse(404, {});
+  const loc = { hostname: "lab.test", port: "8888", protocol: "http:" };
+  const noPort = { ...LOOP, wsPort: undefined, wssPort: undefined };
+  const { conn } = openAt(loc, configDoc({ baseUrl: "/" }), noPort, { fetch });
+  await settle();
+  assert.equal(FakePusher.instances.length, 0);
+  assert.equal(conn.state, "failed");
+  assert.match(conn.error, /does not know this kernel's Pusher server/);
 });

@@ -6,15 +6,18 @@ dispatches on ``_kind``):
 Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
-                     enabledTransports?}``. Never the secret.
+                     enabledTransports?}`` and the route hints ``{route, serverId?, appId?}``
+                     (``Settings.browser_config``). Never the secret.
     ``channels``     channels to subscribe to. The kernel keeps its own copy: what it signs, records
                      and publishes to never follows a change made to a synced trait by the browser
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
     ``_auth``        ``{url, token}``: POST ``{"token", "socket_id", "channel_name"}`` as the body
                      (``Content-Type: text/plain`` keeps it a simple CORS request) to ``url`` and get
                      ``{"auth", "channel_data"?}`` or ``{"error"}`` (403 when refused). ``url`` is
-                     on 127.0.0.1 in the kernel and answers while cells run. When it cannot be
-                     reached, fall back to the comm (below).
+                     on 127.0.0.1 in the kernel and answers while cells run. ``id`` names it to
+                     the Jupyter extension: a page that is not on loopback POSTs the same body to
+                     ``{base_url}livewidget/auth/{id}``. When neither can be reached, fall back to
+                     the comm (below).
     ``status``       the kernel receiver's state: ``connecting``, ``connected``, ``unavailable``,
                      ``failed``, ``closed``, or ``disabled`` (recording off)
     ``error``        a problem to show (empty when none)
@@ -28,6 +31,11 @@ Synced traits, kernel → browser
     ``max_log``      rows the view keeps and shows
     ``title``        heading
 
+Synced trait, browser → kernel
+    ``route``        the route the browser's connection took once the server confirmed it:
+                     ``direct``, ``jupyter`` or ``relay`` (empty until then). Informational only: it
+                     never changes what the kernel signs or forwards (``_sign`` does not read it).
+
 Custom messages
     browser → kernel ``{"type": "auth", "id", "socket_id", "channel_name"}``;
     kernel → browser ``{"type": "auth", "id", "auth"?, "channel_data"?, "error"?}``.
@@ -38,6 +46,7 @@ messages per second per widget whatever the event rate), far under Jupyter's 100
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -57,6 +66,7 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
+from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
 from ..protocol.channels import ChannelKind, channel_kind, is_valid_channel_name, is_valid_socket_id
@@ -70,6 +80,7 @@ log = logging.getLogger("livewidget.widgets")
 STATIC = Path(__file__).parent.parent / "static"
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
+_BROWSER_ROUTES = ("", "direct", "jupyter", "relay")
 
 
 def _default_user() -> dict[str, Any]:
@@ -100,6 +111,13 @@ class LiveWidget(anywidget.AnyWidget):
     _history = traitlets.Bytes(b"").tag(sync=True)
     max_log = traitlets.Int(500).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
+    route = traitlets.Unicode("").tag(sync=True)
+
+    @traitlets.validate("route")
+    def _valid_route(self, proposal: Any) -> str:
+        # Set by the browser: anything but a known route name is shown as unknown (""), never kept.
+        value = proposal["value"]
+        return value if value in _BROWSER_ROUTES else ""
 
     def __init__(
         self,
@@ -153,6 +171,11 @@ class LiveWidget(anywidget.AnyWidget):
         self._channel_names = tuple(names)
         self._event_filter = frozenset(filt)
         self._max_log = max_log
+        if self._settings.server_id and self._settings.source != "embedded":
+            # a server on loopback that is not the embedded daemon: tell the Jupyter extension (_routes)
+            with contextlib.suppress(OSError):
+                s = self._settings
+                register(s.app_id, s.key, s.host or "", s.ws_port)
         self._user = user or _default_user()
         self._authorize_cb = authorize
         self._store = EventStore(max_rows)
@@ -171,7 +194,7 @@ class LiveWidget(anywidget.AnyWidget):
         if self._settings.secret:
             ep = endpoint()
             self._token = ep.register(self._sign)
-            token_url = {"url": ep.url, "token": self._token}
+            token_url = {"url": ep.url, "token": self._token, "id": ep.id}
         else:
             self._token = ""
         super().__init__(

@@ -50,6 +50,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 BUNDLE = REPO / "livewidget" / "static" / "widget.js"
 PLACEHOLDER_MARK = "front end not built"
 
+PAGE_HOST = "lab.test"  # Chromium resolves it to 127.0.0.1 (CHROMIUM_ARGS)
 LAB_START_TIMEOUT = 60.0  # s for /api/status to answer
 PAGE_TIMEOUT = 90_000  # ms for the page to load and its kernel to be idle
 CHROMIUM_ARGS = [
@@ -62,6 +63,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # a hostname that is not loopback, for pages served as on a hub or remote server (test_route_e2e)
+    f"--host-resolver-rules=MAP {PAGE_HOST} 127.0.0.1",
 ]
 LAB_SETTINGS: dict[str, dict[str, Any]] = {
     # The news toast still appears with --LabApp.news_url=None; it would cover the widgets.
@@ -185,10 +188,26 @@ def write_notebook(folder: Path, name: str, cells: list[str]) -> str:
 
 
 class JupyterLab:
-    """``jupyter lab`` in a subprocess, token-less on 127.0.0.1, with isolated folders."""
+    """``jupyter lab`` in a subprocess, token-less on 127.0.0.1, with isolated folders.
 
-    def __init__(self, base: Path, env_extra: dict[str, str]) -> None:
+    ``base_url`` and ``extra`` (more command-line options) serve it as on a hub; ``page_host`` is the
+    hostname pages open it at (``url`` stays on 127.0.0.1 for the REST calls of the tests).
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        env_extra: dict[str, str],
+        *,
+        base_url: str = "/",
+        page_host: str = "127.0.0.1",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.base = base
+        self.base_url = base_url
+        self.page_host = page_host
+        self.extra = extra
+        self.page_url = ""
         self.root = base / "root"
         self.root.mkdir()
         self.dirs = {
@@ -225,12 +244,19 @@ class JupyterLab:
         last_error = ""
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
+            prefix = self.base_url.rstrip("/")
+            self.url = f"http://127.0.0.1:{self.port}{prefix}"
+            self.page_url = f"http://{self.page_host}:{self.port}{prefix}"
             cmd = lab_command(
                 self.port,
                 self.root,
                 token="",
-                extra=("--ServerApp.password=", "--ServerApp.disable_check_xsrf=True"),
+                extra=(
+                    "--ServerApp.password=",
+                    "--ServerApp.disable_check_xsrf=True",
+                    f"--ServerApp.base_url={self.base_url}",
+                    *self.extra,
+                ),
             )
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
             self.proc = subprocess.Popen(
@@ -348,7 +374,7 @@ class NotebookPage:
         NotebookPage._pages += 1
         workspace = f"e2e-{os.getpid()}-{NotebookPage._pages}"
         self.page.goto(
-            f"{self.lab.url}/lab/workspaces/{workspace}/tree/{self.path}", wait_until="domcontentloaded"
+            f"{self.lab.page_url}/lab/workspaces/{workspace}/tree/{self.path}", wait_until="domcontentloaded"
         )
         self.page.wait_for_function(
             f"""(path) => {{

@@ -32,6 +32,12 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[float, str, An
     yield RecordingComm.sent
 
 
+@pytest.fixture(autouse=True)
+def private_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Widgets on a loopback server register it for the Jupyter extension: in a folder of the tests."""
+    monkeypatch.setenv("LIVEWIDGET_RUNTIME_DIR", str(tmp_path_factory.mktemp("lw-run")))
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
     with LocalServer() as s:

@@ -331,3 +331,35 @@ def test_auth_endpoint_refuses_malformed_bodies_plainly(make_feed):
         urllib.request.urlopen(req, timeout=5)
     assert info.value.code == 400 and "expected JSON" in json.loads(info.value.read())["error"]
     assert _post(url, {"token": token, "socket_id": "1.2", "channel_name": "private-t-body"})[0] == 200
+
+
+def test_route_trait_is_reported_by_the_browser_and_changes_nothing_it_may_do(make_feed, server, comms):
+    """``route`` is set by the browser (issue 12); unknown values are dropped, and it never widens
+    what the kernel signs. A widget on a loopback server registers it for the Jupyter extension."""
+    from livewidget import _routes
+
+    feed = make_feed(["private-t-a"], record=False)
+    cfg = feed._connection
+    assert cfg["route"] == "auto" and cfg["serverId"] in _routes.targets()
+    assert feed.route == ""
+    feed.set_state({"route": "jupyter"})  # as a browser's update arrives
+    assert feed.route == "jupyter"
+    feed.set_state({"route": "anywhere; sign everything"})
+    assert feed.route == ""
+    feed.set_state({"route": "relay"})
+    with pytest.raises(PermissionError, match="did not ask for private-other"):
+        feed._sign("1.2", "private-other")
+    assert "auth" in feed._sign("1.2", "private-t-a")
+
+
+def test_registration_forgets_servers_that_stopped():
+    """A new registration removes those of servers that no longer listen (the folder stays small)."""
+    from livewidget import _routes
+    from livewidget.server import LocalServer
+
+    with LocalServer() as gone:
+        sid = _routes.register(gone.app_id, gone.key, gone.host, gone.port)
+    assert sid in _routes.targets()
+    with LocalServer() as live:
+        other = _routes.register(live.app_id, live.key, live.host, live.port)
+        assert set(_routes.targets()) == {other}
