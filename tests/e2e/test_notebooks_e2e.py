@@ -2,7 +2,9 @@
 
 Each notebook is copied into the session's JupyterLab, opened, run top to bottom from the page, and
 must end without an error output and show its widget (the front end's root class). Screenshots of each
-widget go to ``docs/images/`` (committed: the README shows them) and of the page to ``test-artifacts/``.
+widget and of the page go to ``test-artifacts/`` (ignored by git); with ``--refresh-docs-images``
+(``scripts/refresh-docs-images.sh``) the widget pictures also replace the committed ones in ``docs/images/``
+that the README shows. A plain test run never writes into the tree.
 
 ``livewidget demo --no-browser`` runs as a subprocess with a private runtime folder and demo folder: it
 must print the URL, its JupyterLab must answer ``/api/status``, demo traffic must arrive on the demo
@@ -54,6 +56,13 @@ EXPECT = {
 }
 
 
+def docs_image(config: pytest.Config, artifact: Path, name: str) -> None:
+    """Copy a screenshot over the README's picture ``docs/images/<name>``, only when asked to."""
+    if config.getoption("refresh_docs_images"):
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifact, IMAGES / name)
+
+
 def test_every_notebook_has_an_e2e_check() -> None:
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == set(WIDGETS)
 
@@ -78,7 +87,9 @@ def _errors(nb: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("name", sorted(WIDGETS), ids=[n.split(".")[0] for n in sorted(WIDGETS)])
-def test_notebook_in_jupyterlab(name: str, notebooks: Any, lab: JupyterLab, frontend: str) -> None:
+def test_notebook_in_jupyterlab(
+    name: str, notebooks: Any, lab: JupyterLab, frontend: str, request: pytest.FixtureRequest
+) -> None:
     shutil.copyfile(NOTEBOOKS / name, lab.root / name)
     source = nbformat.read(NOTEBOOKS / name, as_version=4)
     last = max(i for i, cell in enumerate(source.cells) if cell.cell_type == "code")
@@ -92,9 +103,8 @@ def test_notebook_in_jupyterlab(name: str, notebooks: Any, lab: JupyterLab, fron
         widget.get_by_text(EXPECT[name]).first.wait_for(state="visible", timeout=20_000)
     widget.scroll_into_view_if_needed()
     nb.page.wait_for_timeout(1000)  # let the last events paint
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    widget.screenshot(path=str(IMAGES / f"{shot}.png"))
-    shutil.copyfile(IMAGES / f"{shot}.png", ARTIFACTS / f"notebook-{shot}-widget.png")
+    widget.screenshot(path=str(ARTIFACTS / f"notebook-{shot}-widget.png"))
+    docs_image(request.config, ARTIFACTS / f"notebook-{shot}-widget.png", f"{shot}.png")
     nb.screenshot(f"notebook-{shot}")
 
 
@@ -106,7 +116,9 @@ def _read_lines(stream: Any, sink: list[str]) -> None:
         sink.append(raw.decode(errors="replace"))
 
 
-def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, artifacts: Path) -> None:
+def test_demo_command_end_to_end(
+    tmp_path: Path, chromium: Path, browser: Any, artifacts: Path, request: pytest.FixtureRequest
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "LIVEWIDGET_"))}
     env.update(
         LIVEWIDGET_RUNTIME_DIR=str(tmp_path / "run"),
@@ -181,8 +193,7 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             page.evaluate("() => document.querySelector('.lw-chart')?.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "demo-lab.png"))
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ARTIFACTS / "demo-lab.png", IMAGES / "demo-lab.png")
+            docs_image(request.config, ARTIFACTS / "demo-lab.png", "demo-lab.png")
         finally:
             context.close()
     finally:
