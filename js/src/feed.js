@@ -9,9 +9,11 @@ import {
   dataPretty,
   dataText,
   decodeJsonLines,
+  formatJson,
   formatRate,
   formatTime,
   h,
+  labelText,
   RateMeter,
   RingBuffer,
   StoreBase,
@@ -32,10 +34,12 @@ function maxLog(model) {
 }
 
 const LIVE_KEYS = 32; // first live events remembered, to find where they begin in the kernel's history
+const KEY_CHARS = 4000; // data in a row's identity (rowKey)
 
 /** An event's identity for matching live events against the kernel's history. */
 function rowKey(row) {
-  return `${row.channel}\u0001${row.event}\u0001${JSON.stringify(row.data ?? null)}`;
+  // Bounded text, not JSON.stringify: data nested thousands deep would throw (and a huge value cost).
+  return `${row.channel}\u0001${row.event}\u0001${formatJson(row.data ?? null, { maxChars: KEY_CHARS })}`;
 }
 
 /** The index in `rows` where the live events (`live`: their keys, in order) begin, or -1. */
@@ -115,10 +119,10 @@ export class FeedStore extends StoreBase {
       if (!Number.isFinite(t) || typeof item.event !== "string" || !this.accepts(item.event)) continue;
       rows.push({
         t,
-        channel: String(item.channel ?? ""),
+        channel: labelText(item.channel, 200),
         event: item.event,
         data: item.data,
-        user_id: item.user_id ?? null,
+        user_id: item.user_id === undefined || item.user_id === null ? null : labelText(item.user_id, 200),
         history: true,
         seq: 0,
       });
@@ -366,7 +370,7 @@ export class FeedView extends ViewBase {
     }
     if (rebuild || fresh.length > 0) {
       const frag = this.doc.createDocumentFragment();
-      for (const row of fresh) frag.append(this._row(row));
+      for (const row of fresh) frag.append(this._safeRow(row));
       if (rebuild || fresh.length >= cap) {
         this.logEl.replaceChildren(frag);
       } else {
@@ -401,6 +405,18 @@ export class FeedView extends ViewBase {
           " · click a row for its data";
     this._text("footer", this.footerEl, footer);
     this.footerEl.hidden = !footer;
+  }
+
+  /** `_row(row)`, or a row saying it could not be shown: one event never stops the log's repaints. */
+  _safeRow(row) {
+    try {
+      return this._row(row);
+    } catch (err) {
+      console.error("livewidget: a Feed row could not be shown", err);
+      const el = h(this.doc, "div", "lw-row lw-row-broken");
+      el.append(h(this.doc, "span", "lw-time", formatTime(row.t)), h(this.doc, "span", "lw-data", "(this event could not be shown)"));
+      return el;
+    }
   }
 
   /** A log row. Every piece of event data goes through textContent or an attribute: it is untrusted. */

@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { h, StoreBase, ViewBase } from "./util.js";
+import { h, labelText, StoreBase, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -175,8 +175,17 @@ function parseState(data) {
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) return null;
   if (typeof value.job !== "string" || !value.job) return null;
-  return { ...value };
+  const state = { ...value };
+  // Text a job shows, bounded and made text here once: a publisher may send any JSON (a list nested
+  // thousands deep makes String() throw; a megabyte description would be painted on every frame).
+  for (const [field, max] of Object.entries(TEXT_FIELDS)) {
+    if (state[field] !== undefined && state[field] !== null) state[field] = labelText(state[field], max);
+  }
+  return state;
 }
+
+/** The text fields of a job's state and the characters kept of each. */
+const TEXT_FIELDS = { desc: 300, postfix: 300, host: 200, error: 4000, unit: 40, parent: 300 };
 
 // ------------------------------------------------------------------------------------------ store
 

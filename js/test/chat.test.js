@@ -305,6 +305,17 @@ describe("ChatStore", () => {
     assert.deepEqual([msg.userId, msg.name, msg.color, msg.via], ["bob", "Bob", "#0090ff", "browser"]);
   });
 
+  test("a claimed name or id nested 5,000 deep does not lose the message or later ones", async () => {
+    const s = await session();
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    s.deliver(EVENTS.serverMessage, piece("p1", "deep name", { id: deep, name: deep }));
+    s.deliver(EVENTS.message, piece("m1", "after", { id: "x", name: deep }), "bob");
+    const p1 = s.store.messages.get("p1");
+    assert.ok(p1, "the message is kept");
+    assert.ok(p1.name.length <= 80 && p1.userId.length <= 128);
+    assert.equal(s.store.messages.get("m1").name, "Bob");
+  });
+
   test("messages from Python (REST chat-message) are shown the same, marked via python", async () => {
     const s = await session();
     s.deliver(EVENTS.serverMessage, piece("p1", "job **done**", { id: "ci", name: "CI bot", color: "#46a758" }));

@@ -395,6 +395,57 @@ describe("FeedView", () => {
     assert.ok(!row.classList.contains("lw-open"));
   });
 
+  test("data nested 5,000 deep is shown truncated and later events still paint (live and from history)", () => {
+    const deepText = `${"[".repeat(5000)}${"]".repeat(5000)}`;
+    const deepObj = `${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`;
+    const s = session({
+      channels: ["a"],
+      _history: new TextEncoder().encode(`{"t": ${T0 - 1000}, "channel": "a", "event": "old", "data": ${deepObj}}\n`),
+    });
+    const { root, frames } = view(s);
+    assert.equal(root.querySelectorAll(".lw-row").length, 1, "the deep history row is shown");
+    s.pusher.deliver("a", "deep", JSON.parse(deepText));
+    frames.frame();
+    s.pusher.deliver("a", "deep", JSON.parse(deepObj));
+    frames.frame();
+    s.pusher.deliver("a", "after", { ok: 1 });
+    frames.frame();
+    const rows = [...root.querySelectorAll(".lw-row")];
+    assert.deepEqual(
+      rows.map((r) => r.dataset.event),
+      ["after", "deep", "deep", "old"],
+    );
+    assert.equal(rows[0].querySelector(".lw-data").textContent, '{"ok":1}');
+    assert.equal(root.querySelector(".lw-count").textContent, "3");
+    for (const row of rows.slice(1)) {
+      const cell = row.querySelector(".lw-data");
+      assert.ok(cell.textContent.length <= 240, cell.textContent.length);
+      assert.ok(cell.textContent.endsWith("…") || cell.textContent.includes("[…]"));
+      assert.match(cell.getAttribute("title"), /[[{]…[\]}]/, "the nesting beyond the limit is marked");
+      cell.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
+      assert.ok(row.classList.contains("lw-open"));
+      assert.match(cell.textContent, /…/);
+      assert.ok(cell.textContent.length < 100_000);
+    }
+    // the filter reads the rows' text too
+    s.pusher.deliver("a", "later", { n: 2 });
+    frames.frame();
+    assert.equal(root.querySelector(".lw-row").dataset.event, "later");
+  });
+
+  test("a megabyte of data costs a bounded row: preview, title and expanded text are capped", () => {
+    const s = session({ channels: ["a"] });
+    const { root, frames } = view(s);
+    s.pusher.deliver("a", "huge", { list: Array.from({ length: 200_000 }, (_, i) => i), text: "y".repeat(1_000_000) });
+    frames.frame();
+    const cell = root.querySelector(".lw-row .lw-data");
+    assert.ok(cell.textContent.length <= 240);
+    assert.ok(cell.getAttribute("title").length <= 4000);
+    cell.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
+    assert.ok(cell.textContent.length <= 100_000, cell.textContent.length);
+    assert.ok(cell.textContent.endsWith("…"));
+  });
+
   test("cleanup removes every listener and the DOM", () => {
     const s = session({ channels: ["a"] });
     const modelListeners = s.model.listenerCount();

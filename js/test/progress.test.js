@@ -295,6 +295,23 @@ describe("ProgressView", () => {
     assert.equal(q(".lw-clear").disabled, true);
   });
 
+  test("job text nested 5,000 deep or a megabyte long is shown bounded, and later updates still paint", () => {
+    const s = session();
+    const { jobEl, frames } = view(s);
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    s.send(job("a", { desc: deep, postfix: deep, host: deep, unit: deep, parent: null }));
+    s.send(job("b", { desc: "d".repeat(1_000_000), status: "failed", error: "e".repeat(1_000_000) }));
+    frames.frame();
+    assert.ok(jobEl("a"), "the job with deep fields is shown");
+    assert.ok(jobEl("a").querySelector(".lw-name").textContent.length <= 300);
+    assert.ok(jobEl("b").querySelector(".lw-name").textContent.length <= 300);
+    assert.ok(jobEl("b").querySelector(".lw-detail").textContent.length <= 4000);
+    s.send(job("a", { desc: "fine", n: 5 }));
+    frames.frame();
+    assert.equal(jobEl("a").querySelector(".lw-name").textContent, "fine");
+    assert.equal(jobEl("a").querySelector(".lw-n").textContent, "5/10");
+  });
+
   test("live events are coalesced into one paint per animation frame", () => {
     const s = session();
     const { jobEl, frames, v } = view(s);
