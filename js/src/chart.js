@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, formatRate, h, labelText, RateMeter, StoreBase, ViewBase } from "./util.js";
+import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -679,6 +679,7 @@ export class ChartView extends ViewBase {
       return [box, value];
     };
     const [pointsBox, points] = stat("lw-chart-points", "points", "points in the window shown");
+    this.pointsLabelEl = pointsBox.lastChild;
     const [rateBox, rate] = stat("lw-rate", "/s", "points per second received by this browser (last 5 s)");
     this.pointsEl = points;
     this.rateEl = rate;
@@ -1020,6 +1021,7 @@ export class ChartView extends ViewBase {
     const { store, root } = this;
     const n = store.size;
     this._text("points", this.pointsEl, n.toLocaleString("en-US"));
+    this._text("pointsLabel", this.pointsLabelEl, n === 1 ? "point" : "points");
     this._text("rate", this.rateEl, formatRate(store.rate(this.now())));
     const problems = store.problems;
     this.skippedEl.hidden = problems === 0;

@@ -14,6 +14,7 @@ import {
   formatTime,
   h,
   labelText,
+  plural,
   RateMeter,
   RingBuffer,
   StoreBase,
@@ -237,7 +238,9 @@ export class FeedView extends ViewBase {
       box.title = title;
       return [box, value];
     };
-    const [countBox, count] = stat("lw-count", "events", "events received by this browser");
+    const [countBox, count] = stat("lw-count", "events", "events in this view");
+    this.countBox = countBox;
+    this.countLabelEl = countBox.lastChild;
     const [rateBox, rate] = stat("lw-rate", "/s", "events per second in this browser (last 5 s)");
     const [kcBox, kcount] = stat("lw-kernel-count", "recorded", "events recorded by the kernel (feed.df)");
     const [dropBox, dropped] = stat("lw-dropped", "dropped", "rows the kernel dropped (max_rows)");
@@ -343,7 +346,15 @@ export class FeedView extends ViewBase {
     this._text("error", this.errorEl, errorText);
     this.errorEl.hidden = !errorText;
 
-    this._text("count", this.countEl, String(store.received));
+    // Every event this view shows counts: those from the kernel's history as well as those received
+    // live (a Feed restored from history showed its rows under "0 events").
+    const events = store.received + store.seeded;
+    this._text("count", this.countEl, String(events));
+    this._text("countLabel", this.countLabelEl, events === 1 ? "event" : "events");
+    const countTitle =
+      `${plural(store.received, "event")} received live by this browser` +
+      (store.seeded ? `, ${store.seeded} from the kernel's history` : "");
+    if (this.countBox.title !== countTitle) this.countBox.title = countTitle;
     this._text("rate", this.rateEl, formatRate(store.rate(this.now())));
     this._text("kcount", this.kernelCountEl, String(model.get("count") ?? 0));
     const dropped = Number(model.get("dropped") ?? 0);

@@ -308,6 +308,11 @@ export function truncate(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
+/** `n` and the noun for it: "1 event", "2 events" (`many` when the plural is not `one` + "s"). */
+export function plural(n, one, many = `${one}s`) {
+  return `${typeof n === "number" ? n.toLocaleString("en-US") : n} ${n === 1 ? one : many}`;
+}
+
 /** Events per second for display: one decimal below 100, whole numbers above. */
 export function formatRate(rate) {
   if (!Number.isFinite(rate) || rate <= 0) return "0.0";

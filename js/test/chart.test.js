@@ -682,6 +682,7 @@ describe("ChartView", () => {
     frames.frame();
     assert.equal(empty.hidden, true);
     assert.equal(FakeUPlot.last().data[0].length, 1);
+    assert.equal(root.querySelector(".lw-chart-points").nextSibling.textContent, "point", "1 point, not 1 points");
     v.destroy();
   });
 

@@ -360,7 +360,36 @@ describe("FeedView", () => {
     const row = root.querySelector(".lw-row");
     assert.equal(row.getAttribute("data-event"), "boot");
     assert.ok(row.classList.contains("lw-history"));
-    assert.equal(root.querySelector(".lw-count").textContent, "0", "counts what this browser received");
+    assert.equal(root.querySelector(".lw-count").textContent, "1", "history rows are events of this view");
+    assert.equal(root.querySelector(".lw-count").nextSibling.textContent, "event", "1 event, not 1 events");
+  });
+
+  test("the event count agrees with the rows shown: restored from history, gap filled, singular", () => {
+    const rows = (from, n) =>
+      [...Array(n).keys()].map((i) => ({ t: T0 - 5000 + (from + i) * 10, channel: "a", event: "tick", data: { i: from + i } }));
+    const s = session({ channels: ["a"], _history: historyBytes(rows(0, 50)) });
+    const { root, frames } = view(s);
+    const count = () => root.querySelector(".lw-count").textContent;
+    const label = () => root.querySelector(".lw-count").nextSibling.textContent;
+    const shown = () => root.querySelectorAll(".lw-row").length;
+    assert.equal(shown(), 50);
+    assert.deepEqual([count(), label()], ["50", "events"], "a Feed restored from history: not 0 events");
+    assert.match(root.querySelector(".lw-count").parentNode.title, /0 events received live by this browser, 50 from the kernel's history/);
+    // live events, then the kernel's refreshed history fills in the one this browser missed
+    for (const i of [51, 52]) s.pusher.deliver("a", "tick", { i });
+    s.model.set("_history", historyBytes(rows(0, 52)));
+    s.clock.now += 1000; // past the flood throttle (the rows were renumbered)
+    frames.frame();
+    assert.equal(shown(), 53);
+    assert.equal(count(), String(shown()), "11 events above 12 rows, before");
+    const one = session({ channels: ["b"] });
+    const v1 = view(one);
+    one.pusher.deliver("b", "x", {});
+    v1.frames.frame();
+    assert.deepEqual(
+      [v1.root.querySelector(".lw-count").textContent, v1.root.querySelector(".lw-count").nextSibling.textContent],
+      ["1", "event"],
+    );
   });
 
   test("event data is text, never HTML", () => {
@@ -416,7 +445,7 @@ describe("FeedView", () => {
       ["after", "deep", "deep", "old"],
     );
     assert.equal(rows[0].querySelector(".lw-data").textContent, '{"ok":1}');
-    assert.equal(root.querySelector(".lw-count").textContent, "3");
+    assert.equal(root.querySelector(".lw-count").textContent, "4");
     for (const row of rows.slice(1)) {
       const cell = row.querySelector(".lw-data");
       assert.ok(cell.textContent.length <= 240, cell.textContent.length);
