@@ -12,7 +12,7 @@ import {
   toTime,
 } from "../src/chart.js";
 import { Connection } from "../src/connection.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;

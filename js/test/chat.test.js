@@ -4,7 +4,7 @@ import { after, beforeEach, describe, test } from "node:test";
 import { ChatStore, ChatView, colorFor, EVENTS, initials, LIMITS, splitText } from "../src/chat.js";
 import { Connection } from "../src/connection.js";
 import { LINK_REL, renderMarkdown, safeHref } from "../src/markdown.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, historyBytes, jsonResponse, makeDom, ManualFrames, ManualTimers, settle } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;

@@ -4,7 +4,7 @@ import { after, afterEach, beforeEach, describe, test } from "node:test";
 import { Connection } from "../src/connection.js";
 import { FeedStore, FeedView, MAX_DOM_ROWS } from "../src/feed.js";
 import { EAGER_GAP_MS } from "../src/util.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, historyBytes, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;

@@ -12,7 +12,7 @@ import {
   ProgressStore,
   ProgressView,
 } from "../src/progress.js";
-import { createWidget, KINDS } from "../src/widget.js";
+import { createWidget, KINDS } from "../src/kinds.js";
 import { FakeModel, FakePusher, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;

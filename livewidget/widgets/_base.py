@@ -1,7 +1,7 @@
 """What every livewidget widget shares: connection, browser authorization, the kernel-side record.
 
-The contract with the front end (``js/src``; one bundle, ``livewidget/static/widget.js``, which
-dispatches on ``_kind``):
+The contract with the front end (``js/src``; one ES module per widget class, ``livewidget/static/<kind>.js``
+and ``<kind>.css``, each with pusher-js and only that class's front end, dispatching on ``_kind``):
 
 Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
@@ -66,6 +66,13 @@ __all__ = ["LiveWidget"]
 log = logging.getLogger("livewidget.widgets")
 
 STATIC = Path(__file__).parent.parent / "static"
+
+
+def _front_end(kind: str) -> tuple[Path, Path]:
+    """The built ES module and stylesheet of the widget class whose ``_kind`` is ``kind``."""
+    return STATIC / f"{kind}.js", STATIC / f"{kind}.css"
+
+
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
 
@@ -81,8 +88,7 @@ def _default_user() -> dict[str, Any]:
 class LiveWidget(anywidget.AnyWidget):
     """Base of the livewidget widgets; see the module docstring for the front-end contract."""
 
-    _esm = STATIC / "widget.js"
-    _css = STATIC / "widget.css"
+    # Each class sets its own module (anywidget loads one `_esm` per class): see `_front_end`.
 
     _kind = traitlets.Unicode("").tag(sync=True)
     _connection = traitlets.Dict().tag(sync=True)

@@ -56,7 +56,7 @@ import traitlets
 from .._frames import table
 from .._loop import io_loop
 from ..protocol.client import ClientEvent
-from ._base import HISTORY_EVERY, LiveWidget
+from ._base import HISTORY_EVERY, LiveWidget, _front_end
 
 __all__ = ["Chat"]
 
@@ -196,6 +196,7 @@ class Chat(LiveWidget):
     """
 
     _kind = traitlets.Unicode("chat").tag(sync=True)
+    _esm, _css = _front_end("chat")
     room = traitlets.Unicode("").tag(sync=True)
     me = traitlets.Dict().tag(sync=True)
     members = traitlets.List(traitlets.Dict())
