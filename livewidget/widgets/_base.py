@@ -125,9 +125,11 @@ class LiveWidget(anywidget.AnyWidget):
         host: str | None = None,
         port: int | None = None,
         use_tls: bool | None = None,
+        as_member: bool = False,
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until fully started: close() (also from __del__) has nothing to free
+        self._as_member = as_member
         names = [channels] if isinstance(channels, str) else list(channels)
         if not names:
             raise ValueError("give at least one channel name")
@@ -194,8 +196,12 @@ class LiveWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ authorization
 
     def _kernel_member(self) -> dict[str, Any]:
-        """How the kernel's own receiver appears on presence channels (marked, so UIs can hide it)."""
+        """How the kernel's own receiver appears on presence channels: marked, so UIs can hide it (the
+        person is there through the browser's view), or as ``user`` itself with ``as_member=True`` (a
+        bot, with no browser view: it is then shown online like anyone else)."""
         info = dict(self._user.get("info") or {})
+        if self._as_member:
+            return {"id": str(self._user["id"]), "info": info}
         info["livewidget_kernel"] = True
         return {"id": f"{self._user['id']}:kernel", "info": info}
 

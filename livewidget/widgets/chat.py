@@ -180,7 +180,8 @@ class Chat(LiveWidget):
         Messages kept in ``chat.df`` (the oldest go first).
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``,
-        ``host``, ...), ``title``, ``authorize``.
+        ``host``, ...), ``title``, ``authorize``; ``as_member=True`` for a bot that no browser shows:
+        its kernel joins as ``user`` (listed online) rather than as a hidden kernel member.
 
     Python side
         ``chat.send(text)`` posts (for bots and job notifications; returns the message id);

@@ -131,7 +131,9 @@ def test_demo_command_end_to_end(
     )
     (tmp_path / "run").mkdir()
     lab_port = free_port()
-    cmd = [sys.executable, "-m", "livewidget", "demo", "--no-browser", "--lab-port", str(lab_port)]
+    # --port 0: any port; the demo starts the server and must not call it "reused"
+    cmd = [sys.executable, "-m", "livewidget", "demo", "--no-browser", "--port", "0"]
+    cmd += ["--lab-port", str(lab_port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, out), daemon=True)
@@ -147,6 +149,7 @@ def test_demo_command_end_to_end(
             time.sleep(0.2)
         assert url, f"no URL printed; output:\n{''.join(out)}"
         assert url.startswith(f"http://127.0.0.1:{lab_port}/")
+        assert "reusing" not in "".join(out), "".join(out)
         token = url.split("token=")[1]
         with urllib.request.urlopen(
             f"http://127.0.0.1:{lab_port}/api/status?token={token}", timeout=10
@@ -186,10 +189,16 @@ def test_demo_command_end_to_end(
             page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             page.locator(".lw-chat").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(5000)  # traffic accumulates
-            toast = page.locator(".Toastify__toast button", has_text="No")
-            if toast.count():  # JupyterLab's "get notified about news?" toast covers the chat
-                toast.first.click(timeout=5_000)
-                page.wait_for_timeout(500)
+            # JupyterLab's "get notified about official Jupyter news?" toast would cover the chat
+            toasts = page.locator(".Toastify__toast")
+            assert toasts.count() == 0, toasts.all_inner_texts()
+            # the bot is in the room's online list, and has greeted
+            chat = page.locator(".lw-chat").first
+            chat.get_by_text("I am the demo bot").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_function(
+                "() => (document.querySelector('.lw-chat-online')?.title || '').includes('Demo bot')",
+                timeout=30_000,
+            )
             page.evaluate("() => document.querySelector('.lw-chart')?.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "demo-lab.png"))
