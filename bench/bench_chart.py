@@ -5,7 +5,7 @@
 Not a test: it prints a Markdown report (and writes it with a JSON copy to ``--out``).
 
 1. **Frame rate with 100,000 points in the window while receiving 1,000 points/s** (target: 30 fps or
-   better). The bundle (``livewidget/static/widget.js``) runs in a plain page with a minimal anywidget
+   better). The bundle (``livewidget/static/chart.js``) runs in a plain page with a minimal anywidget
    model (no kernel: the front end alone): the window is filled with 100,000 points through the
    ``points`` message, then a separate process publishes 1,000 points/s with
    :func:`livewidget.points` through the embedded server. Measured in the page: animation frames per
@@ -259,8 +259,8 @@ def standalone(browser: Any, server: LocalServer, env: dict[str, str], quick: bo
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "index.html").write_text(PAGE.replace("TRAITS", json.dumps(traits)))
-        for name in ("widget.js", "widget.css"):
-            (root / name).write_bytes((STATIC / name).read_bytes())
+        for suffix in (".js", ".css"):  # the LiveChart's own module, served as /widget.js
+            (root / f"widget{suffix}").write_bytes((STATIC / f"chart{suffix}").read_bytes())
         handler = functools.partial(_Quiet, directory=str(root))
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()

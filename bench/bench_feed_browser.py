@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_feed_browser.py [--seconds 10] [--playwright] [--profile] [--trace]
 
-Not a test. The bundle (``livewidget/static/widget.js``) runs in a plain page with a minimal anywidget
+Not a test. The bundle (``livewidget/static/feed.js``) runs in a plain page with a minimal anywidget
 model (the front end alone, no kernel), next to a raw baseline on the same page: a native WebSocket
 speaking the Pusher protocol that appends one DOM row per event (what a hand-written page would do).
 
@@ -320,8 +320,8 @@ def main() -> None:
         )
         root = Path(tmp)
         (root / "index.html").write_text(page_text)
-        for name in ("widget.js", "widget.css"):
-            (root / name).write_bytes((STATIC / name).read_bytes())
+        for suffix in (".js", ".css"):  # the Feed's own module, served as /widget.js
+            (root / f"widget{suffix}").write_bytes((STATIC / f"feed{suffix}").read_bytes())
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=tmp))
         httpd.posts = queue.Queue()  # type: ignore[attr-defined]
         threading.Thread(target=httpd.serve_forever, daemon=True).start()

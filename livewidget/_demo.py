@@ -11,10 +11,12 @@ daemon keeps running, as it does for notebooks):
 - ``jobs``: batches of shards processed by a multiprocessing pool, each shard a
   :func:`livewidget.progress` bar on ``demo-progress`` under the batch's parent job; now and then a
   shard fails;
-- ``chat``: a bot in the chat room ``demo`` (channel ``presence-chat-demo``) that posts news of the
-  training run and answers messages;
+- ``chat``: a bot in the chat room ``demo`` (channel ``presence-chat-demo``), listed online, that
+  answers when it is addressed and otherwise posts a tip now and then (a few minutes apart, never the
+  same twice in a row, and only a few before someone talks again);
 - JupyterLab (``python -m jupyter lab``) on 127.0.0.1 with a token, on a working copy of the example
-  notebooks (``LIVEWIDGET_DEMO_DIR``, default ``~/livewidget-demo``; files already there are kept).
+  notebooks (``LIVEWIDGET_DEMO_DIR``, default ``~/livewidget-demo``; files already there are kept),
+  with its news toast and update check off by default (:func:`lab_env`).
 
 Each traffic process is ``python -m livewidget._demo KIND``; it exits when its parent goes away.
 """
@@ -22,6 +24,7 @@ Each traffic process is ``python -m livewidget._demo KIND``; it exits when its p
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -165,6 +168,40 @@ def lab_command(port: int, root: Path, *, token: str, extra: Sequence[str] = ())
     return cmd
 
 
+# JupyterLab defaults for the demo: no "get notified about official Jupyter news?" toast (it covers the
+# corner of the notebook, and --LabApp.news_url=None does not stop it asking) and no update check.
+LAB_DEFAULTS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def lab_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """``env`` for the demo's JupyterLab: :data:`LAB_DEFAULTS` as default settings, the user's own kept.
+
+    They go in ``<folder>/.jupyter-config/labconfig/default_setting_overrides.json``, a config folder put
+    first on ``JUPYTER_CONFIG_PATH``: jupyterlab_server layers those files under the user's settings, so
+    this changes defaults for this JupyterLab only, and a user who chose otherwise keeps their choice.
+    """
+    config = folder / ".jupyter-config"
+    (config / "labconfig").mkdir(parents=True, exist_ok=True)
+    (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_DEFAULTS, indent=2))
+    out = dict(env)
+    paths = [str(config), env.get("JUPYTER_CONFIG_PATH", "")]
+    out["JUPYTER_CONFIG_PATH"] = os.pathsep.join(p for p in paths if p)
+    return out
+
+
+def server_note(settings: Any, port: int | None, running_before: bool) -> str | None:
+    """What to say about the embedded server ``settings`` names: reused (only if it ran before the demo
+    asked for it), or None. ``port`` is ``--port`` (0: any)."""
+    if settings.source != "embedded" or not running_before:
+        return None
+    note = f"livewidget demo: reusing the embedded server already running on port {settings.port}"
+    if port and settings.port != port:
+        note += f" (stop it with `livewidget server stop` to use port {port})"
+    return note
+
+
 def _lab_ready(url: str, token: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as resp:
@@ -185,15 +222,15 @@ def run_demo(no_browser: bool = False, port: int | None = None, lab_port: int | 
     if importlib.util.find_spec("jupyterlab") is None:
         print("livewidget demo needs JupyterLab: pip install 'livewidget[demo]'", file=sys.stderr)
         return 1
+    from ._embedded import read_info
+
     if port is not None:
         os.environ["LIVEWIDGET_EMBEDDED_PORT"] = str(port)
+    running_before = read_info() is not None  # to tell "reusing" from "just started" (--port 0 too)
     settings = resolve()
-    if settings.source == "embedded" and port is not None and settings.port != port:
-        print(
-            f"livewidget demo: reusing the embedded server already running on port {settings.port} "
-            f"(stop it with `livewidget server stop` to use port {port})",
-            flush=True,
-        )
+    note = server_note(settings, port, running_before)
+    if note:
+        print(note, flush=True)
     print(f"livewidget demo: Pusher server {settings.describe()}", flush=True)
 
     folder = demo_folder()
@@ -203,6 +240,7 @@ def run_demo(no_browser: bool = False, port: int | None = None, lab_port: int | 
     base = f"http://127.0.0.1:{lab_port}"
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    lab_environment = lab_env(env, folder)
     procs: list[subprocess.Popen[bytes]] = []
     stopping = threading.Event()
 
@@ -231,8 +269,8 @@ def run_demo(no_browser: bool = False, port: int | None = None, lab_port: int | 
             )
         lab_cmd = lab_command(lab_port, folder, token=token)
         lab = subprocess.Popen(
-            lab_cmd, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            lab_cmd, env=lab_environment, cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         procs.append(lab)
         deadline = time.monotonic() + LAB_START_TIMEOUT
@@ -371,36 +409,108 @@ def jobs() -> None:
             time.sleep(3.0)
 
 
+BOT = {"id": "demo-bot", "name": "Demo bot", "color": "#7c3aed"}
+BOT_NEWS_EVERY = (90.0, 240.0)  # s between the bot's own posts (uniformly random)
+BOT_QUIET_AFTER = 3  # own posts in a row with nobody talking, after which it waits for someone
+BOT_TIPS = (
+    "The chart above comes from a separate training process, straight through the Pusher server.",
+    "4 pool workers report progress with `livewidget.progress`; now and then a shard fails on purpose.",
+    "Tip: `livewidget tail demo-train -n 5` prints the training points from a shell.",
+    "Everything here goes through the embedded Pusher-compatible server on 127.0.0.1.",
+    "Tip: open this notebook in a second tab: both views update live, and you count once online.",
+    "Tip: `chat.df` in a notebook has every message of this room as a DataFrame.",
+    'Tip: `livewidget publish demo-train point \'{"step": 1, "loss": 0.5}\'` adds a point by hand.',
+)
+_GREETINGS = ("hi", "hello", "hey", "bonjour", "hallo", "hola", "good morning", "good evening")
+
+
+class BotBrain:
+    """What the demo bot says, and when: no I/O, so the tests can drive it with their own clock.
+
+    It answers a message addressed to it (its name, a greeting, ``status``, ``help``, a question mark),
+    and nothing else; it posts a tip every :data:`BOT_NEWS_EVERY` seconds, cycling through
+    :data:`BOT_TIPS` in a shuffled order without repeating the last one, and goes quiet after
+    :data:`BOT_QUIET_AFTER` tips in a row until someone talks again.
+    """
+
+    def __init__(self, rng: random.Random | None = None, now: float = 0.0) -> None:
+        self.rng = rng or random.Random()
+        self._tips: list[str] = []
+        self._last: str | None = None
+        self.unanswered = 0  # own posts since someone else last spoke
+        self.next_at = now + self.rng.uniform(*BOT_NEWS_EVERY)
+
+    def _next_tip(self) -> str:
+        if not self._tips:
+            self._tips = list(BOT_TIPS)
+            self.rng.shuffle(self._tips)
+            if self._tips[-1] == self._last:  # popped from the end: never the same twice in a row
+                self._tips.insert(0, self._tips.pop())
+        tip = self._tips.pop()
+        self._last = tip
+        return tip
+
+    def tip_due(self, now: float) -> str | None:
+        """The tip to post at ``now``, or None (not yet, or quiet until someone talks)."""
+        if now < self.next_at or self.unanswered >= BOT_QUIET_AFTER:
+            return None
+        self.next_at = now + self.rng.uniform(*BOT_NEWS_EVERY)
+        self.unanswered += 1
+        return self._next_tip()
+
+    def reply(self, message: dict[str, Any], now: float) -> str | None:
+        """The answer to someone else's ``message``, or None when it is not addressed to the bot."""
+        self.unanswered = 0
+        self.next_at = max(self.next_at, now + BOT_NEWS_EVERY[0])  # a conversation is not a cue for tips
+        text = str(message.get("text", "")).strip()
+        low = text.lower()
+        name = str(message.get("name") or message.get("user_id") or "there")
+        if "status" in low:
+            return self.rng.choice(
+                (
+                    "All demo traffic is running: a training run, 4 pool workers, and me.",
+                    "Training, the worker pool and this chat are all live on the embedded server.",
+                )
+            )
+        if "help" in low:
+            return "Ask me for `status`, or type anything with my name in it. I post a tip now and then."
+        if low.startswith(_GREETINGS):
+            return self.rng.choice((f"Hello {name}!", f"Hi {name}, welcome.", f"Hey {name}!")) + (
+                " Ask me for `status`."
+            )
+        if "bot" in low or "?" in text:
+            return self.rng.choice(
+                (
+                    f"{name}, I only know `status` and `help`, but the widgets here answer the rest.",
+                    f"Good question, {name}. Try `status`, or look at the chart: it is live.",
+                )
+            )
+        return None
+
+
 def chat() -> None:
-    """A bot in room ``demo``: news every few seconds, and an answer to every message."""
+    """The bot in room ``demo`` (see :class:`BotBrain`), listed online like a person."""
     from .widgets import Chat
 
-    bot = Chat(CHAT_ROOM, user={"id": "demo-bot", "name": "Demo bot", "color": "#7c3aed"})
-    news = [
-        "Hi! I am the demo bot. Say hello, or ask me for the status.",
-        "The charts come from a separate training process, straight through the Pusher server.",
-        "4 pool workers report progress with livewidget.progress; now and then a shard fails on purpose.",
-        "Tip: `livewidget tail demo-train -n 5` prints the training points from a shell.",
-        "Everything here goes through the embedded Pusher-compatible server on 127.0.0.1.",
-    ]
+    bot = Chat(CHAT_ROOM, user=dict(BOT), as_member=True)
+    brain = BotBrain(now=time.monotonic())
+    lock = threading.Lock()
 
     def answer(message: dict[str, Any]) -> None:
-        text = str(message.get("text", "")).strip()
-        name = message.get("name") or message.get("user_id")
-        if text.lower().startswith(("hi", "hello", "hey")):
-            bot.send(f"Hello {name}! Ask me for `status`.")
-        elif "status" in text.lower():
-            bot.send("All demo jobs are running: training, 4 pool workers, and me.")
-        else:
-            bot.send(f"{name} said: {text[:200]}")
+        with lock:
+            text = brain.reply(message, time.monotonic())
+        if text:
+            bot.send(text)
 
     bot.on_message(answer)
-    i = 0
     try:
+        bot.send("Hi! I am the demo bot. Say hello, or ask me for the `status`.")
         while True:
-            bot.send(news[i % len(news)])
-            i += 1
-            time.sleep(8.0)
+            with lock:
+                tip = brain.tip_due(time.monotonic())
+            if tip:
+                bot.send(tip)
+            time.sleep(1.0)
     finally:
         bot.close()
 

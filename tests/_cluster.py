@@ -1,8 +1,13 @@
 """A real redis-server and ``livewidget serve --redis`` processes on loopback, for the scale-out tests.
 
 Used by tests/server/test_redis.py and by the conformance suite's cluster mode
-(``LIVEWIDGET_TARGET_CLUSTER=redis``). Everything listens on 127.0.0.1 on free ports; every process is
-started here and stopped here, by its own pid; every wait is bounded.
+(``LIVEWIDGET_TARGET_CLUSTER=redis``). Everything listens on 127.0.0.1; every process is started here and
+stopped here, by its own pid; every wait is bounded.
+
+Ports are never probed first and bound later (another process may take a probed port in between, and two
+probes may return the same port): a ``livewidget serve`` node binds port 0 and reports the port it got in
+its banner; redis-server cannot bind port 0 and report it, so it is started on a probed port and started
+again on another one when that bind fails (it exits saying "Address already in use").
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +32,7 @@ APP_ID, KEY, SECRET = "4242", "lwclusterkey", "lwclustersecret"
 
 
 def free_port() -> int:
+    """A port nothing listens on right now: only for a server that retries when the bind fails."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
@@ -61,6 +68,8 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float
 class RedisServer:
     """``redis-server --port P --save '' --appendonly no``; restartable on the same port."""
 
+    START_ATTEMPTS = 5  # another port after each "Address already in use"
+
     def __init__(self, workdir: Path) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
@@ -69,20 +78,50 @@ class RedisServer:
             )
         self.exe = exe
         self.workdir = workdir
-        self.port = free_port()
+        self.port = 0  # chosen by the first start()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("RedisServer.url is known once start() has bound a port")
         return f"redis://{HOST}:{self.port}"
 
     def start(self) -> RedisServer:
-        cmd = [self.exe, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        log.close()
-        wait_port(self.port, 10, self.proc)
-        return self
+        """Start on a free port (the first time) or on the same port (a restart), retrying a lost bind."""
+        fixed = bool(self.port)
+        last = ""
+        for attempt in range(self.START_ATTEMPTS):
+            port = self.port if fixed else free_port()
+            log_path = self.workdir / f"redis-{port}.log"
+            cmd = [self.exe, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+            log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+            start = log.tell()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            log.close()
+            # Its own "ready" line, not an open port: someone else may be the one listening there.
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline:
+                if b"Ready to accept connections" in log_path.read_bytes()[start:]:
+                    break
+                time.sleep(0.05)
+            try:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited ({proc.returncode})")
+                wait_port(port, 10, proc)
+            except RuntimeError:
+                _stop(proc)
+                last = log_path.read_bytes()[start:].decode(errors="replace")
+                if "Address already in use" not in last:
+                    raise RuntimeError(f"redis-server did not start on {port}:\n{last[-2000:]}") from None
+                # A restart waits for whoever holds the port briefly; a first start takes another port.
+                if fixed:
+                    time.sleep(0.2 * (attempt + 1))
+                continue
+            self.proc, self.port = proc, port
+            return self
+        tries = self.START_ATTEMPTS
+        raise RuntimeError(f"redis-server could not bind a port in {tries} attempts:\n{last[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:
@@ -90,15 +129,18 @@ class RedisServer:
             self.proc = None
 
 
+_LISTENING = re.compile(r"livewidget server listening on http://[^\s:]+:(\d+)")
+
+
 class Node:
-    """One ``livewidget serve --redis`` process."""
+    """One ``livewidget serve --redis`` process: on port 0 (the port it reports) unless given one."""
 
     _count = 0
 
     def __init__(self, redis_url: str, workdir: Path, port: int | None = None, node_ttl: float = 3.0) -> None:
         Node._count += 1
         self.log_path = workdir / f"node-{Node._count}.log"
-        self.port = port or free_port()
+        self.port = port or 0  # 0 until the first start() reads the bound port from the banner
         self.redis_url = redis_url
         self.workdir = workdir
         self.node_ttl = node_ttl
@@ -132,6 +174,11 @@ class Node:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"livewidget serve did not start within 20 s:\n{self.log_text()[start:]}")
             time.sleep(0.05)
+        if not self.port:  # bound port 0: keep the port it got, so a restart comes back there
+            found = _LISTENING.search(self.log_text()[start:])
+            if found is None:
+                raise RuntimeError(f"livewidget serve did not report its port:\n{self.log_text()[start:]}")
+            self.port = int(found.group(1))
         wait_port(self.port, 5, self.proc)
         return self
 
@@ -157,12 +204,14 @@ class Cluster:
 
     def __init__(self, workdir: Path, n: int = 2, node_ttl: float = 3.0) -> None:
         self.workdir = workdir
+        self.n, self.node_ttl = n, node_ttl
         self.redis = RedisServer(workdir)
-        self.nodes = [Node(self.redis.url, workdir, node_ttl=node_ttl) for _ in range(n)]
+        self.nodes: list[Node] = []  # made once Redis has its port
 
     def __enter__(self) -> Cluster:
         try:
             self.redis.start()
+            self.nodes = [Node(self.redis.url, self.workdir, node_ttl=self.node_ttl) for _ in range(self.n)]
             for node in self.nodes:
                 node.start()
         except BaseException:

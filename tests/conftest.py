@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
+
+# scripts/setup.sh links Node.js into the venv when the system's is missing or older than 20: the tests
+# (run with the venv's python, maybe not activated) find it first, as test.sh does.
+_VENV_BIN = Path(sys.executable).parent
+if (_VENV_BIN / "node").exists():
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--refresh-docs-images",
+        action="store_true",
+        default=False,
+        help="let the notebook e2e tests replace the README's screenshots in docs/images/ "
+        "(scripts/refresh-docs-images.sh); without it tests write only to test-artifacts/",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -33,7 +33,10 @@ import livewidget._demo as demo
 
 assert "site-packages" in livewidget.__file__, livewidget.__file__
 static = os.path.join(os.path.dirname(livewidget.__file__), "static")
-assert os.path.getsize(os.path.join(static, "widget.js")) > 10_000
+for kind in ("feed", "chart", "chat", "progress"):
+    assert os.path.getsize(os.path.join(static, kind + ".js")) > 10_000, kind
+    assert os.path.getsize(os.path.join(static, kind + ".css")) > 500, kind
+assert str(livewidget.Feed._esm).startswith(open(os.path.join(static, "feed.js")).read()[:200])
 assert len(list(demo.notebooks_source().glob("*.ipynb"))) >= 5
 with LocalServer() as server:
     feed = livewidget.Feed("smoke", host=server.host, port=server.port, app_id=server.app_id,
@@ -77,8 +80,6 @@ def test_wheel_contents_and_fresh_venv(tmp_path: Path) -> None:
     for required in (
         "livewidget/__init__.py",
         "livewidget/py.typed",
-        "livewidget/static/widget.js",
-        "livewidget/static/widget.css",
         "livewidget/_demo.py",
         "livewidget/server/__init__.py",
         "livewidget/jupyter/__init__.py",
@@ -92,6 +93,14 @@ def test_wheel_contents_and_fresh_venv(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         enabled = json.loads(zf.read(config))
     assert enabled == {"ServerApp": {"jpserver_extensions": {"livewidget.jupyter": True}}}
+    # every widget class's own ES module and stylesheet (anywidget loads one `_esm` per class)
+    package = Path(livewidget.__file__).parent
+    for cls in (livewidget.Feed, livewidget.LiveChart, livewidget.Chat, livewidget.ProgressBoard):
+        kind = cls._kind.default_value
+        for built in (package / "static" / f"{kind}.js", package / "static" / f"{kind}.css"):
+            assert built.exists(), built
+            missing = f"{built.name} ({cls.__name__}'s) missing from {wheel.name}"
+            assert f"livewidget/static/{built.name}" in names, missing
     notebooks = {p.name for p in (REPO / "notebooks").glob("*.ipynb")}
     assert notebooks and {f"livewidget/notebooks/{n}" for n in notebooks} <= names
     assert not [n for n in names if "node_modules" in n or n.startswith(("tests/", "js/", "bench/"))]

@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, formatRate, h, RateMeter, StoreBase, ViewBase } from "./util.js";
+import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -21,6 +21,9 @@ const BACKFILL_MAGIC = "LWC1";
 const MISSING = -Infinity; // in the binary columns: the field was absent (NaN: present but unusable)
 const LIVE_MARGIN_MS = 250; // backfill rows this close to the first live event may be the same events
 const LIVE_KEYS = 32; // first live points remembered, to find where they begin in the kernel's record
+const MAX_GROUPS = 200; // series groups (`by` values) drawn; points of further groups are skipped, said why
+const MAX_FIELDS_SEEN = 12; // field names of skipped points remembered, to name them
+const GROUP_CHARS = 120; // characters of a `by` value kept to name its series
 const MATCH_BACK_MS = 60_000; // how far before the live start that beginning is looked for
 
 /** Colours for series, by theme (readable on JupyterLab's light and dark backgrounds). */
@@ -183,6 +186,7 @@ export class ChartStore extends StoreBase {
     /** @type {{key: string, label: string, group: string, field: string, fi: number, values: any[]}[]} */
     this.series = [];
     this.groups = new Map(); // group -> its series, in field order
+    this._newGroups = new Set(); // groups of buffered points not made into series yet
     this.pending = [];
     this.xKind = this.settings.xType === "number" || this.settings.xType === "time" ? this.settings.xType : null;
     if (this.settings.x === null) this.xKind = "time";
@@ -190,6 +194,10 @@ export class ChartStore extends StoreBase {
     this.seeded = 0; // points taken from the kernel's record or `extend`
     this.extendsApplied = 0; // extend() calls already included (by a `points` message or the record)
     this.skipped = 0; // points not drawn at all (no usable x, or no usable y)
+    // why live points were skipped (counts by reason), and field names those points had: said when
+    // nothing can be drawn, rather than "Waiting for points" while points arrive
+    this.why = { notObject: 0, noX: 0, badX: 0, noY: 0, groups: 0 };
+    this.fieldsSeen = new Set();
     this.bad = 0; // y values shown as gaps (null, NaN, not a number, not positive on a log axis)
     this.historySkipped = 0; // the kernel's counts for what it recorded before this browser was live
     this.historyBad = 0;
@@ -266,6 +274,7 @@ export class ChartStore extends StoreBase {
     const s = this.settings;
     if (point === null || typeof point !== "object" || Array.isArray(point)) {
       this.skipped += 1;
+      this.why.notObject += 1;
       return false;
     }
     let x;
@@ -282,6 +291,9 @@ export class ChartStore extends StoreBase {
     }
     if (x === null || (s.logX && x <= 0)) {
       this.skipped += 1;
+      if (s.x !== null && field(point, s.x) === undefined) this.why.noX += 1;
+      else this.why.badX += 1;
+      this._sawFields(point);
       return false;
     }
     const gap = s.missing === "gap" ? null : undefined;
@@ -303,19 +315,59 @@ export class ChartStore extends StoreBase {
         usable += 1;
       }
     }
+    const group = s.by === null ? "" : groupName(field(point, s.by));
+    if (!this.groups.has(group) && this.groups.size + this._newGroups.size >= MAX_GROUPS && !this._newGroups.has(group)) {
+      this.skipped += 1; // one more series would make the chart unreadable (and slow): say so instead
+      this.why.groups += 1;
+      return false;
+    }
     if (usable === 0) {
       this.skipped += 1;
+      this.why.noY += 1;
+      this._sawFields(point);
       // a point with only unusable values still breaks the line there
       if (bad === 0 || gap === undefined) return false;
     } else {
       this.bad += bad;
     }
-    const group = s.by === null ? "" : groupName(field(point, s.by));
+    if (!this.groups.has(group)) this._newGroups.add(group);
     const p = { x, g: group, v };
     this.pending.push(p);
     if (this.liveFrom !== null && this.firstLive.length < LIVE_KEYS) this.firstLive.push(pointKey(p));
     if (this.pending.length > s.maxPoints) this.flush(); // no view is flushing: keep memory bounded
     return usable > 0;
+  }
+
+  /** Remember the field names of a skipped point (a few), to say which fields the points do have. */
+  _sawFields(point) {
+    if (this.fieldsSeen.size >= MAX_FIELDS_SEEN) return;
+    for (const key of Object.keys(point)) {
+      if (this.fieldsSeen.size >= MAX_FIELDS_SEEN) break;
+      this.fieldsSeen.add(key.length > 40 ? `${key.slice(0, 39)}…` : key);
+    }
+  }
+
+  /**
+   * Why points were skipped, in words ("12 points skipped: no field 'step'; fields seen: a, b"), or ""
+   * when none was. The view shows it in place of "Waiting for points" while nothing can be drawn.
+   */
+  skipSummary() {
+    const s = this.settings;
+    const w = this.why;
+    const parts = [];
+    const q = (name) => `'${name}'`;
+    if (w.noX) parts.push(`${w.noX} without field ${q(s.x)}`);
+    if (w.badX) parts.push(`${w.badX} whose ${q(s.x)} is not a ${this.xKind === "time" ? "time" : "number"}${s.logX ? " > 0" : ""}`);
+    if (w.noY) parts.push(`${w.noY} with no numeric ${s.y.map(q).join(" or ")}${s.logY ? " > 0" : ""}`);
+    if (w.notObject) parts.push(`${w.notObject} not an object`);
+    if (w.groups) parts.push(`${w.groups} beyond ${MAX_GROUPS} series of ${q(s.by)}`);
+    const live = w.noX + w.badX + w.noY + w.notObject + w.groups;
+    if (this.historySkipped) parts.push(`${this.historySkipped} skipped by the kernel before this view`);
+    const total = live + this.historySkipped;
+    if (!total) return "";
+    let text = `${total.toLocaleString("en-US")} point${total === 1 ? "" : "s"} skipped: ${parts.join("; ")}`;
+    if (this.fieldsSeen.size) text += `; fields seen: ${[...this.fieldsSeen].sort().join(", ")}`;
+    return text;
   }
 
   /** Ingest decoded binary columns (the kernel's record, or `extend`); `keep(t, row)` filters rows. */
@@ -476,6 +528,7 @@ export class ChartStore extends StoreBase {
     if (rows.length) {
       this.pending = [];
       for (const row of rows) if (!this.groups.has(row.g)) this._seriesFor(row.g);
+      this._newGroups.clear();
       let sorted = true;
       for (let i = 1; i < rows.length; i++) {
         if (rows[i].x < rows[i - 1].x) {
@@ -556,7 +609,8 @@ function pointKey(p) {
 
 function groupName(v) {
   if (v === undefined || v === null) return "(none)";
-  return typeof v === "string" ? v : JSON.stringify(v);
+  // Bounded, and never throws (JSON.stringify does on data nested thousands deep): it names a series.
+  return labelText(v, GROUP_CHARS);
 }
 
 /** The model-level part of a LiveChart (the body of `initialize`). */
@@ -625,6 +679,7 @@ export class ChartView extends ViewBase {
       return [box, value];
     };
     const [pointsBox, points] = stat("lw-chart-points", "points", "points in the window shown");
+    this.pointsLabelEl = pointsBox.lastChild;
     const [rateBox, rate] = stat("lw-rate", "/s", "points per second received by this browser (last 5 s)");
     this.pointsEl = points;
     this.rateEl = rate;
@@ -721,7 +776,10 @@ export class ChartView extends ViewBase {
     const waiting = n === 0 && !this.plot;
     if (waiting) {
       const channels = (this.model.get("channels") || []).join(", ");
-      this._text("empty", this.emptyEl, `Waiting for points on ${channels || "no channel"}…`);
+      // Points that arrive but cannot be drawn: say why, not "Waiting" (which reads as "nothing came").
+      const why = store.skipSummary();
+      this._text("empty", this.emptyEl, why ? `Nothing to draw yet: ${why}.` : `Waiting for points on ${channels || "no channel"}…`);
+      this._attr(this.emptyEl, "data-skipped", why ? "true" : null);
     }
     this.emptyEl.hidden = !waiting;
     const width = Math.floor(this.plotEl.clientWidth || this.plotEl.getBoundingClientRect?.().width || 0);
@@ -963,6 +1021,7 @@ export class ChartView extends ViewBase {
     const { store, root } = this;
     const n = store.size;
     this._text("points", this.pointsEl, n.toLocaleString("en-US"));
+    this._text("pointsLabel", this.pointsLabelEl, n === 1 ? "point" : "points");
     this._text("rate", this.rateEl, formatRate(store.rate(this.now())));
     const problems = store.problems;
     this.skippedEl.hidden = problems === 0;
@@ -971,7 +1030,9 @@ export class ChartView extends ViewBase {
       const parts = [];
       const pts = store.skipped + store.historySkipped;
       const bad = store.bad + store.historyBad;
-      if (pts) parts.push(`${pts} point${pts === 1 ? "" : "s"} without a usable x or y were skipped`);
+      const why = store.skipSummary();
+      if (why) parts.push(why);
+      else if (pts) parts.push(`${pts} point${pts === 1 ? "" : "s"} without a usable x or y were skipped`);
       if (bad) parts.push(`${bad} value${bad === 1 ? "" : "s"} (null, NaN, not a number) shown as gaps`);
       this.skippedEl.title = parts.join("; ");
     }

@@ -11,7 +11,7 @@
 // in livewidget/widgets/chat.py.
 
 import { renderMarkdown } from "./markdown.js";
-import { decodeJsonLines, h, StoreBase, ViewBase } from "./util.js";
+import { decodeJsonLines, h, labelText, StoreBase, ViewBase } from "./util.js";
 
 export const EVENTS = {
   message: "client-chat-message",
@@ -256,7 +256,7 @@ export class ChatStore extends StoreBase {
         const info = member.info && typeof member.info === "object" ? member.info : {};
         infos.set(id, info);
         if (info.livewidget_kernel) return; // the notebooks' kernels are members too: not people
-        people.push({ id, name: String(info.name || id).slice(0, 80), color: safeColor(info.color, id) });
+        people.push({ id, name: labelText(info.name, 80) || id.slice(0, 80), color: safeColor(info.color, id) });
       });
     }
     const me = this.me.id;
@@ -337,9 +337,10 @@ export class ChatStore extends StoreBase {
   /** Who sent `piece`: the id the server stamped wins; name and colour from the signed presence info. */
   sender(piece, stamped) {
     const claimed = piece?.user && typeof piece.user === "object" ? piece.user : {};
-    const id = String(stamped ?? claimed.id ?? "?").slice(0, 128);
+    // labelText, not String(): a claimed name may be any JSON (nested thousands deep, String() throws).
+    const id = labelText(stamped ?? claimed.id ?? "?", 128) || "?";
     const info = this.infoById.get(id) || {};
-    const name = String(info.name || claimed.name || id).slice(0, 80);
+    const name = labelText(info.name || claimed.name, 80) || id.slice(0, 80);
     return { id, name, color: safeColor(info.color || claimed.color, id) };
   }
 

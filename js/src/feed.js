@@ -9,9 +9,12 @@ import {
   dataPretty,
   dataText,
   decodeJsonLines,
+  formatJson,
   formatRate,
   formatTime,
   h,
+  labelText,
+  plural,
   RateMeter,
   RingBuffer,
   StoreBase,
@@ -32,10 +35,12 @@ function maxLog(model) {
 }
 
 const LIVE_KEYS = 32; // first live events remembered, to find where they begin in the kernel's history
+const KEY_CHARS = 4000; // data in a row's identity (rowKey)
 
 /** An event's identity for matching live events against the kernel's history. */
 function rowKey(row) {
-  return `${row.channel}\u0001${row.event}\u0001${JSON.stringify(row.data ?? null)}`;
+  // Bounded text, not JSON.stringify: data nested thousands deep would throw (and a huge value cost).
+  return `${row.channel}\u0001${row.event}\u0001${formatJson(row.data ?? null, { maxChars: KEY_CHARS })}`;
 }
 
 /** The index in `rows` where the live events (`live`: their keys, in order) begin, or -1. */
@@ -115,10 +120,10 @@ export class FeedStore extends StoreBase {
       if (!Number.isFinite(t) || typeof item.event !== "string" || !this.accepts(item.event)) continue;
       rows.push({
         t,
-        channel: String(item.channel ?? ""),
+        channel: labelText(item.channel, 200),
         event: item.event,
         data: item.data,
-        user_id: item.user_id ?? null,
+        user_id: item.user_id === undefined || item.user_id === null ? null : labelText(item.user_id, 200),
         history: true,
         seq: 0,
       });
@@ -233,7 +238,9 @@ export class FeedView extends ViewBase {
       box.title = title;
       return [box, value];
     };
-    const [countBox, count] = stat("lw-count", "events", "events received by this browser");
+    const [countBox, count] = stat("lw-count", "events", "events in this view");
+    this.countBox = countBox;
+    this.countLabelEl = countBox.lastChild;
     const [rateBox, rate] = stat("lw-rate", "/s", "events per second in this browser (last 5 s)");
     const [kcBox, kcount] = stat("lw-kernel-count", "recorded", "events recorded by the kernel (feed.df)");
     const [dropBox, dropped] = stat("lw-dropped", "dropped", "rows the kernel dropped (max_rows)");
@@ -339,7 +346,15 @@ export class FeedView extends ViewBase {
     this._text("error", this.errorEl, errorText);
     this.errorEl.hidden = !errorText;
 
-    this._text("count", this.countEl, String(store.received));
+    // Every event this view shows counts: those from the kernel's history as well as those received
+    // live (a Feed restored from history showed its rows under "0 events").
+    const events = store.received + store.seeded;
+    this._text("count", this.countEl, String(events));
+    this._text("countLabel", this.countLabelEl, events === 1 ? "event" : "events");
+    const countTitle =
+      `${plural(store.received, "event")} received live by this browser` +
+      (store.seeded ? `, ${store.seeded} from the kernel's history` : "");
+    if (this.countBox.title !== countTitle) this.countBox.title = countTitle;
     this._text("rate", this.rateEl, formatRate(store.rate(this.now())));
     this._text("kcount", this.kernelCountEl, String(model.get("count") ?? 0));
     const dropped = Number(model.get("dropped") ?? 0);
@@ -366,7 +381,7 @@ export class FeedView extends ViewBase {
     }
     if (rebuild || fresh.length > 0) {
       const frag = this.doc.createDocumentFragment();
-      for (const row of fresh) frag.append(this._row(row));
+      for (const row of fresh) frag.append(this._safeRow(row));
       if (rebuild || fresh.length >= cap) {
         this.logEl.replaceChildren(frag);
       } else {
@@ -401,6 +416,18 @@ export class FeedView extends ViewBase {
           " · click a row for its data";
     this._text("footer", this.footerEl, footer);
     this.footerEl.hidden = !footer;
+  }
+
+  /** `_row(row)`, or a row saying it could not be shown: one event never stops the log's repaints. */
+  _safeRow(row) {
+    try {
+      return this._row(row);
+    } catch (err) {
+      console.error("livewidget: a Feed row could not be shown", err);
+      const el = h(this.doc, "div", "lw-row lw-row-broken");
+      el.append(h(this.doc, "span", "lw-time", formatTime(row.t)), h(this.doc, "span", "lw-data", "(this event could not be shown)"));
+      return el;
+    }
   }
 
   /** A log row. Every piece of event data goes through textContent or an attribute: it is untrusted. */

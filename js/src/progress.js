@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { h, StoreBase, ViewBase } from "./util.js";
+import { h, labelText, plural, StoreBase, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -66,6 +66,10 @@ export function formatCounts(state) {
   let n = num(state.n) ?? 0;
   let total = num(state.total);
   let rate = num(state.rate);
+  // A finished job or group has no current rate (a group's is the sum over running workers: none):
+  // show its final, average one, as tqdm does when it closes.
+  const elapsed = num(state.elapsed);
+  if (FINISHED.has(state.status) && (rate === null || rate <= 0) && n > 0 && elapsed) rate = n / elapsed;
   const unit = typeof state.unit === "string" && state.unit ? state.unit : "it";
   let scale = state.unit_scale;
   const divisor = num(state.unit_divisor) || 1000;
@@ -88,8 +92,9 @@ export function formatCounts(state) {
   return { n: nText, total: totalText, counts: `${nText}/${totalText}`, rate: rateText, fraction, unit };
 }
 
-/** `elapsed<remaining` as tqdm shows it (`00:12<00:30`). */
+/** `elapsed<remaining` as tqdm shows it (`00:12<00:30`); only the elapsed time once finished. */
 export function formatTimes(state) {
+  if (FINISHED.has(state.status)) return formatInterval(state.elapsed);
   const remaining = num(state.remaining);
   return `${formatInterval(state.elapsed)}<${remaining === null ? "?" : formatInterval(remaining)}`;
 }
@@ -175,8 +180,17 @@ function parseState(data) {
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) return null;
   if (typeof value.job !== "string" || !value.job) return null;
-  return { ...value };
+  const state = { ...value };
+  // Text a job shows, bounded and made text here once: a publisher may send any JSON (a list nested
+  // thousands deep makes String() throw; a megabyte description would be painted on every frame).
+  for (const [field, max] of Object.entries(TEXT_FIELDS)) {
+    if (state[field] !== undefined && state[field] !== null) state[field] = labelText(state[field], max);
+  }
+  return state;
 }
+
+/** The text fields of a job's state and the characters kept of each. */
+const TEXT_FIELDS = { desc: 300, postfix: 300, host: 200, error: 4000, unit: 40, parent: 300 };
 
 // ------------------------------------------------------------------------------------------ store
 
@@ -356,7 +370,7 @@ export class ProgressStore extends StoreBase {
     if (notes.length === 0) return;
     if (notes.length > NOTIFY_MAX_SEPARATE) {
       const failed = notes.filter((n) => n.failed).length;
-      const title = `${notes.length} jobs ended${failed ? ` (${failed} failed)` : ""}`;
+      const title = `${plural(notes.length, "job")} ended${failed ? ` (${failed} failed)` : ""}`;
       this._show(title, { body: notes.map((n) => n.title).join("\n"), tag: "livewidget-progress-summary" });
       return;
     }
@@ -393,7 +407,7 @@ function groupNote(group) {
   const failed = group.failed > 0;
   return {
     title: `${group.desc}: ${failed ? "finished with failures" : "done"}`,
-    body: `${group.jobs} jobs: ${parts.join(", ")} in ${formatInterval(group.elapsed)}`,
+    body: `${plural(group.jobs, "job")}: ${parts.join(", ")} in ${formatInterval(group.elapsed)}`,
     tag: `livewidget-group-${group.parent}`,
     failed,
   };
@@ -667,6 +681,7 @@ export class ProgressView extends ViewBase {
       bar: h(doc, "span", "lw-bar"),
       fill: h(doc, "span", "lw-fill"),
       pct: h(doc, "span", "lw-pct"),
+      pctOn: h(doc, "span", "lw-pct lw-pct-on"), // the same text, drawn over the fill in its own colour
       n: h(doc, "span", "lw-n"),
       rate: h(doc, "span", "lw-job-rate"),
       time: h(doc, "span", "lw-times"),
@@ -674,7 +689,8 @@ export class ProgressView extends ViewBase {
       detail: h(doc, "div", "lw-detail"),
     };
     parts.desc.append(parts.name, parts.postfix);
-    parts.bar.append(parts.fill, parts.pct);
+    parts.pctOn.setAttribute("aria-hidden", "true");
+    parts.bar.append(parts.fill, parts.pct, parts.pctOn);
     parts.bar.setAttribute("role", "progressbar");
     const line = h(doc, "div", "lw-line");
     line.append(parts.icon, parts.desc, parts.bar, parts.n, parts.rate, parts.time, parts.host);
@@ -689,9 +705,15 @@ export class ProgressView extends ViewBase {
     parts.icon.title = statusTitle || status;
     const pct = f.fraction === null ? "" : `${Math.floor(f.fraction * 100)}%`;
     const width = f.fraction === null ? (status === "running" ? "" : "100%") : `${(f.fraction * 100).toFixed(2)}%`;
-    if (parts.fill.style.width !== width) parts.fill.style.width = width;
+    if (parts.fill.style.width !== width) {
+      parts.fill.style.width = width;
+      // The percentage reads on both parts of the bar: the copy over the fill is clipped to the fill's
+      // width and drawn in the colour that contrasts with the fill (progress.css, WCAG AA 4.5:1).
+      parts.bar.style.setProperty("--lw-frac", width || "0%");
+    }
     parts.bar.classList.toggle("lw-indeterminate", f.fraction === null && status === "running");
     this._text(parts.pct, pct);
+    this._text(parts.pctOn, pct);
     this._attr(parts.bar, "aria-valuenow", f.fraction === null ? null : String(Math.round(f.fraction * 100)));
     this._attr(parts.bar, "aria-valuemin", "0");
     this._attr(parts.bar, "aria-valuemax", "100");
@@ -699,9 +721,11 @@ export class ProgressView extends ViewBase {
     parts.n.title = `${f.counts} ${f.unit}`;
     this._text(parts.rate, f.rate);
     this._text(parts.time, formatTimes(state));
-    parts.time.title = `elapsed ${formatInterval(state.elapsed)}, remaining ${
-      num(state.remaining) === null ? "unknown" : formatInterval(state.remaining)
-    }`;
+    parts.time.title = FINISHED.has(state.status)
+      ? `took ${formatInterval(state.elapsed)}`
+      : `elapsed ${formatInterval(state.elapsed)}, remaining ${
+          num(state.remaining) === null ? "unknown" : formatInterval(state.remaining)
+        }`;
     return { f, status };
   }
 
@@ -773,15 +797,15 @@ export class ProgressView extends ViewBase {
     this._text(parts.caret, open ? "▾" : "▸");
     if (group.agg === agg) return;
     group.agg = agg;
-    const { status } = this._fillCommon(parts, agg, `${agg.status}: ${agg.jobs} jobs`);
+    const { status } = this._fillCommon(parts, agg, `${agg.status}: ${plural(agg.jobs, "job")}`);
     this._attr(el, "data-status", status);
     this._attr(el, "data-jobs", String(agg.jobs));
     this._text(parts.name, String(agg.desc));
-    parts.name.title = `${agg.desc}\nparent ${agg.parent} · click to ${open ? "hide" : "show"} its ${agg.jobs} jobs`;
+    parts.name.title = `${agg.desc}\nparent ${agg.parent} · click to ${open ? "hide" : "show"} its ${plural(agg.jobs, "job")}`;
     this._text(parts.postfix, "");
     parts.postfix.hidden = true;
     const frag = this.doc.createDocumentFragment();
-    frag.append(h(this.doc, "span", "lw-badge lw-badge-jobs", `${agg.jobs} jobs`));
+    frag.append(h(this.doc, "span", "lw-badge lw-badge-jobs", plural(agg.jobs, "job")));
     for (const s of STATUSES) {
       if (!agg[s]) continue;
       const badge = h(this.doc, "span", "lw-badge", `${agg[s]} ${s}`);

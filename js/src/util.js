@@ -214,30 +214,103 @@ export function formatTime(ms) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
-/** Event data as one line of text: strings as they are, anything else as compact JSON. */
-export function dataText(data) {
-  if (typeof data === "string") return data;
-  if (data === undefined) return "";
-  try {
-    return JSON.stringify(data) ?? String(data);
-  } catch {
-    return String(data);
-  }
+export const DATA_MAX_DEPTH = 64; // nesting shown; deeper values read "[…]" / "{…}"
+export const DATA_MAX_CHARS = 100_000; // text made from one value at most (then "…")
+
+/**
+ * `value` as JSON text that is always bounded: nesting deeper than `maxDepth` is shown as `[…]` / `{…}`
+ * and the text stops after `maxChars` characters (ending in `…`). Never throws, whatever the value
+ * (5,000 levels of nesting make `JSON.stringify` and `String` throw RangeError; a cycle, a BigInt or a
+ * getter that throws make `JSON.stringify` throw), and costs O(maxChars), not O(size of the value).
+ * `indent` > 0 gives JSON.stringify's indented layout.
+ */
+export function formatJson(value, { indent = 0, maxDepth = DATA_MAX_DEPTH, maxChars = DATA_MAX_CHARS } = {}) {
+  const out = [];
+  let len = 0;
+  let full = false;
+  const put = (text) => {
+    if (full) return;
+    if (len + text.length > maxChars) {
+      out.push(text.slice(0, Math.max(0, maxChars - len)));
+      full = true;
+      return;
+    }
+    out.push(text);
+    len += text.length;
+  };
+  const seen = new Set();
+  const walk = (v, depth) => {
+    if (full) return;
+    if (v === null || v === undefined || typeof v === "function" || typeof v === "symbol") return put("null");
+    if (typeof v === "string") return put(JSON.stringify(v.length > maxChars ? v.slice(0, maxChars) : v));
+    if (typeof v === "number") return put(Number.isFinite(v) ? String(v) : "null");
+    if (typeof v === "boolean") return put(String(v));
+    if (typeof v === "bigint") return put(String(v));
+    if (typeof v !== "object") return put("null");
+    const isArray = Array.isArray(v);
+    if (seen.has(v)) return put(isArray ? "[…]" : "{…}"); // a cycle (not from JSON, but never loop)
+    if (depth >= maxDepth) return put(isArray ? "[…]" : "{…}");
+    let keys;
+    try {
+      keys = isArray ? null : Object.keys(v);
+    } catch {
+      return put("{…}");
+    }
+    const n = isArray ? v.length : keys.length;
+    if (n === 0) return put(isArray ? "[]" : "{}");
+    seen.add(v);
+    const pad = indent ? `\n${" ".repeat(indent * (depth + 1))}` : "";
+    put(isArray ? "[" : "{");
+    for (let i = 0; i < n && !full; i++) {
+      if (i) put(",");
+      put(pad);
+      let item;
+      try {
+        item = isArray ? v[i] : v[keys[i]];
+      } catch {
+        item = null;
+      }
+      if (!isArray) put(`${JSON.stringify(keys[i])}:${indent ? " " : ""}`);
+      walk(item, depth + 1);
+    }
+    seen.delete(v);
+    if (indent) put(`\n${" ".repeat(indent * depth)}`);
+    put(isArray ? "]" : "}");
+  };
+  walk(value, 0);
+  let text = out.join("");
+  if (full) text = `${text.slice(0, Math.max(0, maxChars - 1))}…`;
+  return text;
 }
 
-/** Event data for reading: JSON indented, strings as they are. */
-export function dataPretty(data) {
-  if (typeof data === "string") return data;
-  try {
-    return JSON.stringify(data, null, 2) ?? String(data);
-  } catch {
-    return String(data);
-  }
+/** Event data as one line of text: strings as they are, anything else as compact JSON (bounded). */
+export function dataText(data, maxChars = DATA_MAX_CHARS) {
+  if (typeof data === "string") return truncate(data, maxChars);
+  if (data === undefined) return "";
+  return formatJson(data, { maxChars });
+}
+
+/** Event data for reading: JSON indented, strings as they are (bounded like `dataText`). */
+export function dataPretty(data, maxChars = DATA_MAX_CHARS) {
+  if (typeof data === "string") return truncate(data, maxChars);
+  return formatJson(data, { indent: 2, maxChars });
+}
+
+/** Any value as one short line of text for a label (a name, a description): never throws. */
+export function labelText(value, maxChars = 200) {
+  if (typeof value === "string") return truncate(value, maxChars);
+  if (value === null || value === undefined) return "";
+  return formatJson(value, { maxChars, maxDepth: 8 });
 }
 
 /** `text` cut to `max` characters with an ellipsis. */
 export function truncate(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** `n` and the noun for it: "1 event", "2 events" (`many` when the plural is not `one` + "s"). */
+export function plural(n, one, many = `${one}s`) {
+  return `${typeof n === "number" ? n.toLocaleString("en-US") : n} ${n === 1 ? one : many}`;
 }
 
 /** Events per second for display: one decimal below 100, whole numbers above. */

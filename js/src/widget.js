@@ -1,27 +1,18 @@
-// The anywidget front-end module (AFM) of every livewidget widget, dispatching on the `_kind` trait.
+// The anywidget front-end module (AFM) of the livewidget widgets, dispatching on the `_kind` trait.
 //
 // `initialize` (once per model) owns the connection: it opens the model's pusher-js connection and
 // the kind's model-level state; its cleanup disconnects. `render` (once per view) only paints that
 // state; its cleanup removes the view's listeners (style.md principle 9, anywidget afm.md).
 //
-// `createWidget(deps)` takes what touches the outside world (`deps.Pusher`, and optionally `fetch`,
-// `now`, timers, `requestAnimationFrame`) so the tests can run it under Node with fakes; index.js
-// passes the real pusher-js.
+// `createWidget(deps, kinds)` takes the front ends it serves (`kinds`: `{[_kind]: {initialize, render}}`)
+// and what touches the outside world (`deps.Pusher`, and optionally `fetch`, `now`, timers,
+// `requestAnimationFrame`) so the tests can run it under Node with fakes. Each widget class has its own
+// module (src/entries/<kind>.js → livewidget/static/<kind>.js: anywidget loads one `_esm` per class),
+// which passes the real pusher-js and only its own kind, so a Feed does not load uPlot or Markdown.
+// kinds.js has them all (`KINDS`), for the tests.
 
-import { initializeChart, renderChart } from "./chart.js";
-import { initializeChat, renderChat } from "./chat.js";
 import { Connection } from "./connection.js";
-import { initializeFeed, renderFeed } from "./feed.js";
-import { initializeProgress, renderProgress } from "./progress.js";
 import { h } from "./util.js";
-
-/** The front ends, by `_kind`. LiveChart, ProgressBoard and Chat will join here. */
-export const KINDS = {
-  feed: { initialize: initializeFeed, render: renderFeed },
-  chat: { initialize: initializeChat, render: renderChat },
-  chart: { initialize: initializeChart, render: renderChart },
-  progress: { initialize: initializeProgress, render: renderProgress },
-};
 
 const ROUTE_TITLES = {
   direct: "connected straight to the Pusher server",
@@ -70,8 +61,9 @@ function paintProblem(el, text) {
   return () => box.remove();
 }
 
-/** `{initialize, render}` for anywidget, with its outside world in `deps` (at least `Pusher`). */
-export function createWidget(deps) {
+/** `{initialize, render}` for anywidget serving `kinds`, with its outside world in `deps` (at least `Pusher`). */
+export function createWidget(deps, kinds = deps.kinds) {
+  const KINDS = kinds || {};
   // anywidget gives initialize() and each render() a different proxy of the same model (model-proxy.ts
   // builds a fresh {get, set, on, ...} per call), so the proxy alone cannot find the model's session.
   // A trait's value can: Backbone keeps the same `_connection` object until the kernel changes that
@@ -133,8 +125,9 @@ export function createWidget(deps) {
       if (!kind) {
         return paintProblem(
           el,
-          `no front end for widget kind ${JSON.stringify(name)} in this bundle (livewidget/static/widget.js ` +
-            "is older than the Python package: rebuild it with `npm run build` in js/)",
+          `no front end for widget kind ${JSON.stringify(name)} in this module (it has ` +
+            `${Object.keys(KINDS).join(", ") || "none"}; livewidget/static/ may be older than the Python ` +
+            "package: rebuild it with `npm run build` in js/)",
         );
       }
       let session = find(model);

@@ -12,7 +12,7 @@ import {
   toTime,
 } from "../src/chart.js";
 import { Connection } from "../src/connection.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;
@@ -652,12 +652,54 @@ describe("ChartView", () => {
     const badge = root.querySelector(".lw-chart-skipped");
     assert.equal(badge.hidden, false);
     assert.equal(badge.textContent, "3 skipped");
-    assert.match(badge.title, /3 points without a usable x or y/);
+    assert.match(badge.title, /3 points skipped: 1 without field 'step'; 1 with no numeric 'loss'; 1 not an object/);
     assert.equal(root.dataset.skipped, "3");
     assert.deepEqual(FakeUPlot.last().data, [
       [1, 2, 3],
       [1, null, 3],
     ]);
+    v.destroy();
+  });
+
+  test("points that all lack the x field: says why nothing is drawn, not 'Waiting for points'", () => {
+    const s = liveSession();
+    const { v, frames, root } = chartView(s);
+    for (let i = 0; i < 5; i++) s.pusher.deliver("sensors", "point", { a: i, b: 2 * i });
+    frames.frame();
+    const empty = root.querySelector(".lw-chart-empty");
+    assert.equal(empty.hidden, false);
+    assert.equal(empty.textContent, "Nothing to draw yet: 5 points skipped: 5 without field 'step'; fields seen: a, b.");
+    assert.doesNotMatch(empty.textContent, /Waiting/);
+    assert.equal(root.querySelector(".lw-chart-skipped").textContent, "5 skipped");
+    // an x that is there but not a number, and no y: both named
+    s.pusher.deliver("sensors", "point", { step: "soon", loss: 1 });
+    s.pusher.deliver("sensors", "point", { step: 1, other: 1 });
+    frames.frame();
+    assert.match(empty.textContent, /7 points skipped: 5 without field 'step'; 1 whose 'step' is not a number; 1 with no numeric 'loss'/);
+    assert.match(empty.textContent, /fields seen: a, b, loss, other, step/);
+    // once points can be drawn the chart shows them and the message goes
+    s.pusher.deliver("sensors", "point", { step: 2, loss: 1 });
+    frames.frame();
+    assert.equal(empty.hidden, true);
+    assert.equal(FakeUPlot.last().data[0].length, 1);
+    assert.equal(root.querySelector(".lw-chart-points").nextSibling.textContent, "point", "1 point, not 1 points");
+    v.destroy();
+  });
+
+  test("a `by` value nested 5,000 deep or very long names a series, bounded, and more than 200 groups are refused", () => {
+    const s = liveSession({ by: "run" });
+    const { v, frames, root } = chartView(s);
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    s.pusher.deliver("sensors", "point", { step: 1, loss: 1, run: deep });
+    s.pusher.deliver("sensors", "point", { step: 1, loss: 1, run: "x".repeat(100_000) });
+    frames.frame();
+    const labels = s.store.series.map((x) => x.label);
+    assert.equal(labels.length, 2);
+    for (const label of labels) assert.ok(label.length <= 120, label.length);
+    for (let i = 0; i < 300; i++) s.pusher.deliver("sensors", "point", { step: 2, loss: 1, run: `r${i}` });
+    frames.frame();
+    assert.equal(s.store.series.length, 200);
+    assert.match(root.querySelector(".lw-chart-skipped").title, /102 beyond 200 series of 'run'/);
     v.destroy();
   });
 

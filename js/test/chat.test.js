@@ -4,7 +4,7 @@ import { after, beforeEach, describe, test } from "node:test";
 import { ChatStore, ChatView, colorFor, EVENTS, initials, LIMITS, splitText } from "../src/chat.js";
 import { Connection } from "../src/connection.js";
 import { LINK_REL, renderMarkdown, safeHref } from "../src/markdown.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, historyBytes, jsonResponse, makeDom, ManualFrames, ManualTimers, settle } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;
@@ -303,6 +303,17 @@ describe("ChatStore", () => {
     s.deliver(EVENTS.message, piece("m1", "hi", { id: "alice", name: "Impostor", color: "#000000" }), "bob");
     const msg = s.store.messages.get("m1");
     assert.deepEqual([msg.userId, msg.name, msg.color, msg.via], ["bob", "Bob", "#0090ff", "browser"]);
+  });
+
+  test("a claimed name or id nested 5,000 deep does not lose the message or later ones", async () => {
+    const s = await session();
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    s.deliver(EVENTS.serverMessage, piece("p1", "deep name", { id: deep, name: deep }));
+    s.deliver(EVENTS.message, piece("m1", "after", { id: "x", name: deep }), "bob");
+    const p1 = s.store.messages.get("p1");
+    assert.ok(p1, "the message is kept");
+    assert.ok(p1.name.length <= 80 && p1.userId.length <= 128);
+    assert.equal(s.store.messages.get("m1").name, "Bob");
   });
 
   test("messages from Python (REST chat-message) are shown the same, marked via python", async () => {

@@ -4,7 +4,7 @@ import { after, afterEach, beforeEach, describe, test } from "node:test";
 import { Connection } from "../src/connection.js";
 import { FeedStore, FeedView, MAX_DOM_ROWS } from "../src/feed.js";
 import { EAGER_GAP_MS } from "../src/util.js";
-import { createWidget } from "../src/widget.js";
+import { createWidget } from "../src/kinds.js";
 import { FakeModel, FakePusher, historyBytes, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;
@@ -360,7 +360,36 @@ describe("FeedView", () => {
     const row = root.querySelector(".lw-row");
     assert.equal(row.getAttribute("data-event"), "boot");
     assert.ok(row.classList.contains("lw-history"));
-    assert.equal(root.querySelector(".lw-count").textContent, "0", "counts what this browser received");
+    assert.equal(root.querySelector(".lw-count").textContent, "1", "history rows are events of this view");
+    assert.equal(root.querySelector(".lw-count").nextSibling.textContent, "event", "1 event, not 1 events");
+  });
+
+  test("the event count agrees with the rows shown: restored from history, gap filled, singular", () => {
+    const rows = (from, n) =>
+      [...Array(n).keys()].map((i) => ({ t: T0 - 5000 + (from + i) * 10, channel: "a", event: "tick", data: { i: from + i } }));
+    const s = session({ channels: ["a"], _history: historyBytes(rows(0, 50)) });
+    const { root, frames } = view(s);
+    const count = () => root.querySelector(".lw-count").textContent;
+    const label = () => root.querySelector(".lw-count").nextSibling.textContent;
+    const shown = () => root.querySelectorAll(".lw-row").length;
+    assert.equal(shown(), 50);
+    assert.deepEqual([count(), label()], ["50", "events"], "a Feed restored from history: not 0 events");
+    assert.match(root.querySelector(".lw-count").parentNode.title, /0 events received live by this browser, 50 from the kernel's history/);
+    // live events, then the kernel's refreshed history fills in the one this browser missed
+    for (const i of [51, 52]) s.pusher.deliver("a", "tick", { i });
+    s.model.set("_history", historyBytes(rows(0, 52)));
+    s.clock.now += 1000; // past the flood throttle (the rows were renumbered)
+    frames.frame();
+    assert.equal(shown(), 53);
+    assert.equal(count(), String(shown()), "11 events above 12 rows, before");
+    const one = session({ channels: ["b"] });
+    const v1 = view(one);
+    one.pusher.deliver("b", "x", {});
+    v1.frames.frame();
+    assert.deepEqual(
+      [v1.root.querySelector(".lw-count").textContent, v1.root.querySelector(".lw-count").nextSibling.textContent],
+      ["1", "event"],
+    );
   });
 
   test("event data is text, never HTML", () => {
@@ -393,6 +422,57 @@ describe("FeedView", () => {
     assert.equal(cell.textContent, JSON.stringify(data, null, 2));
     cell.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
     assert.ok(!row.classList.contains("lw-open"));
+  });
+
+  test("data nested 5,000 deep is shown truncated and later events still paint (live and from history)", () => {
+    const deepText = `${"[".repeat(5000)}${"]".repeat(5000)}`;
+    const deepObj = `${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`;
+    const s = session({
+      channels: ["a"],
+      _history: new TextEncoder().encode(`{"t": ${T0 - 1000}, "channel": "a", "event": "old", "data": ${deepObj}}\n`),
+    });
+    const { root, frames } = view(s);
+    assert.equal(root.querySelectorAll(".lw-row").length, 1, "the deep history row is shown");
+    s.pusher.deliver("a", "deep", JSON.parse(deepText));
+    frames.frame();
+    s.pusher.deliver("a", "deep", JSON.parse(deepObj));
+    frames.frame();
+    s.pusher.deliver("a", "after", { ok: 1 });
+    frames.frame();
+    const rows = [...root.querySelectorAll(".lw-row")];
+    assert.deepEqual(
+      rows.map((r) => r.dataset.event),
+      ["after", "deep", "deep", "old"],
+    );
+    assert.equal(rows[0].querySelector(".lw-data").textContent, '{"ok":1}');
+    assert.equal(root.querySelector(".lw-count").textContent, "4");
+    for (const row of rows.slice(1)) {
+      const cell = row.querySelector(".lw-data");
+      assert.ok(cell.textContent.length <= 240, cell.textContent.length);
+      assert.ok(cell.textContent.endsWith("…") || cell.textContent.includes("[…]"));
+      assert.match(cell.getAttribute("title"), /[[{]…[\]}]/, "the nesting beyond the limit is marked");
+      cell.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
+      assert.ok(row.classList.contains("lw-open"));
+      assert.match(cell.textContent, /…/);
+      assert.ok(cell.textContent.length < 100_000);
+    }
+    // the filter reads the rows' text too
+    s.pusher.deliver("a", "later", { n: 2 });
+    frames.frame();
+    assert.equal(root.querySelector(".lw-row").dataset.event, "later");
+  });
+
+  test("a megabyte of data costs a bounded row: preview, title and expanded text are capped", () => {
+    const s = session({ channels: ["a"] });
+    const { root, frames } = view(s);
+    s.pusher.deliver("a", "huge", { list: Array.from({ length: 200_000 }, (_, i) => i), text: "y".repeat(1_000_000) });
+    frames.frame();
+    const cell = root.querySelector(".lw-row .lw-data");
+    assert.ok(cell.textContent.length <= 240);
+    assert.ok(cell.getAttribute("title").length <= 4000);
+    cell.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
+    assert.ok(cell.textContent.length <= 100_000, cell.textContent.length);
+    assert.ok(cell.textContent.endsWith("…"));
   });
 
   test("cleanup removes every listener and the DOM", () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, beforeEach, describe, test } from "node:test";
 
 import { Connection } from "../src/connection.js";
@@ -11,7 +12,7 @@ import {
   ProgressStore,
   ProgressView,
 } from "../src/progress.js";
-import { createWidget, KINDS } from "../src/widget.js";
+import { createWidget, KINDS } from "../src/kinds.js";
 import { FakeModel, FakePusher, makeDom, ManualFrames, ManualTimers } from "./helpers.js";
 
 const T0 = 1_700_000_000_000;
@@ -127,6 +128,8 @@ describe("formatting (as tqdm)", () => {
     assert.equal(f.rate, "?it/s");
     assert.equal(formatTimes({ elapsed: 12, remaining: 30 }), "00:12<00:30");
     assert.equal(formatTimes({ elapsed: 12, remaining: null }), "00:12<?");
+    assert.equal(formatTimes({ elapsed: 6, remaining: null, status: "done" }), "00:06");
+    assert.equal(formatCounts(job("a", { status: "done", n: 30, elapsed: 6, rate: null })).rate, "5.00it/s");
   });
 });
 
@@ -295,6 +298,23 @@ describe("ProgressView", () => {
     assert.equal(q(".lw-clear").disabled, true);
   });
 
+  test("job text nested 5,000 deep or a megabyte long is shown bounded, and later updates still paint", () => {
+    const s = session();
+    const { jobEl, frames } = view(s);
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    s.send(job("a", { desc: deep, postfix: deep, host: deep, unit: deep, parent: null }));
+    s.send(job("b", { desc: "d".repeat(1_000_000), status: "failed", error: "e".repeat(1_000_000) }));
+    frames.frame();
+    assert.ok(jobEl("a"), "the job with deep fields is shown");
+    assert.ok(jobEl("a").querySelector(".lw-name").textContent.length <= 300);
+    assert.ok(jobEl("b").querySelector(".lw-name").textContent.length <= 300);
+    assert.ok(jobEl("b").querySelector(".lw-detail").textContent.length <= 4000);
+    s.send(job("a", { desc: "fine", n: 5 }));
+    frames.frame();
+    assert.equal(jobEl("a").querySelector(".lw-name").textContent, "fine");
+    assert.equal(jobEl("a").querySelector(".lw-n").textContent, "5/10");
+  });
+
   test("live events are coalesced into one paint per animation frame", () => {
     const s = session();
     const { jobEl, frames, v } = view(s);
@@ -337,6 +357,40 @@ describe("ProgressView", () => {
     assert.equal(detail.textContent, "ZeroDivisionError: division by zero");
     assert.equal(jobEl("c").dataset.status, "cancelled");
     assert.deepEqual([root.dataset.done, root.dataset.failed, root.dataset.cancelled], ["1", "1", "1"]);
+  });
+
+  test("finished jobs and groups show their final rate and elapsed time, not ?it/s and 00:06<?", () => {
+    const s = session();
+    const { jobEl, frames, q } = view(s);
+    s.send(job("a", { status: "done", n: 12, elapsed: 6, rate: null, remaining: null }));
+    s.send(job("b", { status: "failed", n: 3, elapsed: 6, rate: null, remaining: null, error: "boom" }));
+    s.send(job("w1", { parent: "pool", n: 10, elapsed: 4, status: "done", rate: null, t: T0 / 1000 }));
+    s.send(job("w2", { parent: "pool", n: 8, elapsed: 6, status: "done", rate: null, t: T0 / 1000 }));
+    frames.frame();
+    assert.equal(jobEl("a").querySelector(".lw-job-rate").textContent, "2.00it/s");
+    assert.equal(jobEl("a").querySelector(".lw-times").textContent, "00:06");
+    assert.equal(jobEl("b").querySelector(".lw-job-rate").textContent, "2.00s/it");
+    assert.equal(jobEl("b").querySelector(".lw-times").textContent, "00:06");
+    const head = q('.lw-group[data-parent="pool"] .lw-group-head');
+    assert.equal(head.querySelector(".lw-job-rate").textContent, "3.00it/s"); // 18 items in 6 s
+    assert.equal(head.querySelector(".lw-times").textContent, "00:06");
+    for (const el of [jobEl("a"), jobEl("b"), head]) {
+      assert.doesNotMatch(el.textContent, /\?it\/s|<\?/);
+    }
+  });
+
+  test("the percentage is drawn twice, the copy over the fill clipped to it, in a colour read at 4.5:1", () => {
+    const s = session();
+    const { jobEl, frames } = view(s);
+    s.send(job("a", { n: 7, total: 10 }));
+    frames.frame();
+    const bar = jobEl("a").querySelector(".lw-bar");
+    assert.equal(bar.style.getPropertyValue("--lw-frac"), "70.00%");
+    const [under, over] = bar.querySelectorAll(".lw-pct");
+    assert.equal(under.textContent, "70%");
+    assert.equal(over.textContent, "70%");
+    assert.ok(over.classList.contains("lw-pct-on"));
+    assert.equal(over.getAttribute("aria-hidden"), "true");
   });
 
   test("workers of a parent show as one aggregate row that expands", () => {
@@ -410,5 +464,41 @@ describe("ProgressView", () => {
     assert.equal(el.querySelector(".lw-board"), null);
     cleanupModel();
     assert.equal(model.listenerCount(), 0);
+  });
+});
+
+describe("progress.css: the percentage over each fill", () => {
+  // WCAG 2 relative luminance and contrast ratio
+  const lum = (hex) => {
+    const c = [1, 3, 5].map((i) => Number.parseInt(hex.slice(i, i + 2), 16) / 255);
+    const l = c.map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4));
+    return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2];
+  };
+  const ratio = (a, b) => {
+    const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+    return (x + 0.05) / (y + 0.05);
+  };
+  const css = readFileSync(new URL("../src/progress.css", import.meta.url), "utf8");
+  const block = (selector) => css.slice(css.indexOf(`\n${selector} {\n  --lw-on-`)).split("}")[0];
+  const onColor = (text, status) => new RegExp(`--lw-on-${status}: (#[0-9a-f]{6})`).exec(text)[1];
+  // JupyterLab's fills (its theme-light / theme-dark variables): brand, success, error colour 1, and
+  // ui-font-color2 (54 % black or white) over the layout colour.
+  const FILLS = {
+    light: { running: "#1976d2", done: "#388e3c", failed: "#d32f2f", cancelled: "#757575" },
+    dark: { running: "#2196f3", done: "#4caf50", failed: "#f44336", cancelled: "#929292" },
+  };
+
+  test("every status reads at 4.5:1 or more in the light and the dark theme", () => {
+    const light = block(".lw-board");
+    const dark = block('body[data-jp-theme-light="false"] .lw-board');
+    for (const [theme, text] of [
+      ["light", light],
+      ["dark", dark],
+    ]) {
+      for (const [status, fill] of Object.entries(FILLS[theme])) {
+        const r = ratio(onColor(text, status), fill);
+        assert.ok(r >= 4.5, `${theme} ${status}: ${r.toFixed(2)}:1`);
+      }
+    }
   });
 });

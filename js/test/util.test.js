@@ -5,8 +5,10 @@ import {
   dataText,
   decodeJsonLines,
   Emitter,
+  formatJson,
   formatRate,
   formatTime,
+  labelText,
   RateMeter,
   RingBuffer,
   truncate,
@@ -117,4 +119,44 @@ test("Emitter: on returns its off; a failing listener does not stop the others",
     console.error = original;
   }
   assert.deepEqual(seen, [1]);
+});
+
+describe("formatJson / dataText / labelText", () => {
+  test("is JSON.stringify for ordinary data, compact or indented", () => {
+    const value = { a: [1, 2.5, { b: null, c: "x\"y" }], d: true, e: [], f: {}, g: "é" };
+    assert.equal(formatJson(value), JSON.stringify(value));
+    assert.equal(formatJson(value, { indent: 2 }), JSON.stringify(value, null, 2));
+    assert.equal(dataText(value), JSON.stringify(value));
+    assert.equal(dataText("plain"), "plain");
+  });
+
+  test("never throws: 5,000 levels, cycles, BigInt, non-finite numbers", () => {
+    const deep = JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`);
+    assert.throws(() => String(deep), RangeError, "what broke the Feed before");
+    const text = dataText(deep);
+    assert.ok(text.startsWith("[[[") && text.includes("[…]"));
+    const cyclic = { a: 1 };
+    cyclic.self = cyclic;
+    assert.equal(formatJson(cyclic), '{"a":1,"self":{…}}');
+    assert.equal(formatJson({ n: 10n, x: Number.NaN, y: Infinity }), '{"n":10,"x":null,"y":null}');
+  });
+
+  test("stops after maxChars, in time bounded by maxChars, with an ellipsis", () => {
+    const big = Array.from({ length: 1_000_000 }, (_, i) => i);
+    const started = performance.now();
+    const text = formatJson(big, { maxChars: 100 });
+    assert.ok(performance.now() - started < 50);
+    assert.equal(text.length, 100);
+    assert.ok(text.endsWith("…"));
+    assert.equal(dataText("z".repeat(10), 5), "zzzz…");
+  });
+
+  test("labelText: any value as a short line", () => {
+    assert.equal(labelText("abc"), "abc");
+    assert.equal(labelText(null), "");
+    assert.equal(labelText(42), "42");
+    assert.equal(labelText(["a", 1]), '["a",1]');
+    assert.equal(labelText("x".repeat(500), 10).length, 10);
+    assert.ok(labelText(JSON.parse(`${"[".repeat(5000)}${"]".repeat(5000)}`)).length < 40);
+  });
 });

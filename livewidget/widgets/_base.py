@@ -1,7 +1,7 @@
 """What every livewidget widget shares: connection, browser authorization, the kernel-side record.
 
-The contract with the front end (``js/src``; one bundle, ``livewidget/static/widget.js``, which
-dispatches on ``_kind``):
+The contract with the front end (``js/src``; one ES module per widget class, ``livewidget/static/<kind>.js``
+and ``<kind>.css``, each with pusher-js and only that class's front end, dispatching on ``_kind``):
 
 Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
@@ -78,6 +78,13 @@ __all__ = ["LiveWidget"]
 log = logging.getLogger("livewidget.widgets")
 
 STATIC = Path(__file__).parent.parent / "static"
+
+
+def _front_end(kind: str) -> tuple[Path, Path]:
+    """The built ES module and stylesheet of the widget class whose ``_kind`` is ``kind``."""
+    return STATIC / f"{kind}.js", STATIC / f"{kind}.css"
+
+
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
 _BROWSER_ROUTES = ("", "direct", "jupyter", "relay")
@@ -94,8 +101,7 @@ def _default_user() -> dict[str, Any]:
 class LiveWidget(anywidget.AnyWidget):
     """Base of the livewidget widgets; see the module docstring for the front-end contract."""
 
-    _esm = STATIC / "widget.js"
-    _css = STATIC / "widget.css"
+    # Each class sets its own module (anywidget loads one `_esm` per class): see `_front_end`.
 
     _kind = traitlets.Unicode("").tag(sync=True)
     _connection = traitlets.Dict().tag(sync=True)
@@ -139,9 +145,11 @@ class LiveWidget(anywidget.AnyWidget):
         host: str | None = None,
         port: int | None = None,
         use_tls: bool | None = None,
+        as_member: bool = False,
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until fully started: close() (also from __del__) has nothing to free
+        self._as_member = as_member
         names = _check.names(channels, "channels")
         for name in names:
             if not is_valid_channel_name(name):
@@ -225,8 +233,12 @@ class LiveWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ authorization
 
     def _kernel_member(self) -> dict[str, Any]:
-        """How the kernel's own receiver appears on presence channels (marked, so UIs can hide it)."""
+        """How the kernel's own receiver appears on presence channels: marked, so UIs can hide it (the
+        person is there through the browser's view), or as ``user`` itself with ``as_member=True`` (a
+        bot, with no browser view: it is then shown online like anyone else)."""
         info = dict(self._user.get("info") or {})
+        if self._as_member:
+            return {"id": str(self._user["id"]), "info": info}
         info["livewidget_kernel"] = True
         return {"id": f"{self._user['id']}:kernel", "info": info}
 

@@ -58,7 +58,7 @@ from .. import _check
 from .._frames import records
 from ..protocol.client import ClientEvent
 from . import _base
-from ._base import LiveWidget
+from ._base import LiveWidget, _front_end
 
 __all__ = ["LiveChart"]
 
@@ -237,6 +237,7 @@ class LiveChart(LiveWidget):
     """
 
     _kind = traitlets.Unicode("chart").tag(sync=True)
+    _esm, _css = _front_end("chart")
     x = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     y = traitlets.List(traitlets.Unicode()).tag(sync=True)
     by = traitlets.Unicode(None, allow_none=True).tag(sync=True)

@@ -63,7 +63,7 @@ from .. import _check
 from .._frames import table
 from .._loop import io_loop
 from ..protocol.client import ClientEvent
-from ._base import HISTORY_EVERY, LiveWidget
+from ._base import HISTORY_EVERY, LiveWidget, _front_end
 
 __all__ = ["Chat"]
 
@@ -206,7 +206,8 @@ class Chat(LiveWidget):
         Messages kept in ``chat.df`` (the oldest go first).
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``,
-        ``host``, ...), ``title``, ``authorize``.
+        ``host``, ...), ``title``, ``authorize``; ``as_member=True`` for a bot that no browser shows:
+        its kernel joins as ``user`` (listed online) rather than as a hidden kernel member.
 
     Python side
         ``chat.send(text)`` posts (for bots and job notifications; returns the message id);
@@ -222,6 +223,7 @@ class Chat(LiveWidget):
     """
 
     _kind = traitlets.Unicode("chat").tag(sync=True)
+    _esm, _css = _front_end("chat")
     room = traitlets.Unicode("").tag(sync=True)
     me = traitlets.Dict().tag(sync=True)
     members = traitlets.List(traitlets.Dict())

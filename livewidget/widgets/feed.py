@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traitlets
 
-from ._base import LiveWidget
+from ._base import LiveWidget, _front_end
 
 __all__ = ["Feed"]
 
@@ -31,3 +31,4 @@ class Feed(LiveWidget):
     """
 
     _kind = traitlets.Unicode("feed").tag(sync=True)
+    _esm, _css = _front_end("feed")

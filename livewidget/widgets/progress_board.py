@@ -11,7 +11,7 @@ import traitlets
 from .. import _check
 from .._frames import table
 from ..protocol.client import ClientEvent
-from ._base import LiveWidget
+from ._base import LiveWidget, _front_end
 
 __all__ = ["ProgressBoard"]
 
@@ -90,6 +90,7 @@ class ProgressBoard(LiveWidget):
     """
 
     _kind = traitlets.Unicode("progress").tag(sync=True)
+    _esm, _css = _front_end("progress")
     jobs = traitlets.Dict().tag(sync=True)
     _groups = traitlets.Dict().tag(sync=True)
     notify = traitlets.Bool(False).tag(sync=True)

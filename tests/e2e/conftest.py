@@ -47,7 +47,9 @@ from livewidget.server import LocalServer
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-BUNDLE = REPO / "livewidget" / "static" / "widget.js"
+STATIC = REPO / "livewidget" / "static"
+BUNDLES = [STATIC / f"{kind}.js" for kind in ("feed", "chart", "chat", "progress")]  # one per widget class
+BUNDLE = BUNDLES[0]  # the Feed's
 PLACEHOLDER_MARK = "front end not built"
 
 PAGE_HOST = "lab.test"  # Chromium resolves it to 127.0.0.1 (CHROMIUM_ARGS)
@@ -617,15 +619,16 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="package")
 def frontend() -> str:
-    """The built front end (livewidget/static/widget.js); fails clearly while it is the placeholder."""
-    text = BUNDLE.read_text()
-    if PLACEHOLDER_MARK in text:
-        pytest.fail(
-            f"{BUNDLE.relative_to(REPO)} is the placeholder ({PLACEHOLDER_MARK!r}): "
-            "build the front end in js/ first",
-            pytrace=False,
-        )
-    return text
+    """The built front ends (livewidget/static/<kind>.js); fail clearly when one is missing or a stub."""
+    for bundle in BUNDLES:
+        text = bundle.read_text() if bundle.exists() else PLACEHOLDER_MARK
+        if PLACEHOLDER_MARK in text:
+            pytest.fail(
+                f"{bundle.relative_to(REPO)} is missing or the placeholder ({PLACEHOLDER_MARK!r}): "
+                "build the front end in js/ first (npm run build)",
+                pytrace=False,
+            )
+    return BUNDLE.read_text()
 
 
 @pytest.fixture(scope="package")

@@ -2,7 +2,9 @@
 
 Each notebook is copied into the session's JupyterLab, opened, run top to bottom from the page, and
 must end without an error output and show its widget (the front end's root class). Screenshots of each
-widget go to ``docs/images/`` (committed: the README shows them) and of the page to ``test-artifacts/``.
+widget and of the page go to ``test-artifacts/`` (ignored by git); with ``--refresh-docs-images``
+(``scripts/refresh-docs-images.sh``) the widget pictures also replace the committed ones in ``docs/images/``
+that the README shows. A plain test run never writes into the tree.
 
 ``livewidget demo --no-browser`` runs as a subprocess with a private runtime folder and demo folder: it
 must print the URL, its JupyterLab must answer ``/api/status``, demo traffic must arrive on the demo
@@ -54,6 +56,13 @@ EXPECT = {
 }
 
 
+def docs_image(config: pytest.Config, artifact: Path, name: str) -> None:
+    """Copy a screenshot over the README's picture ``docs/images/<name>``, only when asked to."""
+    if config.getoption("refresh_docs_images"):
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifact, IMAGES / name)
+
+
 def test_every_notebook_has_an_e2e_check() -> None:
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == set(WIDGETS)
 
@@ -78,7 +87,9 @@ def _errors(nb: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("name", sorted(WIDGETS), ids=[n.split(".")[0] for n in sorted(WIDGETS)])
-def test_notebook_in_jupyterlab(name: str, notebooks: Any, lab: JupyterLab, frontend: str) -> None:
+def test_notebook_in_jupyterlab(
+    name: str, notebooks: Any, lab: JupyterLab, frontend: str, request: pytest.FixtureRequest
+) -> None:
     shutil.copyfile(NOTEBOOKS / name, lab.root / name)
     source = nbformat.read(NOTEBOOKS / name, as_version=4)
     last = max(i for i, cell in enumerate(source.cells) if cell.cell_type == "code")
@@ -92,9 +103,8 @@ def test_notebook_in_jupyterlab(name: str, notebooks: Any, lab: JupyterLab, fron
         widget.get_by_text(EXPECT[name]).first.wait_for(state="visible", timeout=20_000)
     widget.scroll_into_view_if_needed()
     nb.page.wait_for_timeout(1000)  # let the last events paint
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    widget.screenshot(path=str(IMAGES / f"{shot}.png"))
-    shutil.copyfile(IMAGES / f"{shot}.png", ARTIFACTS / f"notebook-{shot}-widget.png")
+    widget.screenshot(path=str(ARTIFACTS / f"notebook-{shot}-widget.png"))
+    docs_image(request.config, ARTIFACTS / f"notebook-{shot}-widget.png", f"{shot}.png")
     nb.screenshot(f"notebook-{shot}")
 
 
@@ -106,7 +116,9 @@ def _read_lines(stream: Any, sink: list[str]) -> None:
         sink.append(raw.decode(errors="replace"))
 
 
-def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, artifacts: Path) -> None:
+def test_demo_command_end_to_end(
+    tmp_path: Path, chromium: Path, browser: Any, artifacts: Path, request: pytest.FixtureRequest
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "LIVEWIDGET_"))}
     env.update(
         LIVEWIDGET_RUNTIME_DIR=str(tmp_path / "run"),
@@ -119,7 +131,9 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
     )
     (tmp_path / "run").mkdir()
     lab_port = free_port()
-    cmd = [sys.executable, "-m", "livewidget", "demo", "--no-browser", "--lab-port", str(lab_port)]
+    # --port 0: any port; the demo starts the server and must not call it "reused"
+    cmd = [sys.executable, "-m", "livewidget", "demo", "--no-browser", "--port", "0"]
+    cmd += ["--lab-port", str(lab_port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, out), daemon=True)
@@ -135,6 +149,7 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             time.sleep(0.2)
         assert url, f"no URL printed; output:\n{''.join(out)}"
         assert url.startswith(f"http://127.0.0.1:{lab_port}/")
+        assert "reusing" not in "".join(out), "".join(out)
         token = url.split("token=")[1]
         with urllib.request.urlopen(
             f"http://127.0.0.1:{lab_port}/api/status?token={token}", timeout=10
@@ -174,15 +189,20 @@ def test_demo_command_end_to_end(tmp_path: Path, chromium: Path, browser: Any, a
             page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             page.locator(".lw-chat").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(5000)  # traffic accumulates
-            toast = page.locator(".Toastify__toast button", has_text="No")
-            if toast.count():  # JupyterLab's "get notified about news?" toast covers the chat
-                toast.first.click(timeout=5_000)
-                page.wait_for_timeout(500)
+            # JupyterLab's "get notified about official Jupyter news?" toast would cover the chat
+            toasts = page.locator(".Toastify__toast")
+            assert toasts.count() == 0, toasts.all_inner_texts()
+            # the bot is in the room's online list, and has greeted
+            chat = page.locator(".lw-chat").first
+            chat.get_by_text("I am the demo bot").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_function(
+                "() => (document.querySelector('.lw-chat-online')?.title || '').includes('Demo bot')",
+                timeout=30_000,
+            )
             page.evaluate("() => document.querySelector('.lw-chart')?.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "demo-lab.png"))
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ARTIFACTS / "demo-lab.png", IMAGES / "demo-lab.png")
+            docs_image(request.config, ARTIFACTS / "demo-lab.png", "demo-lab.png")
         finally:
             context.close()
     finally:

@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -178,6 +179,44 @@ def test_redis_server_is_installed() -> None:
     assert RedisServer(Path("/tmp")).exe
 
 
+def test_redis_server_takes_another_port_when_its_probed_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probed port someone else binds before redis-server does is not a failed test: it tries another."""
+    import tests._cluster as cluster_mod
+
+    taken = socket.socket()
+    taken.bind((HOST, 0))
+    taken.listen()
+    probes = iter([taken.getsockname()[1], free_port()])
+    monkeypatch.setattr(cluster_mod, "free_port", lambda: next(probes))
+    redis = RedisServer(tmp_path)
+    try:
+        redis.start()
+        assert redis.port != taken.getsockname()[1]
+        with socket.create_connection((HOST, redis.port), timeout=5) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(16) == b"+PONG\r\n"
+    finally:
+        redis.stop()
+        taken.close()
+
+
+def test_nodes_bind_port_zero_and_report_their_port(tmp_path: Path) -> None:
+    """Two nodes started at once never get the same port: each binds port 0 and reads its own back."""
+    redis = RedisServer(tmp_path).start()
+    nodes = [Node(redis.url, tmp_path, node_ttl=TTL) for _ in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        assert nodes[0].port and nodes[1].port and nodes[0].port != nodes[1].port
+        assert all(node.stats()["adapter"]["node"] for node in nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+
 def test_config_file_and_adapter_settings(tmp_path: Path) -> None:
     """``redis`` and ``redis_node_ttl`` in the config file; bad values are named."""
     cfg = tmp_path / "lw.toml"
@@ -198,7 +237,7 @@ def test_config_file_and_adapter_settings(tmp_path: Path) -> None:
 def test_serve_fails_clearly_when_redis_is_unreachable(tmp_path: Path) -> None:
     """``serve --redis`` with nothing listening exits 1 naming Redis, rather than serving alone."""
     port = free_port()
-    cmd = [sys.executable, "-m", "livewidget", "serve", "--port", str(free_port())]
+    cmd = [sys.executable, "-m", "livewidget", "serve", "--port", "0"]
     cmd += ["--redis", f"redis://{HOST}:{port}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
     assert out.returncode == 1
@@ -335,11 +374,11 @@ async def test_reuse_port_spreads_one_port_over_two_processes(
 ) -> None:
     """Two processes on one port (SO_REUSEPORT): connections land on both, and events reach all."""
     redis = RedisServer(tmp_path).start()
-    port = free_port()
-    nodes = [Node(redis.url, tmp_path, port=port, node_ttl=TTL) for _ in range(2)]
+    nodes = [Node(redis.url, tmp_path, node_ttl=TTL) for _ in range(2)]
     try:
-        for node in nodes:
-            node.start("--reuse-port")
+        nodes[0].start("--reuse-port")  # binds port 0 and reports the port it got
+        port = nodes[1].port = nodes[0].port
+        nodes[1].start("--reuse-port")
         seen = set()
         for _ in range(40):
             seen.add(nodes[0].stats()["adapter"]["node"])
