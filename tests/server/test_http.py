@@ -150,7 +150,7 @@ def test_keep_alive_and_pipelined_requests_answered_in_order(server: LocalServer
     assert first[1]["content-type"].startswith("application/json")
     assert "connection" not in first[1]
     # still open: one more request on the same connection
-    sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert reader.response()[0] == 200
     sock.close()
 
@@ -167,7 +167,8 @@ def test_chunked_request_body_and_expect_continue(server: LocalServer):
     assert reader.response()[:1] == (200,)
     target, body = signed_trigger(server)
     sock.sendall(
-        f"POST {target} HTTP/1.1\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        f"POST {target} HTTP/1.1\r\nHost: h\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
     )
     assert reader.response()[0] == 100
     sock.sendall(body)
@@ -180,17 +181,17 @@ def test_chunked_request_body_and_expect_continue(server: LocalServer):
     [
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET / HTTP/3.0\r\n\r\n", 505),
-        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
-        (b"POST /apps/1/events HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"POST /apps/1/events HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
-        (b"GET /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 426),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+        (b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /app/k HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 426),
         (
-            b"GET /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"GET /app/k HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\n\r\n",
             400,
         ),
         (
-            b"POST /app/k HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"POST /app/k HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             400,
         ),
@@ -213,7 +214,7 @@ def test_malformed_requests_get_a_json_error_and_a_close(server: LocalServer, ra
 
 
 def test_connection_close_and_http_1_0(server: LocalServer):
-    for raw in (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"GET /stats HTTP/1.0\r\n\r\n"):
+    for raw in (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", b"GET /stats HTTP/1.0\r\n\r\n"):
         sock = connect(server)
         sock.sendall(raw)
         reader = Reader(sock)
@@ -230,7 +231,7 @@ def test_slow_request_head_gets_408_and_idle_keep_alive_is_closed(monkeypatch: p
         slow = connect(server)
         slow.sendall(b"GET / HTTP/1.1\r\nHost: ")  # and nothing more (slowloris)
         idle = connect(server)
-        idle.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         idle_reader = Reader(idle)
         assert idle_reader.response()[0] == 200
         ws, _ = ws_connect(server)  # WebSockets are not HTTP connections: no timeout applies
@@ -251,13 +252,13 @@ def test_an_error_in_one_request_is_a_500_not_a_dead_server(
 
     monkeypatch.setattr(app_module, "handle_rest", broken)
     sock = connect(server)
-    sock.sendall(b"GET /apps/1/channels HTTP/1.1\r\n\r\n")
+    sock.sendall(b"GET /apps/1/channels HTTP/1.1\r\nHost: h\r\n\r\n")
     reader = Reader(sock)
     status, _, body = reader.response()
     assert status == 500 and json.loads(body) == {"error": "Internal server error"}
     assert reader.closed()
     other = connect(server)
-    other.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+    other.sendall(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
     assert Reader(other).response()[0] == 200
 
 
@@ -306,7 +307,8 @@ def test_handshake_and_first_frame_in_one_packet_and_frames_split_byte_by_byte(s
     ping = masked(0x1, b'{"event":"pusher:ping","data":{}}')
     sock.sendall(
         (
-            f"GET /prefix/app/{server.key}?protocol=7&client=x&extra=1 HTTP/1.1\r\nUpgrade: WebSocket\r\n"
+            f"GET /prefix/app/{server.key}?protocol=7&client=x&extra=1 HTTP/1.1\r\n"
+            "Host: h\r\nUpgrade: WebSocket\r\n"
             f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
