@@ -545,23 +545,45 @@ _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 
 class FrameParser:
     """Client-to-server WebSocket frames (RFC 6455 §5) in, :data:`WsEvent` objects out.
 
-    A message over ``max_size`` (the whole message, fragments included) is refused with
-    ``WsFail(too_big_code)`` as soon as its header says so; the rest of its payload is then dropped as it
-    arrives, so that frames after it (the client's close) are still read. After any other failure the
-    input can no longer be trusted and everything after it is dropped.
+    A message over ``max_size`` bytes or ``max_fragments`` frames (the whole message: every fragment,
+    empty continuation frames included) is refused with ``WsFail(too_big_code)`` as soon as a header
+    says so; the rest of a refused frame's payload is then dropped as it arrives, so that frames after it
+    (the client's close) are still read. After any other failure the input can no longer be trusted and
+    everything after it is dropped.
+
+    A frame that arrives in many small reads is gathered in a ``bytearray`` and parsed once it is
+    whole: the cost of a frame is linear in its size however it is split.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frags", "_frags_size", "_skip", "failed", "max_size", "too_big_code")
+    __slots__ = (
+        "_buf",
+        "_frag_op",
+        "_frags",
+        "_frags_size",
+        "_need",
+        "_skip",
+        "failed",
+        "max_fragments",
+        "max_size",
+        "too_big_code",
+    )
 
-    def __init__(self, max_size: int, too_big_code: int = 1009) -> None:
+    def __init__(self, max_size: int, too_big_code: int = 1009, max_fragments: int = 1024) -> None:
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self.too_big_code = too_big_code
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
+        self._need = 0  # bytes the frame at the start of _buf needs before it can be parsed
         self._frags: list[bytes] | None = None  # a fragmented message's frames so far (§5.4)
         self._frag_op = 0
         self._frags_size = 0
         self._skip = 0  # payload bytes of a refused frame still to drop
         self.failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: an incomplete frame plus the fragments of an unfinished message."""
+        return len(self._buf) + self._frags_size
 
     def feed(self, data: bytes) -> list[WsEvent]:
         """The events in ``data`` (plus what was left of earlier input), in order."""
@@ -573,7 +595,21 @@ class FrameParser:
                 return []
             data = data[self._skip :]
             self._skip = 0
-        buf = self._buf + data if self._buf else data
+        buf: bytes | bytearray
+        if self._buf:
+            old = self._buf
+            if type(old) is bytearray:
+                old += data  # amortised: no copy of what is already held
+            else:
+                old = bytearray(old) + data
+            if len(old) < self._need:
+                self._buf = old
+                return []
+            buf = old
+        else:
+            buf = data
+        self._buf = b""
+        self._need = 0
         events: list[WsEvent] = []
         pos = 0
         end = len(buf)
@@ -613,24 +649,33 @@ class FrameParser:
                     return self._fail(events, 1002, "Continuation frame without a message to continue")
             elif self._frags is not None:
                 return self._fail(events, 1002, "New message before the fragmented one ended")
-            if opcode < OP_CLOSE and self._frags_size + n > self.max_size:
-                # Refuse from the header, before the payload arrives; drop it as it does.
+            if opcode < OP_CLOSE and (
+                self._frags_size + n > self.max_size
+                or (self._frags is not None and len(self._frags) >= self.max_fragments)
+            ):
+                # Refuse from the header, before the payload arrives; drop it as it does. Empty
+                # continuation frames count too: each costs a list slot (issue 14, item 6).
                 size = self._frags_size + n
+                frames = 1 + (len(self._frags) if self._frags is not None else 0)
                 self._frags = None
                 self._frags_size = 0
-                events.append(WsFail(self.too_big_code, f"Message of {size} bytes over the limit"))
+                if size > self.max_size:
+                    reason = f"Message of {size} bytes over the limit"
+                else:
+                    reason = f"Message in over {self.max_fragments} frames ({frames})"
+                events.append(WsFail(self.too_big_code, reason))
                 start += 4
                 available = end - start
                 if available >= n:
                     pos = start + n
                     continue
                 self._skip = n - available
-                self._buf = b""
                 return events
             mask_end = start + 4
             if end - mask_end < n:
+                self._need = mask_end + n - pos
                 break
-            payload = unmask(buf[mask_end : mask_end + n], buf[start:mask_end])
+            payload = unmask(bytes(buf[mask_end : mask_end + n]), buf[start:mask_end])
             pos = mask_end + n
             if opcode >= OP_CLOSE:
                 if opcode == OP_PING:
@@ -640,7 +685,6 @@ class FrameParser:
                     events.append(event)
                     if type(event) is WsFail:
                         self.failed = True
-                        self._buf = b""
                         return events
                 # pong: unsolicited pongs are allowed and ignored (§5.5.3)
                 continue
@@ -664,7 +708,9 @@ class FrameParser:
                 events.append(message)
                 if type(message) is WsFail:
                     return self._stop(events)
-        self._buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            # Keep the incomplete frame; a bytearray, so that what arrives next is appended in place.
+            self._buf = bytearray(buf[pos:]) if pos or type(buf) is not bytearray else buf
         return events
 
     @staticmethod
@@ -699,4 +745,5 @@ class FrameParser:
         self.failed = True
         self._buf = b""
         self._frags = None
+        self._frags_size = 0
         return events

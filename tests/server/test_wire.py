@@ -446,3 +446,34 @@ def test_server_frames():
     assert frame[0] == 0x88 and frame[1] <= 125 and len(frame) == 2 + frame[1]
     assert struct.unpack("!H", frame[2:4])[0] == 4100
     frame[4:].decode()
+
+
+def test_zero_length_continuation_frames_count_against_the_message():
+    """Issue 14 item 6: empty continuation frames were not counted; 126 MB of them grew the server by
+    160 MiB. Now the message is refused once it has ``max_fragments`` frames."""
+    parser = FrameParser(1000, 4100, max_fragments=100)
+    events = parser.feed(masked(OP_TEXT_, b"a", fin=False))
+    empty = masked(0x0, b"", fin=False)
+    for _ in range(99):  # 100 frames in all: allowed
+        events += parser.feed(empty)
+    assert events == [] and parser.buffered == 1
+    [fail] = parser.feed(empty)
+    assert isinstance(fail, WsFail) and fail.code == 4100 and "over 100 frames" in fail.reason
+    assert parser.buffered == 0
+
+
+def test_a_frame_trickled_byte_by_byte_costs_linear_time():
+    """A 256 KiB frame in one-byte reads is gathered in place, not re-copied per read."""
+    import time
+
+    parser = FrameParser(1 << 20)
+    frame = masked(OP_TEXT_, b"x" * 256 * 1024)
+    t0 = time.process_time()
+    events: list[object] = []
+    for i in range(len(frame)):
+        events += parser.feed(frame[i : i + 1])
+    assert len(events) == 1 and isinstance(events[0], WsMessage) and events[0].size == 256 * 1024
+    assert time.process_time() - t0 < 2.0
+
+
+OP_TEXT_ = 0x1
