@@ -488,7 +488,7 @@ def pong_frame(payload: bytes) -> bytes:
     return bytes((0x8A, len(payload))) + payload
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes, mask: bytes | bytearray) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (§5.3), as one big-integer operation."""
     n = len(payload)
     if not n:

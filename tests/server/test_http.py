@@ -7,6 +7,7 @@ control frames, bad frames. Every wait is bounded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from livewidget.protocol.signatures import body_md5, sign_rest_query
-from livewidget.server import LocalServer, app as app_module
+from livewidget.server import LocalServer, ServerLimits, app as app_module
 
 _open: list[socket.socket] = []
 
@@ -224,10 +225,8 @@ def test_connection_close_and_http_1_0(server: LocalServer):
         sock.close()
 
 
-def test_slow_request_head_gets_408_and_idle_keep_alive_is_closed(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(app_module, "_REQUEST_TIMEOUT", 0.5)
-    monkeypatch.setattr(app_module, "_KEEPALIVE_TIMEOUT", 0.5)
-    with LocalServer() as server:
+def test_slow_request_head_gets_408_and_idle_keep_alive_is_closed():
+    with LocalServer(limits=ServerLimits(request_timeout=0.5, keepalive_timeout=0.5)) as server:
         slow = connect(server)
         slow.sendall(b"GET / HTTP/1.1\r\nHost: ")  # and nothing more (slowloris)
         idle = connect(server)
@@ -244,6 +243,52 @@ def test_slow_request_head_gets_408_and_idle_keep_alive_is_closed(monkeypatch: p
         assert b"pusher:pong" in Reader(ws).frame()[1]
 
 
+def test_a_request_trickled_byte_by_byte_meets_an_overall_deadline():
+    """Issue 14 item 8: a body trickled one byte at a time was never timed out (the timeout restarted
+    with each byte); now the whole request has ``request_timeout`` from its first byte."""
+    with LocalServer(limits=ServerLimits(request_timeout=1.0)) as server:
+        sock = connect(server)
+        t0 = time.monotonic()
+        sock.sendall(b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
+        sock.settimeout(0.2)
+        status = None
+        while time.monotonic() - t0 < 5 and status is None:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x")
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            status = int(data.split(b" ")[1]) if data else -1
+        assert status == 408
+        assert 0.9 < time.monotonic() - t0 < 3.0
+
+
+def test_blank_lines_trickled_forever_meet_the_deadline_too():
+    """Issue 14 item 2: a connection sending only CRLF was never timed out."""
+    with LocalServer(limits=ServerLimits(request_timeout=0.6)) as server:
+        sock = connect(server)
+        sock.settimeout(0.15)
+        t0 = time.monotonic()
+        data = b""
+        while time.monotonic() - t0 < 5 and not data:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\r\n")
+            with contextlib.suppress(TimeoutError):
+                data = sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - t0 < 2.5
+
+
+def test_a_connection_that_never_sends_is_closed():
+    """The idle-before-first-byte timeout: a silent connection costs a descriptor for a bounded time."""
+    with LocalServer(limits=ServerLimits(first_byte_timeout=0.5)) as server:
+        sock = connect(server)
+        t0 = time.monotonic()
+        assert Reader(sock).closed(5)
+        assert 0.4 < time.monotonic() - t0 < 3.0
+
+
 def test_an_error_in_one_request_is_a_500_not_a_dead_server(
     server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ):
@@ -258,8 +303,9 @@ def test_an_error_in_one_request_is_a_500_not_a_dead_server(
     assert status == 500 and json.loads(body) == {"error": "Internal server error"}
     assert reader.closed()
     other = connect(server)
-    other.sendall(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert Reader(other).response()[0] == 200
+    other.sendall(b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n")
+    status, _, body = Reader(other).response()
+    assert status == 200 and json.loads(body)["events"]["rest_error"] == 1  # counted
 
 
 # --------------------------------------------------------------------------------------- WebSocket
