@@ -289,6 +289,67 @@ def test_a_connection_that_never_sends_is_closed():
         assert 0.4 < time.monotonic() - t0 < 3.0
 
 
+def test_pipelined_requests_whose_answers_are_not_read_stop_being_read():
+    """Issue 14 item 3: pipelined GET /stats with unread answers grew the server by 245 MiB. Now the
+    server stops reading (backpressure): the client soon cannot send more, and others are served."""
+    with LocalServer() as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        _open.append(sock)
+        sock.settimeout(1.0)
+        batch = b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n" * 1000
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < 50_000_000:
+                sent += sock.send(batch)
+        assert sent < 8_000_000, f"the server read {sent} bytes of requests whose answers are unread"
+        queued = server.call(lambda: max(c.transport.get_write_buffer_size() for c in server.server._http))
+        assert queued < 1024 * 1024
+        other = connect(server)
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert Reader(other).response()[0] == 200
+
+
+def test_a_ping_flood_whose_pongs_are_not_read_is_closed():
+    """Issue 14 item 5: pongs bypassed the send budget. Now they count: over it, the client is closed."""
+    with LocalServer(max_send_buffer=64 * 1024) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        _open.append(sock)
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /app/{server.key} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        sock.settimeout(0.5)
+        pings = masked(0x9, b"p" * 125) * 1000
+        closed = False
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and not closed:
+            try:
+                sock.sendall(pings)
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed
+        assert server.call(lambda: server.server.stats()["events"].get("over_budget", 0)) >= 1
+
+
+def test_empty_continuation_frames_count_toward_the_message():
+    """Issue 14 item 6: a message continued by empty frames is closed 4100 after ``max_fragments``."""
+    with LocalServer(limits=ServerLimits(max_fragments=1000)) as server:
+        sock, reader = ws_connect(server)
+        empty = bytes((0x00, 0x80)) + b"\0\0\0\0"  # masked, empty, not final
+        sock.sendall(bytes((0x01, 0x81)) + b"\0\0\0\0" + b"[" + empty * 1500)
+        opcode, body = reader.frame()
+        while opcode != 0x8:
+            opcode, body = reader.frame()
+        assert struct.unpack("!H", body[:2])[0] == 4100
+
+
 def test_an_error_in_one_request_is_a_500_not_a_dead_server(
     server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ):
