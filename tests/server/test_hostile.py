@@ -318,7 +318,8 @@ def _http_corpus(rng: random.Random) -> bytes:
     valid = [
         b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n",
         b"POST /apps/1/events?auth_key=x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
-        b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
         b"GET /app/" + KEY.encode() + b" HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     ]
@@ -469,7 +470,7 @@ def test_descriptors_run_out_and_the_server_stays_responsive():
     """Item 4: with RLIMIT_NOFILE at 256, 400 idle connections (sending CRLF now and then) must not
     stop others from being served: the server sheds idle HTTP connections, backs off instead of
     spinning, and logs once per interval, not once per attempt."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft >= 1024, "the test process needs descriptors of its own"
     proc = ServerProcess(nofile=256, limits={**LIMITS, "request_timeout": 30.0, "first_byte_timeout": 30.0})
     idle: list[socket.socket] = []
