@@ -18,6 +18,7 @@ per-connection memory is what decides how many idle clients one process can hold
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 import re
@@ -537,6 +538,7 @@ class WsFail:
 
 
 WsEvent = WsMessage | WsPing | WsClose | WsFail
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 # Close codes a peer may send (§7.4.1, §7.4.2 and the IANA registry): 1000-1003, 1007-1014, 3000-4999.
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
@@ -557,6 +559,7 @@ class FrameParser:
 
     __slots__ = (
         "_buf",
+        "_decoder",
         "_frag_op",
         "_frags",
         "_frags_size",
@@ -574,8 +577,11 @@ class FrameParser:
         self.too_big_code = too_big_code
         self._buf: bytes | bytearray = b""
         self._need = 0  # bytes the frame at the start of _buf needs before it can be parsed
-        self._frags: list[bytes] | None = None  # a fragmented message's frames so far (§5.4)
+        self._frags: list[Any] | None = None  # a fragmented message's frames so far (§5.4)
         self._frag_op = 0
+        # A fragmented text message is decoded as it arrives, so that invalid UTF-8 fails at the
+        # fragment that holds it (§8.1: "as soon as"), not when (or if) the message ends.
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._frags_size = 0
         self._skip = 0  # payload bytes of a refused frame still to drop
         self.failed = False
@@ -623,6 +629,8 @@ class FrameParser:
                     break
                 n = (buf[start] << 8) | buf[start + 1]
                 start += 2
+                if n < 126:  # §5.2: "the minimal number of bytes MUST be used to encode the length"
+                    return self._fail(events, 1002, "Frame length not minimally encoded")
             elif n == 127:
                 if end - start < 8:
                     break
@@ -630,6 +638,8 @@ class FrameParser:
                 start += 8
                 if n >> 63:
                     return self._fail(events, 1002, "Frame length with the most significant bit set")
+                if n < 65536:
+                    return self._fail(events, 1002, "Frame length not minimally encoded")
             fin = b0 & 0x80
             opcode = b0 & 0x0F
             if b0 & 0x70:
@@ -658,6 +668,7 @@ class FrameParser:
                 size = self._frags_size + n
                 frames = 1 + (len(self._frags) if self._frags is not None else 0)
                 self._frags = None
+                self._decoder = None
                 self._frags_size = 0
                 if size > self.max_size:
                     reason = f"Message of {size} bytes over the limit"
@@ -697,17 +708,26 @@ class FrameParser:
             if opcode != OP_CONT:
                 self._frags = []
                 self._frag_op = opcode
-            assert self._frags is not None
-            self._frags.append(payload)
+                if opcode == OP_TEXT:
+                    self._decoder = _utf8_decoder()
+            frags = self._frags
+            assert frags is not None
             self._frags_size += n
+            decoder = self._decoder
+            if decoder is not None:
+                try:
+                    frags.append(decoder.decode(payload, bool(fin)))
+                except UnicodeDecodeError:
+                    return self._fail(events, 1007, "Text message is not valid UTF-8")  # §8.1
+            else:
+                frags.append(payload)
             if fin:
-                whole = b"".join(self._frags)
+                size = self._frags_size
+                whole: str | bytes = "".join(frags) if decoder is not None else b"".join(frags)
                 self._frags = None
+                self._decoder = None
                 self._frags_size = 0
-                message = self._message(self._frag_op, whole)
-                events.append(message)
-                if type(message) is WsFail:
-                    return self._stop(events)
+                events.append(WsMessage(whole, size))
         if pos < end:
             # Keep the incomplete frame; a bytearray, so that what arrives next is appended in place.
             self._buf = bytearray(buf[pos:]) if pos or type(buf) is not bytearray else buf
@@ -745,5 +765,6 @@ class FrameParser:
         self.failed = True
         self._buf = b""
         self._frags = None
+        self._decoder = None
         self._frags_size = 0
         return events
