@@ -358,10 +358,14 @@ def _serve(args: argparse.Namespace) -> int:
         apps = [new_app(args.app_id, args.key, args.secret, **settings)]
     elif args.app_id or args.key or args.secret:
         raise ConfigurationError("give credentials either in --config or as options, not both")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    log_file = os.environ.get("LIVEWIDGET_LOG_FILE")  # set by the embedded daemon's launcher
+    if log_file:
+        from .server._logs import log_to_file
+
+        log_to_file(log_file, level=level)  # size-capped and rotated (issue 14)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     redis_url = args.redis or file_cfg.get("redis")
     adapter = None
     if redis_url:
