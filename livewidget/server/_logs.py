@@ -8,11 +8,11 @@ then ``server.log.1`` ... ``server.log.<backups>``, the oldest dropped.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
 from pathlib import Path
-from typing import IO, Any
 
 __all__ = ["LOG_BACKUPS", "LOG_MAX_BYTES", "log_to_file"]
 
@@ -23,7 +23,7 @@ LOG_BACKUPS = 2  # rotated files kept: at most (1 + LOG_BACKUPS) * LOG_MAX_BYTES
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Every file it opens (the first and each after a rotation) is created mode 0600."""
 
-    def _open(self) -> IO[Any]:
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
