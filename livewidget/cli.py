@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigurationError, LivewidgetError, ServerError
-from .protocol.config import AppConfig
+from .protocol.config import AppConfig, ServerLimits
 
 __all__ = ["load_config", "main"]
 
@@ -50,8 +50,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     Shape: optional ``host`` and ``port``, optional ``redis`` (``redis://...``: share the apps with the
     other processes using it) and ``redis_node_ttl`` (seconds), and ``apps``: a list of tables with
     ``id``, ``key``, ``secret`` and any :class:`~livewidget.protocol.AppConfig` setting
-    (``client_events``, ``webhooks``, ``max_data_size``...).
-    Returns ``{"host"?, "port"?, "redis"?, "redis_node_ttl"?, "apps": [AppConfig, ...]}``.
+    (``client_events``, ``webhooks``, ``max_data_size``...); optional ``limits``: a table of
+    :class:`~livewidget.protocol.config.ServerLimits` (per-connection timeouts and caps).
+    Returns ``{"host"?, "port"?, "redis"?, "redis_node_ttl"?, "limits"?, "apps": [AppConfig, ...]}``.
     """
     p = Path(path)
     try:
@@ -69,7 +70,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {p} is not valid {p.suffix or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {p} must hold a table/object at the top")
-    unknown = sorted(set(data) - {"host", "port", "apps", "redis", "redis_node_ttl"})
+    unknown = sorted(set(data) - {"host", "port", "apps", "redis", "redis_node_ttl", "limits"})
     if unknown:
         raise ConfigurationError(f"config file {p}: unknown key(s) {', '.join(unknown)}")
     apps = data.get("apps") or []
@@ -79,6 +80,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out: dict[str, Any] = {"apps": [AppConfig.from_mapping(a) for a in apps]}
         if "port" in data:
             out["port"] = int(data["port"])
+        if "limits" in data:
+            if not isinstance(data["limits"], dict):
+                raise ConfigurationError("'limits' must be a table")
+            out["limits"] = ServerLimits.from_mapping(data["limits"])
     except ConfigurationError as exc:
         raise ConfigurationError(f"config file {p}: {exc}") from exc
     except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. port = "abc"
@@ -373,7 +378,9 @@ def _serve(args: argparse.Namespace) -> int:
 
         ttl = args.redis_node_ttl if args.redis_node_ttl is not None else file_cfg.get("redis_node_ttl", 10.0)
         adapter = RedisAdapter(redis_url, node_ttl=float(ttl))
-    server = PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter)
+    server = PusherServer(
+        apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter, limits=file_cfg.get("limits")
+    )
 
     def ready(srv: PusherServer) -> None:
         if args.runtime_file:
