@@ -153,9 +153,10 @@ class ServerLimits:
         reading from it pauses over this (pipelined requests wait for their answers to be read).
         ``max_fragments`` (1024): frames in one fragmented WebSocket message, empty ones included
         (close 4100 over it, like a message over the size cap).
-        ``max_connections_per_ip`` (256): open connections from one remote address; over it a new one
-        gets 429 and is closed. ``max_connections_per_loopback_ip`` (4096) applies instead to
-        127.0.0.0/8 and ::1, where a Jupyter server or a proxy brings every user's connections.
+        ``max_connections_per_ip`` (1024): open connections from one remote address; over it a new one
+        gets 429 and is closed. ``max_connections_per_loopback_ip`` (65536) applies instead to
+        127.0.0.0/8 and ::1, where a Jupyter server or a proxy brings every user's connections (the
+        descriptor limit usually binds first there; see ``accept_backoff``).
 
     Running out of descriptors
         ``accept_backoff`` (0.5): when ``accept()`` fails with EMFILE/ENFILE and no idle connection
@@ -174,8 +175,8 @@ class ServerLimits:
     max_head_size: int = 16 * 1024
     max_read_buffer: int = 256 * 1024
     max_fragments: int = 1024
-    max_connections_per_ip: int | None = 256
-    max_connections_per_loopback_ip: int | None = 4096
+    max_connections_per_ip: int | None = 1024
+    max_connections_per_loopback_ip: int | None = 65536
     # Running out of descriptors
     accept_backoff: float = 0.5
     # Logs
