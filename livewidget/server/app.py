@@ -30,6 +30,7 @@ import logging
 import re
 import socket
 import struct
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -669,7 +670,7 @@ class PusherServer:
                 else:  # ECONNABORTED and the like: that client's problem
                     self._note("accept_error", "accept() failed: %s", exc)
                 return
-            ip = addr[0] if isinstance(addr, tuple) else ""
+            ip = sys.intern(addr[0]) if isinstance(addr, tuple) else ""  # one string per address
             n = self._per_ip.get(ip, 0)
             cap = lim.max_connections_per_loopback_ip if _loopback(ip) else lim.max_connections_per_ip
             if cap is not None and n >= cap:
