@@ -350,6 +350,34 @@ def test_empty_continuation_frames_count_toward_the_message():
         assert struct.unpack("!H", body[:2])[0] == 4100
 
 
+def test_an_error_handling_a_frame_is_answered_counted_and_logged_once(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """An exception while handling one frame is answered with pusher:error on that connection only,
+    which stays open; it is counted in /stats and logged once per interval, not once per frame."""
+    from livewidget.protocol import Hub
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    bystander, bystander_reader = ws_connect(server)
+    sock, reader = ws_connect(server)
+    monkeypatch.setattr(Hub, "receive", broken)
+    with caplog.at_level("INFO", logger="livewidget.server"):
+        for _ in range(50):
+            sock.sendall(masked(0x1, b'{"event":"pusher:ping","data":{}}'))
+        for _ in range(50):
+            opcode, body = reader.frame()
+            assert opcode == 1 and json.loads(body)["event"] == "pusher:error"
+        sock.sendall(masked(0x9, b"still here"))
+        assert reader.frame() == (0xA, b"still here")
+        bystander.sendall(masked(0x9, b"and me"))
+        assert bystander_reader.frame() == (0xA, b"and me")
+    assert server.call(lambda: server.server.stats()["events"]["frame_error"]) == 50
+    lines = [r for r in caplog.records if "error handling a frame" in r.getMessage()]
+    assert len(lines) == 1
+
+
 def test_an_error_in_one_request_is_a_500_not_a_dead_server(
     server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ):
