@@ -189,7 +189,7 @@ class RequestParser:
     def __init__(self, max_body: int, max_head: int = MAX_HEAD) -> None:
         self.max_body = max_body
         self.max_head = max_head
-        self._llhttp = httptools.HttpRequestParser(self)
+        self._llhttp: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._buf = b""  # received, not yet handed to llhttp (from _pos on)
         self._pos = 0
         self._ready: list[Request] = []  # parsed, not yet taken by next()
@@ -240,6 +240,13 @@ class RequestParser:
         self._buf, self._pos = b"", 0
         return rest
 
+    def close(self) -> None:
+        """Release llhttp: it holds this object's callbacks, a reference cycle that only the garbage
+        collector would otherwise break (an idle WebSocket keeps nothing of its handshake)."""
+        self._llhttp = None
+        self._ready.clear()
+        self._buf, self._pos = b"", 0
+
     def expects_continue(self) -> bool:
         """True once when a request's head asked for ``100 Continue`` before sending its body (§10.1.1)."""
         asked, self._continue = self._continue, False
@@ -266,8 +273,11 @@ class RequestParser:
         self._pos = start + len(piece)
         if not self.in_body:
             self._head_bytes += len(piece)
+        llhttp = self._llhttp
+        if llhttp is None:
+            raise HttpError(500, "The request parser was closed")
         try:
-            self._llhttp.feed_data(piece)
+            llhttp.feed_data(piece)
         except httptools.HttpParserUpgrade as exc:
             # llhttp stops after an upgrade request (RFC 9110 §7.8): what followed is the new
             # protocol's (take_rest), or more HTTP if the caller does not switch.
@@ -328,6 +338,7 @@ class RequestParser:
         if self._head_size > self.max_head:
             raise HttpError(431, f"Request head over the limit of {self.max_head} bytes")
         llhttp = self._llhttp
+        assert llhttp is not None  # called by it
         version = llhttp.get_http_version()
         if version not in ("1.1", "1.0"):
             raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")

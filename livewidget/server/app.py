@@ -159,6 +159,11 @@ class _Conn(asyncio.Protocol):
                     self.server._note("internal", "error on a connection; closing it", exc_info=True)
                     self._crash()
 
+    def _drop_parser(self) -> None:
+        parser, self.parser = self.parser, None
+        if parser is not None:
+            parser.close()  # llhttp holds its callbacks: free both now, not at the next GC pass
+
     def _pause(self, why: int) -> None:
         if not self.paused and not self.transport.is_closing():
             self.transport.pause_reading()
@@ -185,7 +190,7 @@ class _Conn(asyncio.Protocol):
         server._ws.discard(self)
         server._left(self.ip)
         self.closing = True
-        self.parser = None
+        self._drop_parser()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -321,7 +326,7 @@ class _Conn(asyncio.Protocol):
         what still arrives is read and dropped, and the socket is closed when the client closes or
         after :data:`_LINGER` seconds.
         """
-        self.parser = None  # stays in server._http (for stop()); the sweep skips it
+        self._drop_parser()  # stays in server._http (for stop()); the sweep skips it
         tr = self.transport
         if tr.is_closing():
             return
@@ -378,7 +383,7 @@ class _Conn(asyncio.Protocol):
             return
         assert self.parser is not None
         rest = self.parser.take_rest()
-        self.parser = None
+        self._drop_parser()
         self._resume(_READ)
         server._http.discard(self)
         server._ws.add(self)
