@@ -341,11 +341,11 @@ async def main(args: argparse.Namespace) -> int:
                 "p99": pct(window, 0.99),
                 "delivered": (stats.delivered - last_delivered) / args.every,
                 "connections": s.get("connections", -1),
-                "events": s.get("events", {}),
+                "incidents": s.get("incidents", {}),
             }
             last_delivered = stats.delivered
             rows.append(row)
-            ev = ", ".join(f"{k} {v}" for k, v in sorted(row["events"].items()))
+            ev = ", ".join(f"{k} {v}" for k, v in sorted(row["incidents"].items()))
             print(
                 f"{row['t']:6.0f} {row['rss'] / 2**20:8.1f} {row['p50']:7.1f} {row['p99']:7.1f} "
                 f"{row['delivered']:8.0f} {row['connections']:6}  {ev}",

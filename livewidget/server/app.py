@@ -823,12 +823,12 @@ class PusherServer:
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``GET /stats``: connections, webhooks, the adapter's deliveries, and the
-        transport's sockets and its refusals and errors by kind (``events``)."""
+        transport's sockets and its refusals and errors by kind (``incidents``)."""
         webhooks = self.webhooks
         return {
             "connections": sum(len(hub.connections) for hub in self.apps),
             "sockets": {"http": len(self._http), "websocket": len(self._ws)},
-            "events": dict(self._counts),
+            "incidents": dict(self._counts),
             "webhooks": {"delivered": webhooks.delivered, "failed": webhooks.failed} if webhooks else {},
             "adapter": self.adapter.stats(),
         }

@@ -441,7 +441,7 @@ def test_a_healthy_client_keeps_its_round_trip(server: ServerProcess, name: str)
 
 def test_errors_are_counted_not_fatal(server: ServerProcess):
     """What the attacks caused is in /stats (counted), and the server still serves."""
-    events = stats(server.port)["events"]
+    events = stats(server.port)["incidents"]
     assert events.get("http_refused", 0) > 0
     assert round_trip(server.port) < 1.0
 
@@ -491,7 +491,7 @@ def test_descriptors_run_out_and_the_server_stays_responsive():
         time.sleep(1.0)
         cpu = _cpu(proc.proc.pid) - cpu0
         assert cpu < 0.5 * (1.0 + sum(trips)), f"{cpu:.2f} s of CPU: the accept loop spins"
-        events = stats(proc.port)["events"]
+        events = stats(proc.port)["incidents"]
         assert events.get("out_of_fds", 0) > 0
         assert proc.log_size() < LOG_BOUND
         assert proc.log_path.read_text().count("out of file descriptors") <= 2

@@ -335,7 +335,7 @@ def test_a_ping_flood_whose_pongs_are_not_read_is_closed():
             except OSError:
                 closed = True
         assert closed
-        assert server.call(lambda: server.server.stats()["events"].get("over_budget", 0)) >= 1
+        assert server.call(lambda: server.server.stats()["incidents"].get("over_budget", 0)) >= 1
 
 
 def test_empty_continuation_frames_count_toward_the_message():
@@ -373,7 +373,7 @@ def test_an_error_handling_a_frame_is_answered_counted_and_logged_once(
         assert reader.frame() == (0xA, b"still here")
         bystander.sendall(masked(0x9, b"and me"))
         assert bystander_reader.frame() == (0xA, b"and me")
-    assert server.call(lambda: server.server.stats()["events"]["frame_error"]) == 50
+    assert server.call(lambda: server.server.stats()["incidents"]["frame_error"]) == 50
     lines = [r for r in caplog.records if "error handling a frame" in r.getMessage()]
     assert len(lines) == 1
 
@@ -394,7 +394,7 @@ def test_an_error_in_one_request_is_a_500_not_a_dead_server(
     other = connect(server)
     other.sendall(b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n")
     status, _, body = Reader(other).response()
-    assert status == 200 and json.loads(body)["events"]["rest_error"] == 1  # counted
+    assert status == 200 and json.loads(body)["incidents"]["rest_error"] == 1  # counted
 
 
 # --------------------------------------------------------------------------------------- WebSocket
