@@ -122,7 +122,7 @@ class _Conn(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio and uvloop both set TCP_NODELAY on accepted sockets: frames are written whole.
+        # TCP_NODELAY was set by PusherServer._accept: frames are written whole.
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         server = self.server
         self.parser = RequestParser(server._max_request, server.limits.max_head_size)
