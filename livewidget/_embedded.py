@@ -231,10 +231,13 @@ def _spawn_on(folder: Path, port: str) -> dict[str, Any]:
     with contextlib.suppress(FileNotFoundError):
         info_path.unlink()
     env = dict(os.environ)
+    log_path = folder / "server.log"  # the server's log, rotated by the daemon (server/_logs.py)
+    out_path = folder / "server.out"  # its stdout and stderr: the banner, or why it could not start
     env.update(
         LIVEWIDGET_APP_ID=creds["app_id"],
         LIVEWIDGET_KEY=creds["key"],
         LIVEWIDGET_SECRET=creds["secret"],
+        LIVEWIDGET_LOG_FILE=str(log_path),
     )
     for name in (
         "LIVEWIDGET_URL",
@@ -246,8 +249,8 @@ def _spawn_on(folder: Path, port: str) -> dict[str, Any]:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "livewidget", "serve", "--host", "127.0.0.1", "--port", port]
     cmd += ["--runtime-file", str(info_path)]
-    log_path = folder / "server.log"
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # Truncated at each start: it only ever holds one run's banner and fatal errors, never grows.
+    log_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # posix_spawn with setsid: the daemon outlives the kernel and its restarts, and no Popen handle
         # is left to warn at exit; _alive() reaps it if it exits while we run.
@@ -267,13 +270,15 @@ def _spawn_on(folder: Path, port: str) -> dict[str, Any]:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not _alive(pid):
-            raise ServerError(f"the embedded server exited at start; see {log_path}")
+            raise ServerError(f"the embedded server exited at start; see {out_path} and {log_path}")
         info = read_info()
         if info is not None:
             return info
         time.sleep(0.05)
     os.kill(pid, signal.SIGTERM)
-    raise ServerError(f"the embedded server did not start within {START_TIMEOUT:.0f} s; see {log_path}")
+    raise ServerError(
+        f"the embedded server did not start within {START_TIMEOUT:.0f} s; see {out_path} and {log_path}"
+    )
 
 
 def stop_embedded(timeout: float = 10.0) -> dict[str, Any] | None:

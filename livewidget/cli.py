@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigurationError, LivewidgetError, ServerError
-from .protocol.config import AppConfig
+from .protocol.config import AppConfig, ServerLimits
 
 __all__ = ["load_config", "main"]
 
@@ -53,8 +53,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     Shape: optional ``host`` and ``port``, optional ``redis`` (``redis://...``: share the apps with the
     other processes using it) and ``redis_node_ttl`` (seconds), and ``apps``: a list of tables with
     ``id``, ``key``, ``secret`` and any :class:`~livewidget.protocol.AppConfig` setting
-    (``client_events``, ``webhooks``, ``max_data_size``...).
-    Returns ``{"host"?, "port"?, "redis"?, "redis_node_ttl"?, "apps": [AppConfig, ...]}``.
+    (``client_events``, ``webhooks``, ``max_data_size``...); optional ``limits``: a table of
+    :class:`~livewidget.protocol.config.ServerLimits` (per-connection timeouts and caps).
+    Returns ``{"host"?, "port"?, "redis"?, "redis_node_ttl"?, "limits"?, "apps": [AppConfig, ...]}``.
     """
     p = Path(path)
     try:
@@ -72,7 +73,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {p} is not valid {p.suffix or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {p} must hold a table/object at the top")
-    unknown = sorted(set(data) - {"host", "port", "apps", "redis", "redis_node_ttl"})
+    unknown = sorted(set(data) - {"host", "port", "apps", "redis", "redis_node_ttl", "limits"})
     if unknown:
         raise ConfigurationError(f"config file {p}: unknown key(s) {', '.join(unknown)}")
     apps = data.get("apps") or []
@@ -82,6 +83,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out: dict[str, Any] = {"apps": [AppConfig.from_mapping(a) for a in apps]}
         if "port" in data:
             out["port"] = int(data["port"])
+        if "limits" in data:
+            if not isinstance(data["limits"], dict):
+                raise ConfigurationError("'limits' must be a table")
+            out["limits"] = ServerLimits.from_mapping(data["limits"])
     except ConfigurationError as exc:
         raise ConfigurationError(f"config file {p}: {exc}") from exc
     except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. port = "abc"
@@ -481,9 +486,16 @@ def _serve(args: argparse.Namespace) -> int:
             given = _Secret(apps[0].secret, where, path, temporary=True)
     if given is None:
         given = _Secret(None, f"in the config file {args.config}")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    level = logging.INFO if args.verbose else logging.WARNING
+    log_file = os.environ.get("LIVEWIDGET_LOG_FILE")  # set by the embedded daemon's launcher
+    if log_file:
+        from .server._logs import log_to_file
+
+        log_to_file(log_file, level=level)  # size-capped and rotated (issue 14)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = PusherServer(
+        apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter, limits=file_cfg.get("limits")
     )
 
     def ready(srv: PusherServer) -> None:
@@ -515,9 +527,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("Press Ctrl-C to stop.", flush=True)
 
     try:
-        run_forever(
-            PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter), ready
-        )
+        run_forever(server, ready)
     except OSError as exc:
         print(f"livewidget: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1

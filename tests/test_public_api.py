@@ -43,6 +43,7 @@ def test_server_exports():
         "AppConfig",
         "LocalServer",
         "PusherServer",
+        "ServerLimits",
         "new_app",
         "run_forever",
     ]

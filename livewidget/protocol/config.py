@@ -1,7 +1,9 @@
-"""Per-app settings and limits of the embedded server.
+"""Settings and limits of the embedded server: per app (:class:`AppConfig`) and per connection
+(:class:`ServerLimits`).
 
-Defaults follow the hosted Pusher Channels limits (reference §3) so that code that works here works
-there; each limit is configurable.
+App defaults follow the hosted Pusher Channels limits (reference §3) so that code that works here works
+there; each limit is configurable. Connection limits bound what one socket can cost the server before it
+has shown it is a Pusher client at all (issue 14).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["AppConfig"]
+__all__ = ["AppConfig", "ServerLimits"]
 
 _APP_ID_RE = re.compile(r"\A[0-9]+\Z")
 _TOKEN_RE = re.compile(r"\A[A-Za-z0-9_.\-]+\Z")
@@ -130,3 +132,71 @@ def _check_type(name: str, annotation: object, value: object) -> None:
         )
         got = f"type {type(value).__name__}" if name == "secret" else repr(value)  # never echo a secret
         raise ConfigurationError(f"{name} must be {kind}{' or null' if optional else ''}, got {got}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    """What one connection may cost the server, whatever app it is for (issue 14).
+
+    Times are in seconds and sizes in bytes; ``None`` disables a limit. Per-app limits (the largest
+    frame, the send buffer of a WebSocket, the REST body) are in :class:`AppConfig`; the send buffer
+    (``max_send_buffer``) is one write budget per connection: events, pongs and responses all count.
+
+    Timeouts
+        ``first_byte_timeout`` (10): a new connection that sends nothing in this time is closed.
+        ``request_timeout`` (15): a request's head and body must arrive within this time of its first
+        byte (empty lines before it included), else 408 and close: a deadline, not a per-byte timeout.
+        ``keepalive_timeout`` (75): an HTTP connection idle between requests is closed after this.
+
+    Limits
+        ``max_head_size`` (16 KiB): request line and header fields (431 over it).
+        ``max_read_buffer`` (256 KiB): bytes received from an HTTP connection and not yet parsed;
+        reading from it pauses over this (pipelined requests wait for their answers to be read).
+        ``max_fragments`` (1024): frames in one fragmented WebSocket message, empty ones included
+        (close 4100 over it, like a message over the size cap).
+        ``max_connections_per_ip`` (1024): open connections from one remote address; over it a new one
+        gets 429 and is closed. ``max_connections_per_loopback_ip`` (65536) applies instead to
+        127.0.0.0/8 and ::1, where a Jupyter server or a proxy brings every user's connections (the
+        descriptor limit usually binds first there; see ``accept_backoff``).
+
+    Running out of descriptors
+        ``accept_backoff`` (0.5): when ``accept()`` fails with EMFILE/ENFILE and no idle connection
+        can be shed, seconds before the accept loop tries again (no busy loop).
+
+    Logs
+        ``log_interval`` (10): at most one line per kind of event (a refused request, an error, an
+        accept failure) per this many seconds; the others are counted in ``GET /stats``.
+    """
+
+    # Timeouts
+    first_byte_timeout: float | None = 10.0
+    request_timeout: float | None = 15.0
+    keepalive_timeout: float | None = 75.0
+    # Limits
+    max_head_size: int = 16 * 1024
+    max_read_buffer: int = 256 * 1024
+    max_fragments: int = 1024
+    max_connections_per_ip: int | None = 1024
+    max_connections_per_loopback_ip: int | None = 65536
+    # Running out of descriptors
+    accept_backoff: float = 0.5
+    # Logs
+    log_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, f.type, value)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{f.name} must be positive (or null to disable), got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> ServerLimits:
+        """Build from a config file's ``[limits]`` table."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown server limit(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)

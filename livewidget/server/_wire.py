@@ -4,8 +4,8 @@ Nothing here touches a socket, a clock or an event loop (the model is the sans-I
 ``websockets`` library); :mod:`.app` feeds what a socket received and writes what comes back. Only what
 the server needs is implemented:
 
-- :class:`RequestParser`: HTTP/1.1 requests (RFC 9112), incrementally, with limits on the head and the
-  body, ``Content-Length`` and ``chunked`` bodies, keep-alive and pipelining;
+- :class:`RequestParser`: HTTP/1.1 requests (RFC 9112) parsed by llhttp through :mod:`httptools`,
+  incrementally, with limits on the head and the body, keep-alive and pipelining;
 - :func:`response`: a JSON response; :func:`handshake`: the WebSocket opening handshake (RFC 6455 §4.2);
 - :class:`FrameParser`: client-to-server WebSocket frames (RFC 6455 §5), with the close-code and
   UTF-8 checks of §7.4 and §8.1 and a size cap; :func:`text_frame`, :func:`close_frame` and friends for
@@ -18,12 +18,15 @@ per-connection memory is what decides how many idle clients one process can hold
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 import re
 import struct
 from typing import Any
 from urllib.parse import unquote, unquote_plus
+
+import httptools
 
 __all__ = [
     "FrameParser",
@@ -42,12 +45,8 @@ __all__ = [
 ]
 
 MAX_HEAD = 16 * 1024  # request line + headers; Soketi/uWebSockets and nginx use 4-16 KB
-_MAX_CHUNK_LINE = 1024  # a chunk-size line with its extensions (RFC 9112 §7.1.1)
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-# RFC 9110 §5.6.2: token = 1*tchar (methods and field names)
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")  # no controls or spaces in a request target (§3.2)
-_BAD_VALUE = re.compile(r"[\x00\r\n]")
 
 REASONS = {
     100: "Continue",
@@ -90,7 +89,7 @@ class HttpError(Exception):
 class Request:
     """One parsed request. ``headers`` has lower-case names; repeated fields are joined with ``", "``."""
 
-    __slots__ = ("body", "headers", "keep_alive", "method", "raw_path", "raw_query", "version")
+    __slots__ = ("body", "headers", "keep_alive", "method", "raw_path", "raw_query", "upgrade", "version")
 
     def __init__(
         self, method: str, raw_path: str, raw_query: str, version: str, headers: dict[str, str]
@@ -102,6 +101,7 @@ class Request:
         self.headers = headers
         self.body = b""
         self.keep_alive = _keep_alive(version, headers.get("connection", ""))
+        self.upgrade = False  # llhttp saw Upgrade with Connection: upgrade (or CONNECT)
 
     @property
     def path(self) -> str:
@@ -140,59 +140,112 @@ def _keep_alive(version: str, connection: str) -> bool:
     return "keep-alive" in tokens and "close" not in tokens
 
 
-# Parser states
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _BROKEN = range(8)
-
-
 class RequestParser:
-    """Incremental HTTP/1.1 request parser: :meth:`feed` bytes, then take requests with :meth:`next`.
+    """Incremental HTTP/1.1 request parser over llhttp (:mod:`httptools`): :meth:`feed` bytes, then take
+    requests with :meth:`next`.
 
-    Pipelined requests come out one at a time, in order (RFC 9112 §9.3.2); after an upgrade request the
-    bytes that followed it belong to the new protocol (:meth:`take_rest`). Limits: the request line and
-    headers together ``max_head`` bytes (else 431), the body ``max_body`` bytes (else 413).
+    llhttp (Node's parser: generated from a state machine, fuzzed, strict by default) does the framing
+    (RFC 9112): request line, field syntax, ``Content-Length``, ``chunked`` and trailers. It answers bad
+    ``Content-Length`` or ``Transfer-Encoding`` values, bad chunk sizes, obsolete line folding, bare LF
+    and the like with an error; this class adds what it leaves to the application: missing or repeated
+    ``Host`` (RFC 9112 §3.2), versions other than 1.0 and 1.1, and the limits.
+
+    Pipelined requests come out one at a time, in order (RFC 9112 §9.3.2). Input is handed to llhttp in
+    slices, and only while no parsed request is waiting for :meth:`next`: a client that pipelines
+    thousands of requests costs the bytes it sent, not thousands of parsed requests, and the caller
+    applies backpressure simply by not calling :meth:`next` (and pausing reading when :attr:`buffered`
+    grows). Every byte is looked at a bounded number of times: no quadratic case (issue 14, items 1-2).
+
+    After an upgrade request the bytes that followed it belong to the new protocol (:meth:`take_rest`).
+    Limits: the request head ``max_head`` bytes (else 431; leading empty lines count), the body
+    ``max_body`` bytes (else 413).
     """
 
     __slots__ = (
+        "_body",
+        "_body_size",
+        "_broken",
         "_buf",
-        "_chunked_body",
         "_continue",
-        "_remaining",
+        "_error",
+        "_head_bytes",
+        "_head_done",
+        "_head_size",
+        "_hosts",
+        "_in_message",
+        "_llhttp",
+        "_pos",
+        "_ready",
         "_req",
-        "_scanned",
-        "_state",
+        "_started",
+        "_target",
         "max_body",
         "max_head",
     )
 
+    _SLICE = 4096  # bytes handed to llhttp at a time while no body is being read
+    _BODY_SLICE = 65536
+
     def __init__(self, max_body: int, max_head: int = MAX_HEAD) -> None:
         self.max_body = max_body
         self.max_head = max_head
-        self._buf = b""
-        self._state = _IDLE
+        self._llhttp: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._buf = b""  # received, not yet handed to llhttp (from _pos on)
+        self._pos = 0
+        self._ready: list[Request] = []  # parsed, not yet taken by next()
         self._req: Request | None = None
-        self._remaining = 0
-        self._chunked_body: list[bytes] = []
+        self._target: list[bytes] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_bytes = 0  # bytes handed to llhttp since the last head ended (an upper bound)
+        self._hosts = 0
+        self._head_size = 0  # the current head's target and fields
+        self._in_message = False
+        self._head_done = False
+        self._started = False  # bytes arrived since the last complete request (blank lines count)
         self._continue = False
-        self._scanned = 0  # bytes of an incomplete head already searched for its end (no rescans)
+        self._error: HttpError | None = None
+        self._broken = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed (the caller pauses reading when this grows)."""
+        return len(self._buf) - self._pos
 
     @property
     def in_head(self) -> bool:
-        """Part of a request head has arrived, not all of it (what a slowloris client keeps doing)."""
-        return self._state == _IDLE and bool(self._buf)
+        """Bytes of a request have arrived, not its whole head (what a slowloris client keeps doing)."""
+        return (self._started or self.buffered > 0) and not self.in_body
 
     @property
     def in_body(self) -> bool:
         """A request's head has arrived, its body not yet."""
-        return _LENGTH <= self._state <= _TRAILERS
+        return self._in_message and self._head_done
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
-        self._buf = self._buf + data if self._buf else data
+        if not data:
+            return
+        if not self._in_message:
+            self._started = True
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = data, 0
+        else:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
 
     def take_rest(self) -> bytes:
         """The bytes after the last request (after an upgrade: the new protocol's)."""
-        rest, self._buf = self._buf, b""
+        rest = self._buf[self._pos :]
+        self._buf, self._pos = b"", 0
         return rest
+
+    def close(self) -> None:
+        """Release llhttp: it holds this object's callbacks, a reference cycle that only the garbage
+        collector would otherwise break (an idle WebSocket keeps nothing of its handshake)."""
+        self._llhttp = None
+        self._ready.clear()
+        self._buf, self._pos = b"", 0
 
     def expects_continue(self) -> bool:
         """True once when a request's head asked for ``100 Continue`` before sending its body (§10.1.1)."""
@@ -201,117 +254,103 @@ class RequestParser:
 
     def next(self) -> Request | None:
         """The next complete request, or None until more bytes arrive. Raises :class:`HttpError`."""
-        if self._state == _BROKEN:
-            return None
+        ready = self._ready
+        while not ready and self._pos < len(self._buf):
+            self._step()
+        if ready:
+            return ready.pop(0)
+        error = self._error
+        if error is not None and not self._broken:
+            self._broken = True  # raised once; a broken parser then only answers None
+            raise error
+        return None
+
+    def _step(self) -> None:
+        """Hand llhttp the next slice of input."""
+        size = self._BODY_SLICE if self.in_body else self._SLICE
+        start = self._pos
+        piece = self._buf[start : start + size]
+        self._pos = start + len(piece)
+        if not self.in_body:
+            self._head_bytes += len(piece)
+        llhttp = self._llhttp
+        if llhttp is None:
+            raise HttpError(500, "The request parser was closed")
         try:
-            return self._next()
-        except HttpError:
-            self._state = _BROKEN  # the framing is lost: nothing after this can be trusted
-            self._buf = b""
+            llhttp.feed_data(piece)
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops after an upgrade request (RFC 9110 §7.8): what followed is the new
+            # protocol's (take_rest), or more HTTP if the caller does not switch.
+            self._pos = start + int(exc.args[0])
+        except httptools.HttpParserError as exc:
+            self._fail(self._error or _llhttp_error(exc))
+        if self._error is not None:
+            self._fail(self._error)
+        elif not self.in_body and self._head_bytes > self.max_head:
+            self._fail(HttpError(431, f"Request head over the limit of {self.max_head} bytes"))
+
+    def _fail(self, error: HttpError) -> None:
+        # The framing is lost: nothing after this can be trusted. Requests parsed before the error
+        # are still answered (in order), then the error.
+        self._error = error
+        self._buf, self._pos = b"", 0
+
+    # llhttp callbacks (httptools calls these during feed_data). An exception raised here would only
+    # come back as a generic "callback error"; the precise one is kept in _error instead.
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._started = True
+        self._req = None
+        self._target = []
+        self._hosts = 0
+        self._head_size = 0
+        self._head_done = False
+
+    def on_url(self, url: bytes) -> None:
+        self._target.append(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # trailer fields are read and dropped (RFC 9112 §7.1.2)
+        req = self._req
+        if req is None:
+            req = self._req = Request("", "", "", "", {})
+        self._head_size += len(name) + len(value) + 4
+        key = name.decode("latin-1").lower()  # RFC 9112 §5: field values are opaque octets
+        text = value.decode("latin-1")
+        if key == "host":
+            self._hosts += 1
+        old = req.headers.get(key)
+        req.headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        try:
+            self._headers_complete()
+        except HttpError as exc:
+            self._error = exc
             raise
 
-    def _next(self) -> Request | None:
-        while True:
-            state = self._state
-            buf = self._buf
-            if state == _IDLE:
-                # RFC 9112 §2.2: ignore at least one empty line before a request line.
-                while buf.startswith(b"\r\n"):
-                    buf = self._buf = buf[2:]
-                end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3), self.max_head + 4)
-                if end < 0:
-                    if len(buf) > self.max_head:
-                        raise HttpError(431, f"Request head over the limit of {self.max_head} bytes")
-                    self._scanned = len(buf)
-                    return None
-                self._scanned = 0
-                self._buf = buf[end + 4 :]
-                req = self._req = self._parse_head(buf[:end])
-                if not self._body_framing(req):
-                    self._req = None
-                    return req
-            elif state == _LENGTH:
-                if len(buf) < self._remaining:
-                    return None
-                req = self._done()
-                req.body, self._buf = buf[: self._remaining], buf[self._remaining :]
-                return req
-            elif state == _CHUNK_SIZE:
-                # RFC 9112 §7.1: chunk-size [; ext] CRLF, chunk-data CRLF, ..., last-chunk, trailers CRLF
-                end = buf.find(b"\r\n", 0, _MAX_CHUNK_LINE)
-                if end < 0:
-                    if len(buf) >= _MAX_CHUNK_LINE:
-                        raise HttpError(400, "Chunk size line too long")
-                    return None
-                size_text = buf[:end].split(b";", 1)[0].strip()
-                if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
-                    raise HttpError(400, "Invalid chunk size")
-                size = int(size_text, 16)
-                self._buf = buf[end + 2 :]
-                if size == 0:
-                    self._state = _TRAILERS
-                    continue
-                if sum(map(len, self._chunked_body)) + size > self.max_body:
-                    raise HttpError(413, f"Request body over the limit of {self.max_body} bytes")
-                self._remaining = size
-                self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                if not buf:
-                    return None
-                piece = buf[: self._remaining]
-                self._chunked_body.append(piece)
-                self._remaining -= len(piece)
-                self._buf = buf[len(piece) :]
-                if self._remaining == 0:
-                    self._state = _CHUNK_END
-            elif state == _CHUNK_END:
-                if len(buf) < 2:
-                    return None
-                if buf[:2] != b"\r\n":
-                    raise HttpError(400, "Chunk data not followed by CRLF")
-                self._buf = buf[2:]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                # Trailer fields are read and dropped (RFC 9112 §7.1.2); bounded like a head.
-                if buf.startswith(b"\r\n"):
-                    self._buf = buf[2:]
-                else:
-                    end = buf.find(b"\r\n\r\n", 0, self.max_head + 4)
-                    if end < 0:
-                        if len(buf) > self.max_head:
-                            raise HttpError(431, "Trailer section too large")
-                        return None
-                    self._buf = buf[end + 4 :]
-                req = self._done()
-                req.body = b"".join(self._chunked_body)
-                self._chunked_body = []
-                return req
-            else:  # pragma: no cover - _BROKEN is handled in next()
-                return None
-
-    def _done(self) -> Request:
-        req = self._req
-        assert req is not None
-        self._req = None
-        self._state = _IDLE
-        return req
-
-    def _parse_head(self, head: bytes) -> Request:
-        try:
-            text = head.decode("latin-1")  # RFC 9112 §2.2: octets; field values are opaque
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-            raise HttpError(400, "Invalid request head") from None
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            raise HttpError(400, "Invalid request line")
-        method, target, version = parts
-        if _TOKEN.fullmatch(method) is None:
-            raise HttpError(400, "Invalid method")
-        if not version.startswith("HTTP/") or len(version) != 8 or version[6] != ".":
-            raise HttpError(400, "Invalid HTTP version")
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
+    def _headers_complete(self) -> None:
+        self._head_bytes = 0
+        self._head_done = True
+        if self._head_size > self.max_head:
+            raise HttpError(431, f"Request head over the limit of {self.max_head} bytes")
+        llhttp = self._llhttp
+        assert llhttp is not None  # called by it
+        version = llhttp.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        req = self._req or Request("", "", "", "", {})
+        headers = req.headers
+        # RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, and to any
+        # request with more than one Host field.
+        if self._hosts > 1:
+            raise HttpError(400, "More than one Host header")
+        if self._hosts == 0 and version == "1.1":
+            raise HttpError(400, "Missing Host header")
+        target = b"".join(self._target).decode("latin-1")
         if target.startswith(("http://", "https://")):
             # absolute-form (RFC 9112 §3.2.2): the server only needs the path
             slash = target.find("/", target.index("//") + 2)
@@ -319,52 +358,58 @@ class RequestParser:
         if not target.startswith("/") or _BAD_TARGET.search(target) is not None:
             raise HttpError(400, "Invalid request target")
         raw_path, _, raw_query = target.partition("?")
-        raw_path = raw_path.partition("#")[0]
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or _TOKEN.fullmatch(name) is None:
-                # includes obsolete line folding (a line starting with whitespace), RFC 9112 §5.2
-                raise HttpError(400, f"Invalid header line {line[:40]!r}")
-            value = value.strip(" \t")
-            if _BAD_VALUE.search(value) is not None:
-                raise HttpError(400, "Invalid header value")
-            key = name.lower()
-            old = headers.get(key)
-            headers[key] = value if old is None else f"{old}, {value}"
-        return Request(method, raw_path, raw_query, version[5:], headers)
-
-    def _body_framing(self, req: Request) -> bool:
-        """Set up reading ``req``'s body (RFC 9112 §6.3); False when it has none."""
-        te = req.headers.get("transfer-encoding")
-        cl = req.headers.get("content-length")
+        req.method = llhttp.get_method().decode("ascii")
+        req.raw_path = raw_path.partition("#")[0]
+        req.raw_query = raw_query
+        req.version = version
+        req.keep_alive = _keep_alive(version, headers.get("connection", ""))
+        req.upgrade = llhttp.should_upgrade()
+        self._req = req
+        # Framing (RFC 9112 §6): llhttp has refused Transfer-Encoding with Content-Length (§6.3 item
+        # 3, how requests are smuggled), a request whose final coding is not chunked (§6.3 item 4),
+        # and malformed or repeated Content-Length values. What remains is ours to refuse:
+        te = headers.get("transfer-encoding")
         if te is not None:
-            if cl is not None:
-                # §6.3 item 3: both present is how requests are smuggled past proxies; refuse it.
-                raise HttpError(400, "Both Transfer-Encoding and Content-Length")
-            if req.version != "1.1" or te.strip().lower() != "chunked":
+            if version != "1.1" or te.lower() != "chunked":
                 raise HttpError(501, f"Transfer-Encoding {te!r} is not supported; use chunked")
-            self._state = _CHUNK_SIZE
-            self._chunked_body = []
-        elif cl is not None:
-            values = {v.strip() for v in cl.split(",")}
-            if len(values) != 1:
-                raise HttpError(400, "Conflicting Content-Length values")
-            value = values.pop()
-            if not value.isdigit() or not value.isascii():
+            self._continue = headers.get("expect", "").lower() == "100-continue"
+        elif "content-length" in headers:
+            value = headers["content-length"].strip(" \t")
+            if not value.isdigit() or not value.isascii():  # pragma: no cover - llhttp refuses these
                 raise HttpError(400, "Invalid Content-Length")
             length = int(value)
             if length > self.max_body:
                 raise HttpError(413, f"Request body over the limit of {self.max_body} bytes")
-            if length == 0:
-                return False
-            self._state = _LENGTH
-            self._remaining = length
-        else:
-            return False  # §6.3 item 7: a request without either has no body
-        if req.headers.get("expect", "").lower() == "100-continue":
-            self._continue = True
-        return True
+            self._continue = length > 0 and headers.get("expect", "").lower() == "100-continue"
+        self._body = []
+        self._body_size = 0
+
+    def on_body(self, body: bytes) -> None:
+        size = self._body_size + len(body)
+        if size > self.max_body:
+            self._error = HttpError(413, f"Request body over the limit of {self.max_body} bytes")
+            raise self._error
+        self._body_size = size
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self._req
+        assert req is not None  # llhttp calls on_headers_complete first
+        req.body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body = []
+        self._req = None
+        self._in_message = False
+        self._started = False
+        self._continue = False
+        self._head_bytes = 0
+        self._ready.append(req)
+
+
+def _llhttp_error(exc: Exception) -> HttpError:
+    text = str(exc) or type(exc).__name__
+    if text == "Invalid HTTP version":  # llhttp knows 0.9 to 2.0; anything else is not HTTP/1.x
+        return HttpError(505, "HTTP version not supported; use HTTP/1.1")
+    return HttpError(400, f"Malformed request: {text}")
 
 
 def response(status: int, body: Any, *, keep_alive: bool = True, head: bool = False) -> bytes:
@@ -455,7 +500,7 @@ def pong_frame(payload: bytes) -> bytes:
     return bytes((0x8A, len(payload))) + payload
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes, mask: bytes | bytearray) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (§5.3), as one big-integer operation."""
     n = len(payload)
     if not n:
@@ -504,6 +549,7 @@ class WsFail:
 
 
 WsEvent = WsMessage | WsPing | WsClose | WsFail
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 # Close codes a peer may send (§7.4.1, §7.4.2 and the IANA registry): 1000-1003, 1007-1014, 3000-4999.
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
@@ -512,23 +558,49 @@ _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 
 class FrameParser:
     """Client-to-server WebSocket frames (RFC 6455 §5) in, :data:`WsEvent` objects out.
 
-    A message over ``max_size`` (the whole message, fragments included) is refused with
-    ``WsFail(too_big_code)`` as soon as its header says so; the rest of its payload is then dropped as it
-    arrives, so that frames after it (the client's close) are still read. After any other failure the
-    input can no longer be trusted and everything after it is dropped.
+    A message over ``max_size`` bytes or ``max_fragments`` frames (the whole message: every fragment,
+    empty continuation frames included) is refused with ``WsFail(too_big_code)`` as soon as a header
+    says so; the rest of a refused frame's payload is then dropped as it arrives, so that frames after it
+    (the client's close) are still read. After any other failure the input can no longer be trusted and
+    everything after it is dropped.
+
+    A frame that arrives in many small reads is gathered in a ``bytearray`` and parsed once it is
+    whole: the cost of a frame is linear in its size however it is split.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frags", "_frags_size", "_skip", "failed", "max_size", "too_big_code")
+    __slots__ = (
+        "_buf",
+        "_decoder",
+        "_frag_op",
+        "_frags",
+        "_frags_size",
+        "_need",
+        "_skip",
+        "failed",
+        "max_fragments",
+        "max_size",
+        "too_big_code",
+    )
 
-    def __init__(self, max_size: int, too_big_code: int = 1009) -> None:
+    def __init__(self, max_size: int, too_big_code: int = 1009, max_fragments: int = 1024) -> None:
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self.too_big_code = too_big_code
-        self._buf = b""
-        self._frags: list[bytes] | None = None  # a fragmented message's frames so far (§5.4)
+        self._buf: bytes | bytearray = b""
+        self._need = 0  # bytes the frame at the start of _buf needs before it can be parsed
+        self._frags: list[Any] | None = None  # a fragmented message's frames so far (§5.4)
         self._frag_op = 0
+        # A fragmented text message is decoded as it arrives, so that invalid UTF-8 fails at the
+        # fragment that holds it (§8.1: "as soon as"), not when (or if) the message ends.
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._frags_size = 0
         self._skip = 0  # payload bytes of a refused frame still to drop
         self.failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: an incomplete frame plus the fragments of an unfinished message."""
+        return len(self._buf) + self._frags_size
 
     def feed(self, data: bytes) -> list[WsEvent]:
         """The events in ``data`` (plus what was left of earlier input), in order."""
@@ -540,7 +612,21 @@ class FrameParser:
                 return []
             data = data[self._skip :]
             self._skip = 0
-        buf = self._buf + data if self._buf else data
+        buf: bytes | bytearray
+        if self._buf:
+            old = self._buf
+            if type(old) is bytearray:
+                old += data  # amortised: no copy of what is already held
+            else:
+                old = bytearray(old) + data
+            if len(old) < self._need:
+                self._buf = old
+                return []
+            buf = old
+        else:
+            buf = data
+        self._buf = b""
+        self._need = 0
         events: list[WsEvent] = []
         pos = 0
         end = len(buf)
@@ -554,6 +640,8 @@ class FrameParser:
                     break
                 n = (buf[start] << 8) | buf[start + 1]
                 start += 2
+                if n < 126:  # §5.2: "the minimal number of bytes MUST be used to encode the length"
+                    return self._fail(events, 1002, "Frame length not minimally encoded")
             elif n == 127:
                 if end - start < 8:
                     break
@@ -561,6 +649,8 @@ class FrameParser:
                 start += 8
                 if n >> 63:
                     return self._fail(events, 1002, "Frame length with the most significant bit set")
+                if n < 65536:
+                    return self._fail(events, 1002, "Frame length not minimally encoded")
             fin = b0 & 0x80
             opcode = b0 & 0x0F
             if b0 & 0x70:
@@ -580,24 +670,34 @@ class FrameParser:
                     return self._fail(events, 1002, "Continuation frame without a message to continue")
             elif self._frags is not None:
                 return self._fail(events, 1002, "New message before the fragmented one ended")
-            if opcode < OP_CLOSE and self._frags_size + n > self.max_size:
-                # Refuse from the header, before the payload arrives; drop it as it does.
+            if opcode < OP_CLOSE and (
+                self._frags_size + n > self.max_size
+                or (self._frags is not None and len(self._frags) >= self.max_fragments)
+            ):
+                # Refuse from the header, before the payload arrives; drop it as it does. Empty
+                # continuation frames count too: each costs a list slot (issue 14, item 6).
                 size = self._frags_size + n
+                frames = 1 + (len(self._frags) if self._frags is not None else 0)
                 self._frags = None
+                self._decoder = None
                 self._frags_size = 0
-                events.append(WsFail(self.too_big_code, f"Message of {size} bytes over the limit"))
+                if size > self.max_size:
+                    reason = f"Message of {size} bytes over the limit"
+                else:
+                    reason = f"Message in over {self.max_fragments} frames ({frames})"
+                events.append(WsFail(self.too_big_code, reason))
                 start += 4
                 available = end - start
                 if available >= n:
                     pos = start + n
                     continue
                 self._skip = n - available
-                self._buf = b""
                 return events
             mask_end = start + 4
             if end - mask_end < n:
+                self._need = mask_end + n - pos
                 break
-            payload = unmask(buf[mask_end : mask_end + n], buf[start:mask_end])
+            payload = unmask(bytes(buf[mask_end : mask_end + n]), buf[start:mask_end])
             pos = mask_end + n
             if opcode >= OP_CLOSE:
                 if opcode == OP_PING:
@@ -607,7 +707,6 @@ class FrameParser:
                     events.append(event)
                     if type(event) is WsFail:
                         self.failed = True
-                        self._buf = b""
                         return events
                 # pong: unsolicited pongs are allowed and ignored (§5.5.3)
                 continue
@@ -620,18 +719,29 @@ class FrameParser:
             if opcode != OP_CONT:
                 self._frags = []
                 self._frag_op = opcode
-            assert self._frags is not None
-            self._frags.append(payload)
+                if opcode == OP_TEXT:
+                    self._decoder = _utf8_decoder()
+            frags = self._frags
+            assert frags is not None
             self._frags_size += n
+            decoder = self._decoder
+            if decoder is not None:
+                try:
+                    frags.append(decoder.decode(payload, bool(fin)))
+                except UnicodeDecodeError:
+                    return self._fail(events, 1007, "Text message is not valid UTF-8")  # §8.1
+            else:
+                frags.append(payload)
             if fin:
-                whole = b"".join(self._frags)
+                size = self._frags_size
+                whole: str | bytes = "".join(frags) if decoder is not None else b"".join(frags)
                 self._frags = None
+                self._decoder = None
                 self._frags_size = 0
-                message = self._message(self._frag_op, whole)
-                events.append(message)
-                if type(message) is WsFail:
-                    return self._stop(events)
-        self._buf = buf[pos:] if pos < end else b""
+                events.append(WsMessage(whole, size))
+        if pos < end:
+            # Keep the incomplete frame; a bytearray, so that what arrives next is appended in place.
+            self._buf = bytearray(buf[pos:]) if pos or type(buf) is not bytearray else buf
         return events
 
     @staticmethod
@@ -666,4 +776,6 @@ class FrameParser:
         self.failed = True
         self._buf = b""
         self._frags = None
+        self._decoder = None
+        self._frags_size = 0
         return events

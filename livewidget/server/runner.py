@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from ..exceptions import ServerError
-from ..protocol.config import AppConfig
+from ..protocol.config import AppConfig, ServerLimits
 from .app import PusherServer
 
 __all__ = ["LocalServer", "new_app", "run_forever"]
@@ -53,6 +53,8 @@ class LocalServer:
     apps:
         Apps to serve; by default one app with fresh credentials built from ``app_id``, ``key``,
         ``secret`` and ``**settings`` (any :class:`AppConfig` field, e.g. ``client_events=False``).
+    limits:
+        Per-connection limits (:class:`ServerLimits`); the defaults when ``None``.
     """
 
     def __init__(
@@ -64,9 +66,11 @@ class LocalServer:
         app_id: str | None = None,
         key: str | None = None,
         secret: str | None = None,
+        limits: ServerLimits | None = None,
         **settings: Any,
     ) -> None:
         self.host = host
+        self.limits = limits
         self.port = port
         self.apps = list(apps) if apps else [new_app(app_id, key, secret, **settings)]
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,7 +127,7 @@ class LocalServer:
             loop = self._loop = _new_loop()
             asyncio.set_event_loop(loop)
             try:
-                self._server = PusherServer(self.apps, host=self.host, port=self.port)
+                self._server = PusherServer(self.apps, host=self.host, port=self.port, limits=self.limits)
                 loop.run_until_complete(self._server.start())
                 self.port = self._server.port
                 self._stopped = asyncio.Event()
@@ -173,7 +177,8 @@ class LocalServer:
 
     def with_settings(self, **settings: Any) -> LocalServer:
         """A new, stopped LocalServer on the same port with the same apps, changed by ``settings``."""
-        return LocalServer(self.host, self.port, apps=[replace(a, **settings) for a in self.apps])
+        apps = [replace(a, **settings) for a in self.apps]
+        return LocalServer(self.host, self.port, apps=apps, limits=self.limits)
 
     def __enter__(self) -> LocalServer:
         return self.start()

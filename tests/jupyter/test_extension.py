@@ -298,6 +298,9 @@ async def test_upstream_going_away_closes_with_a_pusher_reconnect_code(
     ws = await ws_open(url, auth_header())
     await next_json(ws)
     await asyncio.to_thread(server.stop)
+    # the server says why first (pusher:error 4200, issue 14 item 10), forwarded as is, then closes
+    first = await asyncio.wait_for(ws.read_message(), 15)
+    assert first is not None and json.loads(first)["data"]["code"] == 4200
     assert await asyncio.wait_for(ws.read_message(), 15) is None
     assert ws.close_code is not None and 4000 <= ws.close_code < 4300, ws.close_code
     ws.close()

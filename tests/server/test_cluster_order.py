@@ -94,7 +94,10 @@ async def test_pipelined_rest_calls_answered_in_order_and_frames_handed_over_in_
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         waits = [0.2, 0.0, 0.1, 0.0]
-        requests = (b"GET /r%d?wait=%s HTTP/1.1\r\n\r\n" % (i, str(w).encode()) for i, w in enumerate(waits))
+        requests = (
+            b"GET /r%d?wait=%s HTTP/1.1\r\nHost: h\r\n\r\n" % (i, str(w).encode())
+            for i, w in enumerate(waits)
+        )
         writer.write(b"".join(requests))
         answers = [await read_response(reader) for _ in waits]
         assert answers == [(200, {"path": f"/r{i}"}) for i in range(len(waits))]
@@ -103,7 +106,7 @@ async def test_pipelined_rest_calls_answered_in_order_and_frames_handed_over_in_
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         nonce = base64.b64encode(os.urandom(16))
         writer.write(
-            b"GET /app/key HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"GET /app/key HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + nonce + b"\r\n\r\n"
         )
         assert (await read_response(reader))[0] == 101

@@ -482,6 +482,8 @@ APP = '[[apps]]\nid = 1\nkey = "k"\nsecret = "s"\n'
         ("type.toml", APP + 'activity_timeout = "soon"\n', "activity_timeout must be an integer"),
         ("port.json", '{"port": "abc", "apps": []}', "wrong type or value"),
         ("range.toml", "port = 70000\n" + APP, "port must be 0 to 65535"),
+        ("limits.toml", "[limits]\nbogus = 1\n" + APP, "unknown server limit(s) bogus"),
+        ("limits2.toml", "[limits]\nrequest_timeout = -1\n" + APP, "request_timeout must be positive"),
     ],
 )
 def test_a_bad_config_file_exits_2_with_a_clear_message(
@@ -521,3 +523,14 @@ def test_bad_settings_exit_2_with_a_clear_message(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_file_limits_table(tmp_path: Path) -> None:
+    """A ``[limits]`` table configures the per-connection limits (ServerLimits)."""
+    from livewidget.cli import load_config
+    from livewidget.server import ServerLimits
+
+    path = tmp_path / "c.toml"
+    path.write_text("[limits]\nrequest_timeout = 5\nmax_connections_per_ip = 10\n" + APP)
+    limits = load_config(path)["limits"]
+    assert limits == ServerLimits(request_timeout=5, max_connections_per_ip=10)

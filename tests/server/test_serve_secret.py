@@ -162,9 +162,12 @@ def test_embedded_daemon_gets_the_secret_in_its_environment_not_its_command_line
         assert "livewidget serve" in line
         assert info["secret"] not in line
         assert info["secret"] == json.loads((tmp_path / "rt" / "credentials.json").read_text())["secret"]
-        log = (tmp_path / "rt" / "server.log").read_text()
-        assert "secret: from $LIVEWIDGET_SECRET" in log
-        assert info["secret"] not in log and info["secret"][:4] + "…" not in log
+        # the banner goes to server.out (stdout), the rotated server.log holds the log records
+        out = (tmp_path / "rt" / "server.out").read_text()
+        assert "secret: from $LIVEWIDGET_SECRET" in out
+        for name in ("server.out", "server.log"):
+            text = (tmp_path / "rt" / name).read_text() if (tmp_path / "rt" / name).exists() else ""
+            assert info["secret"] not in text and info["secret"][:4] + "…" not in text
     finally:
         _embedded.stop_embedded()
 

@@ -91,28 +91,31 @@ def test_request_fed_byte_by_byte():
 
 
 def test_path_is_decoded_raw_path_kept():
-    [req] = parse_all(b"GET /pre%20fix/app/k HTTP/1.1\r\n\r\n")
+    [req] = parse_all(b"GET /pre%20fix/app/k HTTP/1.1\r\nHost: h\r\n\r\n")
     assert req.path == "/pre fix/app/k" and req.raw_path == "/pre%20fix/app/k"
 
 
 def test_absolute_form_target():
-    [req] = parse_all(b"GET http://example.com/apps/1/channels?x=1 HTTP/1.1\r\n\r\n")
+    [req] = parse_all(b"GET http://example.com/apps/1/channels?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert req.raw_path == "/apps/1/channels" and req.raw_query == "x=1"
 
 
 def test_keep_alive_rules():
-    [a, b, c, d] = parse_all(
-        b"GET / HTTP/1.1\r\n\r\n"
-        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
-        b"GET / HTTP/1.0\r\n\r\n"
-        b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
-    )
+    [a, b, c, d] = [
+        parse_all(raw)[0]
+        for raw in (
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+        )
+    ]
     assert [r.keep_alive for r in (a, b, c, d)] == [True, False, False, True]
 
 
 def test_pipelined_requests_come_out_in_order_with_their_bodies():
     raw = b"".join(
-        b"POST /%d HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (i, len(body), body)
+        b"POST /%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (i, len(body), body)
         for i, body in enumerate([b"a", b"", b"ccc"])
     )
     for bytewise in (False, True):
@@ -122,9 +125,9 @@ def test_pipelined_requests_come_out_in_order_with_their_bodies():
 
 def test_chunked_body_with_extensions_and_trailers():
     raw = (
-        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5;name=value\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n"
-        b"GET /next HTTP/1.1\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     for bytewise in (False, True):
         first, second = parse_all(raw, byte_by_byte=bytewise)
@@ -133,22 +136,37 @@ def test_chunked_body_with_extensions_and_trailers():
 
 
 def test_chunked_without_trailers():
-    [req] = parse_all(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    [req] = parse_all(
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
     assert req.body == b"abc"
 
 
 def test_after_an_upgrade_the_rest_is_the_new_protocols():
     parser = RequestParser(100)
-    parser.feed(b"GET /app/k HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x80abcd")
+    parser.feed(
+        b"GET /app/k HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x80abcd"
+    )
     req = parser.next()
-    assert req is not None and req.headers["upgrade"] == "websocket"
+    assert req is not None and req.headers["upgrade"] == "websocket" and req.upgrade
     assert parser.take_rest() == b"\x81\x80abcd"
+
+
+def test_an_upgrade_the_server_does_not_take_leaves_http_going():
+    """A request asking for an upgrade the server ignores (RFC 9110 §7.8) is followed by more HTTP."""
+    parser = RequestParser(100)
+    parser.feed(
+        b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    first, second = parser.next(), parser.next()
+    assert first is not None and second is not None and second.raw_path == "/y"
 
 
 def test_progress_flags():
     parser = RequestParser(100)
     assert not parser.in_head and not parser.in_body
-    parser.feed(b"POST / HTTP/1.1\r\nContent-Le")
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Le")
     assert parser.next() is None and parser.in_head
     parser.feed(b"ngth: 4\r\nExpect: 100-continue\r\n\r\nab")
     assert parser.next() is None and parser.in_body and not parser.in_head
@@ -162,41 +180,106 @@ def test_progress_flags():
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
-        (b"GET /\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 505),  # HTTP/0.9
         (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
-        (b"G(T / HTTP/1.1\r\n\r\n", 400),
+        (b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         (b"GET / HTTX/1.1\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
-        (b"GET nopath HTTP/1.1\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nNo colon\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 413),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n", 413),
+        (b"GET nopath HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nNo colon\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n folded\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\n\r\n", 413),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n" + b"x" * 1001, 413),
     ],
 )
 def test_malformed_requests(raw: bytes, status: int):
     assert refusal(raw).status == status
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        # issue 14 item 8: each was accepted by the hand-written parser; h11 and llhttp refuse them
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\x0b\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\x0b\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\nab\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # RFC 9112 §3.2: Host is required in HTTP/1.1
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),  # ... and once only
+        (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
+        (b"GET / HTTP/1.1\nHost: h\n\n", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400),
+    ],
+)
+def test_rfc_9112_strictness(raw: bytes, status: int):
+    """Values h11 refuses are refused (400, and the parser stays broken)."""
+    err = refusal(raw)
+    assert err.status == status, err.message
+
+
+def test_http_1_0_without_host_is_accepted():
+    [req] = parse_all(b"GET / HTTP/1.0\r\n\r\n")
+    assert req.version == "1.0"
+
+
+def test_forty_thousand_one_byte_chunks_parse_in_linear_time():
+    """Issue 14 item 1: 40,000 one-byte chunks took 13 s (the body re-summed and copied per chunk)."""
+    import time
+
+    body = b"1\r\nx\r\n" * 40_000 + b"0\r\n\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    t0 = time.process_time()
+    [req] = parse_all(raw, max_body=1_000_000)
+    assert req.body == b"x" * 40_000
+    assert time.process_time() - t0 < 0.5
+
+
+def test_a_burst_of_blank_lines_is_linear_and_bounded():
+    """Issue 14 item 2: 4 MiB of bare CRLF cost 6 s (stripped one at a time); now cheap and refused (431)."""
+    import time
+
+    parser = RequestParser(1000)
+    t0 = time.process_time()
+    parser.feed(b"\r\n" * (2 * 1024 * 1024))
+    with pytest.raises(HttpError) as info:
+        parser.next()
+    assert info.value.status == 431
+    assert time.process_time() - t0 < 0.5
+    # and blank lines are still "a request begun" for the transport's deadline
+    parser = RequestParser(1000)
+    parser.feed(b"\r\n")
+    assert parser.next() is None and parser.in_head
+
+
+def test_pipelined_requests_are_parsed_lazily():
+    """Thousands of pipelined requests are parsed as they are taken, not all at once (backpressure)."""
+    parser = RequestParser(1000)
+    parser.feed(b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n" * 10_000)
+    assert parser.next() is not None
+    assert len(parser._ready) < 300 and parser.buffered > 300_000
+
+
 def test_chunked_body_over_the_limit_in_several_chunks():
     chunks = b"".join(b"64\r\n" + b"x" * 100 + b"\r\n" for _ in range(11))
-    err = refusal(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks, max_body=1000)
+    err = refusal(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks, max_body=1000)
     assert err.status == 413 and "1000" in err.message
 
 
 def test_head_limit():
-    big = b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
+    big = b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
     assert refusal(big, max_head=1024).status == 431
     # also when the head never ends
-    assert refusal(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000, max_head=1024).status == 431
-    assert refusal(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 2000).status == 400
+    assert refusal(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000, max_head=1024).status == 431
+    chunked = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert refusal(chunked + b"1" * 2000).status == 400
 
 
 def test_response_encoding():
@@ -363,3 +446,34 @@ def test_server_frames():
     assert frame[0] == 0x88 and frame[1] <= 125 and len(frame) == 2 + frame[1]
     assert struct.unpack("!H", frame[2:4])[0] == 4100
     frame[4:].decode()
+
+
+def test_zero_length_continuation_frames_count_against_the_message():
+    """Issue 14 item 6: empty continuation frames were not counted; 126 MB of them grew the server by
+    160 MiB. Now the message is refused once it has ``max_fragments`` frames."""
+    parser = FrameParser(1000, 4100, max_fragments=100)
+    events = parser.feed(masked(OP_TEXT_, b"a", fin=False))
+    empty = masked(0x0, b"", fin=False)
+    for _ in range(99):  # 100 frames in all: allowed
+        events += parser.feed(empty)
+    assert events == [] and parser.buffered == 1
+    [fail] = parser.feed(empty)
+    assert isinstance(fail, WsFail) and fail.code == 4100 and "over 100 frames" in fail.reason
+    assert parser.buffered == 0
+
+
+def test_a_frame_trickled_byte_by_byte_costs_linear_time():
+    """A 256 KiB frame in one-byte reads is gathered in place, not re-copied per read."""
+    import time
+
+    parser = FrameParser(1 << 20)
+    frame = masked(OP_TEXT_, b"x" * 256 * 1024)
+    t0 = time.process_time()
+    events: list[object] = []
+    for i in range(len(frame)):
+        events += parser.feed(frame[i : i + 1])
+    assert len(events) == 1 and isinstance(events[0], WsMessage) and events[0].size == 256 * 1024
+    assert time.process_time() - t0 < 2.0
+
+
+OP_TEXT_ = 0x1
