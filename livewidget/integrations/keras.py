@@ -56,7 +56,7 @@ keras = require("keras", "keras", "Keras 3 and a backend (PyTorch, JAX or Tensor
 __all__ = ["LiveCallback"]
 
 
-class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
     """A Keras callback that publishes the training live: ``callbacks=[LiveCallback("train")]``.
 
     Parameters

@@ -23,7 +23,7 @@ xgb = require("xgboost", "xgboost", "XGBoost")
 __all__ = ["LiveCallback"]
 
 
-class LiveCallback(xgb.callback.TrainingCallback):  # type: ignore[misc]
+class LiveCallback(xgb.callback.TrainingCallback):  # type: ignore[misc,name-defined]
     """An XGBoost training callback that charts each evaluation set's metrics per round.
 
     Parameters
