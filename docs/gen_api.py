@@ -105,10 +105,19 @@ def generate() -> str:
     import livewidget
     import livewidget.integrations
     import livewidget.server
-    from livewidget.integrations import keras, lightgbm, optuna, xgboost
+    from livewidget.integrations import keras, lightgbm, lightning, optuna, xgboost
 
     lines = [HEADER]
-    for module in (livewidget, livewidget.server, livewidget.integrations, keras, xgboost, lightgbm, optuna):
+    for module in (
+        livewidget,
+        livewidget.server,
+        livewidget.integrations,
+        keras,
+        lightning,
+        xgboost,
+        lightgbm,
+        optuna,
+    ):
         lines += [f"## `{module.__name__}`", "", _doc(module), ""]
         names = sorted(module.__all__, key=lambda n: (n.startswith("_"), n.lower()))
         lines += ["Contents: " + ", ".join(f"`{n}`" for n in names), ""]

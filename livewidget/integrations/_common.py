@@ -81,6 +81,7 @@ class Run:
         *,
         total: float | None,
         desc: str,
+        initial: float = 0,
         job: str,
         parent: str | None = None,
         unit: str = "it",
@@ -95,6 +96,7 @@ class Run:
         publisher = _default_publisher(resolve(**self._connection)) if self._connection else None
         return progress(
             total=total,
+            initial=initial,
             publisher=publisher,
             desc=desc,
             channel=self.progress_channel,
