@@ -105,7 +105,7 @@ def generate() -> str:
     import livewidget
     import livewidget.integrations
     import livewidget.server
-    from livewidget.integrations import keras, lightgbm, lightning, optuna, xgboost
+    from livewidget.integrations import keras, lightgbm, lightning, optuna, transformers, xgboost
 
     lines = [HEADER]
     for module in (
@@ -114,6 +114,7 @@ def generate() -> str:
         livewidget.integrations,
         keras,
         lightning,
+        transformers,
         xgboost,
         lightgbm,
         optuna,

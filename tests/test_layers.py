@@ -74,13 +74,24 @@ def test_frameworks_are_imported_only_in_their_integration():
     import subprocess
     import sys
 
-    frameworks = {"keras", "torch", "tensorflow", "jax", "xgboost", "lightgbm", "optuna", "lightning"}
+    frameworks = {
+        "keras",
+        "torch",
+        "tensorflow",
+        "jax",
+        "xgboost",
+        "lightgbm",
+        "optuna",
+        "lightning",
+        "transformers",
+    }
     own = {
         "keras.py": {"keras"},
         "xgboost.py": {"xgboost"},
         "lightgbm.py": {"lightgbm"},
         "optuna.py": {"optuna"},
         "lightning.py": {"lightning"},
+        "transformers.py": {"transformers"},
     }
     for path in PKG.rglob("*.py"):
         tops = {name.split(".")[0] for name in imports_of(path)} & frameworks

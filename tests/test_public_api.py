@@ -99,15 +99,23 @@ def test_integrations_names():
     import inspect
 
     import livewidget.integrations
-    from livewidget.integrations import keras, lightgbm, lightning, optuna, xgboost
+    from livewidget.integrations import keras, lightgbm, lightning, optuna, transformers, xgboost
 
-    assert sorted(livewidget.integrations.__all__) == ["keras", "lightgbm", "lightning", "optuna", "xgboost"]
+    assert sorted(livewidget.integrations.__all__) == [
+        "keras",
+        "lightgbm",
+        "lightning",
+        "optuna",
+        "transformers",
+        "xgboost",
+    ]
     assert keras.__all__ == ["LiveCallback"] and xgboost.__all__ == ["LiveCallback"]
-    assert lightning.__all__ == ["LiveCallback"]
+    assert lightning.__all__ == ["LiveCallback"] and transformers.__all__ == ["LiveCallback"]
     assert optuna.__all__ == ["LiveCallback"] and lightgbm.__all__ == ["live_callback"]
     for cls, default in (
         (keras.LiveCallback, "train"),
         (lightning.LiveCallback, "train"),
+        (transformers.LiveCallback, "train"),
         (xgboost.LiveCallback, "boost"),
         (optuna.LiveCallback, "study"),
     ):

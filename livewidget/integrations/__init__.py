@@ -4,8 +4,9 @@ Each integration is its own module, imported only when used, and needs its frame
 extra): :mod:`livewidget.integrations.keras` (``pip install 'livewidget[keras]'``),
 :mod:`~livewidget.integrations.xgboost` (``[xgboost]``), :mod:`~livewidget.integrations.lightgbm`
 (``[lightgbm]``), :mod:`~livewidget.integrations.optuna` (``[optuna]``),
-:mod:`~livewidget.integrations.lightning` (PyTorch Lightning, ``[lightning]``). Importing one without its
-framework raises an ``ImportError`` that names the extra.
+:mod:`~livewidget.integrations.lightning` (PyTorch Lightning, ``[lightning]``),
+:mod:`~livewidget.integrations.transformers` (Hugging Face ``Trainer``, ``[transformers]``).
+Importing one without its framework raises an ``ImportError`` that names the extra.
 
 Every integration publishes the same way, through :func:`livewidget.points` (chart points, packed per
 event, never blocking the training loop) and :class:`livewidget.progress` (rows of a
@@ -17,4 +18,4 @@ own metric names (``loss``, ``val_loss``; ``validation_0-rmse``, ``valid_0-l2``;
 
 from __future__ import annotations
 
-__all__ = ["keras", "lightgbm", "lightning", "optuna", "xgboost"]
+__all__ = ["keras", "lightgbm", "lightning", "optuna", "transformers", "xgboost"]
