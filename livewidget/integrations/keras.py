@@ -107,6 +107,7 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: Any = None) -> None:
+        """Keras calls this (see the module docstring for what is published)."""
         self._close()
         run = self._run = Run(
             self.channel,
@@ -133,6 +134,7 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         )
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        """Keras calls this (see the module docstring for what is published)."""
         if self._run is None:
             return
         self._epoch = epoch + 1
@@ -148,6 +150,7 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         )
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        """Keras calls this (see the module docstring for what is published)."""
         self._step += 1
         if self._steps_bar is not None:
             self._steps_bar.update(1)
@@ -162,6 +165,7 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         self._batches.add(point)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        """Keras calls this (see the module docstring for what is published)."""
         if self._run is None:
             return
         metrics = _metrics(logs)
@@ -175,6 +179,7 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
             bar.update(1)
 
     def on_train_end(self, logs: Any = None) -> None:
+        """Keras calls this (see the module docstring for what is published)."""
         model = getattr(self, "_model", None) or getattr(self, "model", None)
         if self._epochs_bar is not None and getattr(model, "stop_training", False):
             bar = self._epochs_bar

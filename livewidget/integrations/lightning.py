@@ -77,6 +77,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
     # ------------------------------------------------------------------ Lightning hooks
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         self._close()
         run = self._run = Run(
             self.channel,
@@ -106,6 +107,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
         )
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         if self._run is None:
             return
         if self._steps_bar is not None:
@@ -123,6 +125,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         if self._steps_bar is not None:
             self._steps_bar.update(1)
         if self._batches is None:
@@ -141,6 +144,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
         self._batches.add(point)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         if self._run is None:
             return
         metrics = _metrics(trainer.callback_metrics)
@@ -156,6 +160,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
             bar.update(1)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         bar = self._epochs_bar
         if bar is not None and trainer.should_stop and bar.total and bar.n < bar.total:
             bar.set_postfix_str(
@@ -164,6 +169,7 @@ class LiveCallback(pl.callbacks.Callback):  # type: ignore[misc,name-defined]
         self._close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Lightning calls this (see the module docstring for what is published)."""
         for bar in (self._steps_bar, self._epochs_bar):
             if bar is not None:
                 bar._lw_outcome = _outcome(exception)  # failed, or cancelled on KeyboardInterrupt

@@ -57,6 +57,7 @@ class LiveCallback(transformers.TrainerCallback):  # type: ignore[misc,name-defi
         self._bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Trainer calls this (see the module docstring for what is published)."""
         self._close()
         if not state.is_world_process_zero:
             return
@@ -78,11 +79,13 @@ class LiveCallback(transformers.TrainerCallback):  # type: ignore[misc,name-defi
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Trainer calls this (see the module docstring for what is published)."""
         bar = self._bar
         if bar is not None and state.global_step > bar.n:
             bar.update(state.global_step - bar.n)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        """Trainer calls this (see the module docstring for what is published)."""
         run = self._run
         if run is None or not logs:
             return
@@ -96,6 +99,7 @@ class LiveCallback(transformers.TrainerCallback):  # type: ignore[misc,name-defi
                 self._bar.set_postfix(shown, refresh=False)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Trainer calls this (see the module docstring for what is published)."""
         bar = self._bar
         if bar is not None and bar.total and state.global_step < bar.total:
             bar.set_postfix_str(

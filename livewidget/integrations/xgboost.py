@@ -64,6 +64,7 @@ class LiveCallback(xgb.callback.TrainingCallback):  # type: ignore[misc,name-def
         self._last: dict[str, Any] = {}
 
     def before_training(self, model: Any) -> Any:
+        """XGBoost calls this (see the module docstring for what is published)."""
         self._run = Run(
             self.channel,
             progress_channel=self.progress_channel,
@@ -79,6 +80,7 @@ class LiveCallback(xgb.callback.TrainingCallback):  # type: ignore[misc,name-def
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        """XGBoost calls this (see the module docstring for what is published)."""
         run = self._run
         if run is None:
             return False
@@ -100,6 +102,7 @@ class LiveCallback(xgb.callback.TrainingCallback):  # type: ignore[misc,name-def
         return False  # never stops the training
 
     def after_training(self, model: Any) -> Any:
+        """XGBoost calls this (see the module docstring for what is published)."""
         run, bar = self._run, self._bar
         if run is None:
             return model
