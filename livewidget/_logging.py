@@ -29,7 +29,6 @@ EVENT = "log"
 MAX_TEXT = 4000  # characters kept of a message and of an exception's text (events stay under 10 KB)
 # A LogRecord's own attributes: anything else in its __dict__ came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-_FIELDS = ("created", "level", "levelno", "logger", "message", "exc", "host", "pid", "process", "thread")
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -38,9 +37,9 @@ class LogHandler(logging.Handler):
 
     ``logging.getLogger().addHandler(livewidget.LogHandler("logs"))``, then ``livewidget.Feed("logs")``.
 
-    Each record is a JSON object: ``created`` (epoch seconds), ``level`` (``"INFO"``...), ``levelno``,
-    ``logger``, ``message`` (formatted with the record's args; the handler's formatter is not used),
-    ``exc`` (the traceback text, or null), ``host``, ``pid``, ``process`` and ``thread`` (names), and
+    Each record is a JSON object: ``level`` (``"INFO"``...), ``logger``, ``message`` (formatted with
+    the record's args; the handler's formatter is not used), ``exc`` (the traceback text, or null),
+    ``created`` (epoch seconds), ``levelno``, ``host``, ``pid``, ``process`` and ``thread`` (names), and
     every ``extra=`` field (values that are not JSON scalars, lists or dicts are sent as ``repr``).
 
     Parameters
@@ -97,13 +96,13 @@ class LogHandler(logging.Handler):
             exc = logging.Formatter().formatException(record.exc_info)
         if record.stack_info:
             exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
-        data: dict[str, Any] = {
-            "created": record.created,
+        data: dict[str, Any] = {  # what a Feed row previews first comes first
             "level": record.levelname,
-            "levelno": record.levelno,
             "logger": record.name,
             "message": message[:MAX_TEXT],
             "exc": exc[-MAX_TEXT:] if exc else None,
+            "created": record.created,
+            "levelno": record.levelno,
             "host": self._host,
             "pid": record.process if record.process is not None else os.getpid(),
             "process": record.processName,
