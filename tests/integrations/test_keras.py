@@ -85,3 +85,20 @@ def test_view_shows_the_charts_and_the_board(server: LocalServer, comms: Any) ->
     finally:
         for w in box.children:
             w.close()
+
+
+def test_torch_backend_is_picked_when_the_configured_one_is_missing(tmp_path: Any) -> None:
+    """Keras defaults to TensorFlow (also in a keras.json it writes); the `keras` extra installs PyTorch,
+    so without TensorFlow the integration selects the torch backend before Keras is imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)
+    code = "import livewidget.integrations.keras, keras; print(keras.backend.backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "torch"
