@@ -142,3 +142,39 @@ def test_missing_framework_names_the_extra(monkeypatch: Any) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'livewidget\[optuna\]'"):
         import livewidget.integrations.optuna  # noqa: F401
+
+
+def test_cross_validation_adds_the_spread(server: LocalServer, widgets: Any) -> None:
+    """xgb.cv and lgb.cv report a mean and a standard deviation per round: both are fields."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    from livewidget.integrations.lightgbm import live_callback
+    from livewidget.integrations.xgboost import LiveCallback
+
+    xfeed = widgets(livewidget.Feed, "cv-x")
+    lfeed = widgets(livewidget.Feed, "cv-l")
+    x, y = regression()
+    xgb.cv(
+        {"max_depth": 2, "nthread": 1},
+        xgb.DMatrix(x, y),
+        4,
+        nfold=3,
+        seed=0,
+        callbacks=[LiveCallback("cv-x", progress_channel=None, **creds(server))],
+    )
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1}
+    lgb.cv(
+        params,
+        lgb.Dataset(x, y),
+        4,
+        nfold=3,
+        seed=0,
+        stratified=False,  # stratified folds need scikit-learn
+        callbacks=[live_callback("cv-l", progress_channel=None, **creds(server))],
+    )
+    wait_for(lambda: len(xfeed.df) == 4 and len(lfeed.df) == 4)
+    assert xfeed.df["test-rmse"].notna().all() and (xfeed.df["test-rmse-std"] >= 0).all()
+    assert xfeed.df["train-rmse"].notna().all()
+    assert lfeed.df["iteration"].tolist() == [1, 2, 3, 4]
+    assert lfeed.df["valid-l2"].notna().all() and (lfeed.df["valid-l2-stdv"] >= 0).all()
