@@ -23,7 +23,8 @@ HEADER = """# API reference
 Generated from the docstrings by `docs/gen_api.py` (do not edit by hand: run
 `.venv/bin/python docs/gen_api.py`; `tests/test_docs.py` fails when this file is out of date).
 
-Everything here is importable from `livewidget` (or `livewidget.server` for the embedded server).
+Everything here is importable from `livewidget` (or `livewidget.server` for the embedded server, and
+`livewidget.integrations.*` for the callbacks, each needing its framework's extra).
 """
 
 
@@ -102,10 +103,22 @@ def _section(qualified: str, obj: Any) -> list[str]:
 
 def generate() -> str:
     import livewidget
+    import livewidget.integrations
     import livewidget.server
+    from livewidget.integrations import keras, lightgbm, lightning, optuna, transformers, xgboost
 
     lines = [HEADER]
-    for module in (livewidget, livewidget.server):
+    for module in (
+        livewidget,
+        livewidget.server,
+        livewidget.integrations,
+        keras,
+        lightning,
+        transformers,
+        xgboost,
+        lightgbm,
+        optuna,
+    ):
         lines += [f"## `{module.__name__}`", "", _doc(module), ""]
         names = sorted(module.__all__, key=lambda n: (n.startswith("_"), n.lower()))
         lines += ["Contents: " + ", ".join(f"`{n}`" for n in names), ""]

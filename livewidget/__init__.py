@@ -2,7 +2,9 @@
 
 - widgets: :class:`Chat`, :class:`Feed`, :class:`LiveChart`, :class:`ProgressBoard`
 - publishing: :func:`publish`, :class:`Publisher`, :class:`progress` (tqdm that publishes),
-  :func:`points` (a :class:`ChartPublisher` packing points for a :class:`LiveChart`)
+  :func:`points` (a :class:`ChartPublisher` packing points for a :class:`LiveChart`),
+  :class:`LogHandler` (logging records for a :class:`Feed`)
+- callbacks for Keras, XGBoost, LightGBM and Optuna: :mod:`livewidget.integrations`
 - settings: :func:`connect`, :func:`connection`
 - the embedded Pusher-compatible server: :mod:`livewidget.server`
 """
@@ -30,6 +32,7 @@ __all__ = [
     "Feed",
     "LiveChart",
     "LivewidgetError",
+    "LogHandler",
     "ProgressBoard",
     "ProtocolError",
     "PublishError",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._logging import LogHandler
     from ._points import ChartPublisher, points
     from ._progress import progress
     from ._publish import Publisher, PublishError, publish
@@ -56,6 +60,7 @@ _LAZY = {
     "Chat": "widgets",
     "Feed": "widgets",
     "LiveChart": "widgets",
+    "LogHandler": "_logging",
     "ChartPublisher": "_points",
     "points": "_points",
     "ProgressBoard": "widgets",

@@ -10,8 +10,9 @@ array of points (the chart reads an array as several points), split so no event 
 
 ``add()`` encodes the point on the caller's thread (bad data raises at once, naming the field) and
 returns after appending a string to a list; a background thread does the packing and hands events to
-a :class:`~livewidget.Publisher` (which batches requests and retries). Like the publisher, it survives
-``os.fork()``: in the child the queue starts empty and the thread starts on the first ``add``.
+a :class:`~livewidget.Publisher` (which batches requests and retries). The thread sleeps while nothing
+is queued: the first point wakes it, and it sends what came within one ``interval``. Like the
+publisher, it survives ``os.fork()``: in the child the queue starts empty and the thread starts on the first ``add``.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ class ChartPublisher:
             self.points += 1
             if self._thread is None:
                 self._start()
-            if self.interval == 0:
-                self._lock.notify()
+            if self.interval == 0 or len(self._queue) == 1:
+                self._lock.notify()  # wake the idle packer (it then gathers for one interval)
 
     def extend(self, points: Iterable[Mapping[str, Any]]) -> None:
         """Queue several points (e.g. ``df.to_dict("records")``)."""
@@ -153,11 +154,12 @@ class ChartPublisher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._closed:
-                    if self.interval:
-                        self._lock.wait(self.interval)
-                    elif not self._queue:
-                        self._lock.wait()
+                # Idle (nothing queued): sleep until a point comes, rather than waking every interval,
+                # which would take the GIL from a training loop 1/interval times a second for nothing.
+                while not self._queue and not self._closed:
+                    self._lock.wait()
+                if self.interval and not self._closed:
+                    self._lock.wait(self.interval)  # gather what comes within one interval
                 closed = self._closed
             try:
                 self._send(self._take())

@@ -76,3 +76,42 @@ def test_jupyter_server_and_tornado_only_in_the_extension():
         for name in imports_of(path):
             assert name.split(".")[0] not in {"jupyter_server", "tornado"}, (path, name)
     assert any("jupyter_server" in n.split(".")[0] for p in modules("jupyter") for n in imports_of(p))
+
+
+def test_frameworks_are_imported_only_in_their_integration():
+    """Keras, PyTorch, XGBoost, LightGBM and Optuna are optional extras: only livewidget.integrations
+    imports them, each module only its own framework, and importing livewidget imports none."""
+    import subprocess
+    import sys
+
+    frameworks = {
+        "keras",
+        "torch",
+        "tensorflow",
+        "jax",
+        "xgboost",
+        "lightgbm",
+        "optuna",
+        "lightning",
+        "transformers",
+    }
+    own = {
+        "keras.py": {"keras"},
+        "xgboost.py": {"xgboost"},
+        "lightgbm.py": {"lightgbm"},
+        "optuna.py": {"optuna"},
+        "lightning.py": {"lightning"},
+        "transformers.py": {"transformers"},
+    }
+    for path in PKG.rglob("*.py"):
+        tops = {name.split(".")[0] for name in imports_of(path)} & frameworks
+        if "integrations" in path.relative_to(PKG).parts:
+            assert tops <= own.get(path.name, set()), (path, tops)
+        else:
+            assert not tops, (path, tops)
+    code = (
+        "import sys, livewidget, livewidget.integrations; livewidget.LogHandler; livewidget.Feed;"
+        f"print(sorted(m for m in {sorted(frameworks)!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,6 +18,7 @@ def test_package_exports():
             "ChartPublisher",
             "points",
             "LivewidgetError",
+            "LogHandler",
             "ProgressBoard",
             "progress",
             "PublishError",
@@ -92,3 +93,33 @@ def test_lazy_names_resolve_to_the_right_objects():
 
     assert livewidget.ProgressBoard is ProgressBoard
     assert livewidget.progress is progress
+
+
+def test_integrations_names():
+    """Issue 16's names: one module per framework, each importable on its own (lazily)."""
+    import inspect
+
+    import livewidget.integrations
+    from livewidget.integrations import keras, lightgbm, lightning, optuna, transformers, xgboost
+
+    assert sorted(livewidget.integrations.__all__) == [
+        "keras",
+        "lightgbm",
+        "lightning",
+        "optuna",
+        "transformers",
+        "xgboost",
+    ]
+    assert keras.__all__ == ["LiveCallback"] and xgboost.__all__ == ["LiveCallback"]
+    assert lightning.__all__ == ["LiveCallback"] and transformers.__all__ == ["LiveCallback"]
+    assert optuna.__all__ == ["LiveCallback"] and lightgbm.__all__ == ["live_callback"]
+    for cls, default in (
+        (keras.LiveCallback, "train"),
+        (lightning.LiveCallback, "train"),
+        (transformers.LiveCallback, "train"),
+        (xgboost.LiveCallback, "boost"),
+        (optuna.LiveCallback, "study"),
+    ):
+        assert inspect.signature(cls).parameters["channel"].default == default
+    assert inspect.signature(lightgbm.live_callback).parameters["channel"].default == "boost"
+    assert list(inspect.signature(livewidget.LogHandler).parameters)[:2] == ["channel", "level"]

@@ -56,6 +56,26 @@ function liveStart(rows, live) {
   return -1;
 }
 
+// --- Rows of packed events and log levels (issue 16) -------------------------------------------------
+// An event whose data is a non-empty array of objects (points packed by `livewidget.points`, records by
+// `livewidget.LogHandler`) is one row per object, as in the kernel's `feed.df` and `_history`
+// (livewidget/widgets/_base.py `unpack`: keep the two rules the same).
+
+/** The log rows of one live event. */
+export function unpackRows(event) {
+  const { data } = event;
+  if (!Array.isArray(data) || data.length === 0) return [event];
+  for (const item of data) if (item === null || typeof item !== "object" || Array.isArray(item)) return [event];
+  return data.map((item) => ({ ...event, data: item }));
+}
+
+/** A row's log level (`data.level` of a LogHandler record), lower case, or "". */
+export function rowLevel(row) {
+  const level = row.data !== null && typeof row.data === "object" ? row.data.level : undefined;
+  return typeof level === "string" ? level.toLowerCase().slice(0, 20) : "";
+}
+// --- end of issue 16's part ----------------------------------------------------------------------------
+
 /** The model-level state of a Feed: the event log, counts and rate. Emits `"change"`. */
 export class FeedStore extends StoreBase {
   /**
@@ -95,14 +115,16 @@ export class FeedStore extends StoreBase {
   }
 
   /** A live event from the connection: `{t, channel, event, data, user_id}`. */
-  add(row) {
-    if (!this.accepts(row.event)) return;
-    row.seq = ++this._seq;
-    this.log.push(row);
+  add(event) {
+    if (!this.accepts(event.event)) return;
+    for (const row of unpackRows(event)) {
+      row.seq = ++this._seq;
+      this.log.push(row);
+      if (this.firstLive.length < LIVE_KEYS) this.firstLive.push(rowKey(row));
+    }
     this.received += 1;
-    this.meter.add(row.t);
-    if (this.liveSince === null) this.liveSince = row.t;
-    if (this.firstLive.length < LIVE_KEYS) this.firstLive.push(rowKey(row));
+    this.meter.add(event.t);
+    if (this.liveSince === null) this.liveSince = event.t;
     this.emit("change");
   }
 
@@ -437,6 +459,8 @@ export class FeedView extends ViewBase {
     el.setAttribute("data-channel", row.channel);
     el.setAttribute("data-event", row.event);
     if (row.history) el.classList.add("lw-history");
+    const level = rowLevel(row);
+    if (level) el.setAttribute("data-level", level);
     const time = h(doc, "span", "lw-time", formatTime(row.t));
     if (row.history) time.title = "recorded by the kernel before this view connected";
     const channel = h(doc, "span", "lw-ch", row.channel);

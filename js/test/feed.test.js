@@ -585,3 +585,39 @@ describe("FeedView under a flood", () => {
     assert.equal(root.querySelector(".lw-count").textContent, "6000");
   });
 });
+
+describe("packed events and log levels (issue 16)", () => {
+  test("an event whose data is an array of objects is one log row per object, as in the kernel", () => {
+    const s = session({ channels: ["train"] });
+    const { frames, root } = view(s);
+    s.pusher.deliver("train", "point", [{ step: 1, loss: 0.9 }, { step: 2, loss: 0.8 }]);
+    s.pusher.deliver("train", "point", [1, 2]); // not objects: one row, as before
+    s.pusher.deliver("train", "point", []);
+    frames.frame();
+    const data = [...root.querySelectorAll(".lw-log .lw-row .lw-data")].map((el) => el.textContent);
+    assert.deepEqual(data, ["[]", "[1,2]", '{"step":2,"loss":0.8}', '{"step":1,"loss":0.9}']);
+    assert.equal(s.store.log.size, 4);
+    assert.equal(root.querySelector(".lw-count").textContent, "3", "events received");
+  });
+
+  test("the history of packed rows (one line per row) joins the live rows without repeats", () => {
+    const s = session({ channels: ["logs"] });
+    s.pusher.deliver("logs", "log", [{ message: "a" }, { message: "b" }]);
+    s.model.set("_history", historyBytes([
+      { t: T0, channel: "logs", event: "log", data: { message: "0" } },
+      { t: T0 + 1, channel: "logs", event: "log", data: { message: "a" } },
+      { t: T0 + 1, channel: "logs", event: "log", data: { message: "b" } },
+    ]));
+    assert.deepEqual(s.store.log.toArray().map((r) => r.data.message), ["0", "a", "b"]);
+  });
+
+  test("rows of log records carry their level for the colours", () => {
+    const s = session({ channels: ["logs"] });
+    const { frames, root } = view(s);
+    s.pusher.deliver("logs", "log", [{ level: "ERROR", message: "boom" }, { level: "INFO", message: "ok" }]);
+    s.pusher.deliver("logs", "log", { level: 3 });
+    frames.frame();
+    const levels = [...root.querySelectorAll(".lw-log .lw-row")].map((el) => el.getAttribute("data-level"));
+    assert.deepEqual(levels, [null, "info", "error"]);
+  });
+});

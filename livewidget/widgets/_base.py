@@ -21,10 +21,11 @@ Synced traits, kernel → browser
     ``status``       the kernel receiver's state: ``connecting``, ``connected``, ``unavailable``,
                      ``failed``, ``closed``, or ``disabled`` (recording off)
     ``error``        a problem to show (empty when none)
-    ``count``, ``dropped``, ``rate``   events recorded by the kernel, dropped rows (``max_rows``),
+    ``count``, ``dropped``, ``rate``   rows recorded by the kernel (one per event, or per object of
+                     an event whose data is an array of objects), dropped rows (``max_rows``),
                      kernel-side events per second
     ``last``         the last event recorded: ``{time, channel, event, data, user_id}``
-    ``_history``     bytes: the last ``max_log`` recorded events, one JSON object per line
+    ``_history``     bytes: the last ``max_log`` recorded rows, one JSON object per line
                      ``{"t": ms since epoch, "channel", "event", "data", "user_id"}``; refreshed at
                      most every ``HISTORY_EVERY`` seconds, so a view opened later shows what was
                      recorded before it (then continues live from its own pusher-js connection)
@@ -297,22 +298,28 @@ class LiveWidget(anywidget.AnyWidget):
         return not self._event_filter or event.event in self._event_filter
 
     def _on_event(self, event: ClientEvent) -> None:
-        """On the I/O thread: record, call back, wake waiters (trait updates are coalesced)."""
+        """On the I/O thread: record, call back, wake waiters (trait updates are coalesced).
+
+        An event whose data is a JSON array of objects carries several points or records (packed by
+        :class:`~livewidget.ChartPublisher` and :class:`~livewidget.LogHandler`): each becomes its own
+        row, in ``df``, ``events``, the history and the callbacks, as if published one by one.
+        """
         if not self._accepts(event):
             return
         now = time.time()
-        self._store.append(now, event.channel, event.event, event.data, event.user_id)
-        row = {"time": now, "channel": event.channel, "event": event.event, "data": event.data}
-        row["user_id"] = event.user_id
-        self._recent.append(row)
+        for data in unpack(event.data):
+            self._store.append(now, event.channel, event.event, data, event.user_id)
+            row = {"time": now, "channel": event.channel, "event": event.event, "data": data}
+            row["user_id"] = event.user_id
+            self._recent.append(row)
+            for name in (event.event, "*"):
+                for callback in self._callbacks.get(name, ()):
+                    try:
+                        callback(row)
+                    except Exception:
+                        log.exception("callback for %s failed", name)
         self._rate_window.append(now)
         self._dirty = self._history_dirty = True
-        for name in (event.event, "*"):
-            for callback in self._callbacks.get(name, ()):
-                try:
-                    callback(row)
-                except Exception:
-                    log.exception("callback for %s failed", name)
         with self._cond:
             self._cond.notify_all()
 
@@ -451,6 +458,13 @@ def _dumps(item: Any) -> str:
         return json.dumps(item, default=str, allow_nan=False)
     except ValueError:  # NaN or infinity somewhere (rare: clean only then)
         return json.dumps(_json_safe(item), default=str, allow_nan=False)
+
+
+def unpack(data: Any) -> list[Any]:
+    """The rows of an event's data: each object of a non-empty JSON array of objects, else the data."""
+    if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        return data
+    return [data]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -17,9 +17,14 @@ class Feed(LiveWidget):
     In the browser, pusher-js (bundled; no CDN) shows the connection state, events received with their
     rate, and a filterable log of recent events, live even while the kernel is busy. In the kernel, a
     receiver thread records every event once, in arrival order, whether or not a view is open:
-    ``feed.df`` (a DataFrame; JSON-object data flattened into columns), ``feed.last``,
+    ``feed.df`` (a DataFrame, one row per event; JSON-object data flattened into columns; an event
+    whose data is an array of objects, as :func:`livewidget.points` and :class:`livewidget.LogHandler`
+    pack them, gives one row per object, in the browser's log too), ``feed.last``,
     ``feed.events`` (the last ``keep``), ``feed.on(event, callback)``, ``feed.wait(n)``. The
     record keeps ``max_rows`` rows (oldest dropped, counted in ``feed.dropped``).
+
+    Rows whose data has a string ``level`` (records of :class:`livewidget.LogHandler`) are coloured
+    by it in the browser (warning, error, critical); the filter box matches levels, loggers and text.
 
     Private and presence channels are signed in the kernel; the secret never reaches the browser.
     ``authorize=lambda channel: ...`` may refuse a channel; ``user={"id": ..., "info": {...}}`` is

@@ -46,6 +46,7 @@ WIDGETS = {
     "03_parallel_progress.ipynb": (".lw-board", "progress-board"),
     "04_chat.ipynb": (".lw-chat", "chat"),
     "05_hosted_pusher.ipynb": (".lw-feed", "other-server-feed"),
+    "06_integrations.ipynb": (".lw-feed", "integrations-logs"),
 }
 # text the widget must show once the notebook has run
 EXPECT = {
@@ -53,6 +54,7 @@ EXPECT = {
     "03_parallel_progress.ipynb": "bad record",
     "04_chat.ipynb": "It is ",
     "05_hosted_pusher.ipynb": "from-cli",
+    "06_integrations.ipynb": "shard 5 failed",
 }
 
 

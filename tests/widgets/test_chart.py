@@ -313,6 +313,32 @@ def test_points_helper_sends_a_lone_point_as_an_object(make_chart, server):
     pts.close()  # twice is fine
 
 
+def test_points_helper_sleeps_while_idle(server):
+    """An idle ChartPublisher's thread sleeps until a point comes (it used to wake every interval,
+    taking the GIL from the training loop 20 times a second for nothing); then it gathers for one
+    interval and sends."""
+    pts = ChartPublisher("c-idle", interval=0.01, **creds(server))
+    wakes = 0
+    take = pts._take
+
+    def counting_take() -> list[str]:
+        nonlocal wakes
+        wakes += 1
+        return take()
+
+    pts._take = counting_take  # type: ignore[method-assign]
+    pts.add(i=1)
+    time.sleep(0.5)  # 50 intervals
+    assert pts.events == 1
+    assert wakes <= 3, f"the packing thread woke {wakes} times in 50 idle intervals"
+    pts.add(i=2)
+    deadline = time.monotonic() + 5
+    while pts.events < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pts.events == 2
+    pts.close()
+
+
 # ------------------------------------------------------------------------------------------ the format
 
 

@@ -363,3 +363,26 @@ def test_registration_forgets_servers_that_stopped():
     with LocalServer() as live:
         other = _routes.register(live.app_id, live.key, live.host, live.port)
         assert set(_routes.targets()) == {other}
+
+
+def test_packed_points_are_one_row_each(make_feed, server, comms):
+    """An event whose data is an array of objects (livewidget.points, LogHandler) is one row per object,
+    in df, events, callbacks, wait() and the history; other arrays stay one row (issue 16)."""
+    feed = make_feed("t-packed")
+    seen: list[Any] = []
+    feed.on("point", lambda row: seen.append(row["data"]))
+    client = sdk(server)
+    client.trigger("t-packed", "point", [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8, "extra": "x"}])
+    client.trigger("t-packed", "point", [1, 2, 3])
+    client.trigger("t-packed", "point", [])
+    assert feed.wait(4, timeout=10) == 4
+    df = feed.df
+    assert df["step"].tolist()[:2] == [1, 2] and df["loss"].tolist()[:2] == [0.9, 0.8]
+    assert df["data"].tolist()[:2] == [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8, "extra": "x"}]
+    assert df["data"].tolist()[2:] == [[1, 2, 3], []]
+    assert seen[:2] == [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8, "extra": "x"}]
+    assert [e["data"] for e in feed.events][:2] == seen[:2]
+    time.sleep(_base.HISTORY_EVERY + 0.5)
+    history = [m for m in comms if m[1] == "comm_msg" and ["_history"] in (m[2].get("buffer_paths") or [])]
+    lines = bytes(history[-1][3][0]).decode().splitlines()
+    assert [json.loads(line)["data"] for line in lines] == [*seen[:2], [1, 2, 3], []]
