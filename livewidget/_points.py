@@ -12,7 +12,8 @@ array of points (the chart reads an array as several points), split so no event 
 returns after appending a string to a list; a background thread does the packing and hands events to
 a :class:`~livewidget.Publisher` (which batches requests and retries). The thread sleeps while nothing
 is queued: the first point wakes it, and it sends what came within one ``interval``. Like the
-publisher, it survives ``os.fork()``: in the child the queue starts empty and the thread starts on the first ``add``.
+publisher, it survives ``os.fork()``: in the child the queue starts empty and the thread starts on
+the first ``add``.
 """
 
 from __future__ import annotations
