@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, RestResponse, Send, Webhook
+from ..protocol.history import Forget, Store
 from ..protocol.messages import error_frame
 from ..protocol.rest import handle_rest
 from ._wire import (
@@ -42,6 +43,7 @@ from ._wire import (
     upgrade_required,
 )
 from .adapters import Adapter, LocalAdapter
+from .history import HistoryDriver, MemoryHistory
 from .webhooks import WebhookSender
 
 __all__ = ["PusherServer"]
@@ -184,9 +186,13 @@ class _Conn(asyncio.Protocol):
                 resp = handle_rest(
                     server.apps, req.method, path, req.query(), req.body, time.time(), raw_path=req.raw_path
                 )
+                ticket = 0
                 if resp.hub is not None and resp.actions:
-                    server._run(resp.hub, resp.actions)
-                self._reply(req, self._encode(resp, req, head))
+                    ticket = server._run(resp.hub, resp.actions)
+                if ticket:
+                    self._reply_when_stored(req, resp, ticket)
+                else:
+                    self._reply(req, self._encode(resp, req, head))
         except Exception:
             log.exception("error handling %s %s", req.method, req.raw_path)
             self._refuse(500, "Internal server error")
@@ -207,6 +213,33 @@ class _Conn(asyncio.Protocol):
             data = response(200, {"ok": True}, keep_alive=False)
         self.transport.write(data)
         self._linger()
+
+    def _reply_when_stored(self, req: Request, resp: RestResponse, ticket: int) -> None:
+        """Answer a publish once the history holds its events: a 2xx means stored (it survives a crash).
+
+        Requests behind it wait (answers stay in order); meanwhile other publishers share the commit.
+        """
+        history = self.server.history
+        assert history is not None
+        self.transport.pause_reading()
+        self.pending = ticket
+
+        def stored(error: str | None) -> None:
+            self.pending = None
+            if self.transport.is_closing():
+                return
+            self.transport.resume_reading()
+            try:
+                if error is not None:
+                    self._reply(req, response(507, {"error": error}, keep_alive=req.keep_alive))
+                else:
+                    self._reply(req, self._encode(resp, req, req.method == "HEAD"))
+                self._http_loop()
+            except Exception:  # pragma: no cover - as in data_received
+                log.exception("error on a connection; closing it")
+                self._crash()
+
+        history.when_stored(ticket, stored)
 
     def _cluster_rest(self, req: Request) -> None:
         """A REST call through the clustered adapter: one at a time per connection, answered in order."""
@@ -422,6 +455,10 @@ class PusherServer:
 
     ``adapter`` shares the apps with other processes (:class:`~.adapters.RedisAdapter`); by default
     this process serves them alone (:class:`~.adapters.LocalAdapter`).
+
+    ``history`` keeps each channel's recent events (positions, rewind, the history API): in memory by
+    default (:class:`~.history.MemoryHistory`), on disk with :class:`~.history.SQLiteHistory`; ``False``
+    turns it off (a plain Pusher server). Not yet with a clustered adapter (it is off there).
     """
 
     def __init__(
@@ -432,11 +469,17 @@ class PusherServer:
         port: int = 6001,
         reuse_port: bool = False,
         adapter: Adapter | None = None,
+        history: HistoryDriver | None | bool = None,
     ) -> None:
         self.adapter = adapter or LocalAdapter()
         # The clustered adapter, when frames and REST calls must go through it (else a shortcut).
         self._cluster = self.adapter if self.adapter.clustered else None
-        self.apps = Apps(apps, hub_class=self.adapter.hub_class)
+        if history is None or history is True:
+            history = MemoryHistory()
+        # History shared by a cluster's processes needs a shared store (Redis streams): not yet.
+        self.history: HistoryDriver | None = history if history and self._cluster is None else None
+        make = self.history.history_for if self.history is not None else None
+        self.apps = Apps(apps, hub_class=self.adapter.hub_class, history=make)
         self.host = host
         self.port = port
         self._reuse_port = reuse_port
@@ -462,6 +505,8 @@ class PusherServer:
     async def start(self) -> None:
         """Bind and start serving; ``self.port`` is the real port afterwards."""
         self.webhooks = WebhookSender()
+        if self.history is not None:
+            await self.history.start(self.apps, self._run)
         await self.adapter.start(self.apps, self._run)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -496,6 +541,8 @@ class PusherServer:
             for task in late:
                 task.cancel()
         await self.adapter.stop()
+        if self.history is not None:
+            await self.history.stop()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), max(0.1, deadline - time.monotonic()))
@@ -539,7 +586,9 @@ class PusherServer:
 
     # ------------------------------------------------------------------ carrying out actions
 
-    def _run(self, hub: Hub, actions: list[Action]) -> None:
+    def _run(self, hub: Hub, actions: list[Action]) -> int:
+        """Carry out ``actions``; returns the history ticket of the last events stored (0: none)."""
+        ticket = 0
         for action in actions:
             if type(action) is Send:
                 data = _text_frame(action.frame.encode())
@@ -558,6 +607,13 @@ class PusherServer:
             elif type(action) is Webhook:
                 assert self.webhooks is not None
                 self.webhooks.submit(hub.config, action.event)
+            elif type(action) is Store:
+                assert self.history is not None
+                ticket = self.history.store(hub, action)  # type: ignore[arg-type]
+            elif type(action) is Forget:
+                assert self.history is not None
+                self.history.forget(action)  # type: ignore[arg-type]
+        return ticket
 
     def _close(self, conn: Connection, code: int, reason: str, frame: str | None = None) -> None:
         peer: _Conn | None = conn.transport
@@ -584,7 +640,14 @@ class PusherServer:
             "connections": sum(len(hub.connections) for hub in self.apps),
             "webhooks": {"delivered": webhooks.delivered, "failed": webhooks.failed} if webhooks else {},
             "adapter": self.adapter.stats(),
+            "history": self._history_stats(),
         }
+
+    def _history_stats(self) -> dict[str, Any]:
+        if self.history is None:
+            return {}
+        apps = {hub.config.app_id: hub.history.stats() for hub in self.apps if hub.history is not None}
+        return {**self.history.stats(), "apps": apps}
 
     @staticmethod
     def _refusal(hub: Hub | None, key: str, protocol: str | None) -> tuple[int, str] | None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..exceptions import ServerError
 from ..protocol.config import AppConfig
 from .app import PusherServer
+from .history import HistoryDriver
 
 __all__ = ["LocalServer", "new_app", "run_forever"]
 
@@ -53,6 +54,9 @@ class LocalServer:
     apps:
         Apps to serve; by default one app with fresh credentials built from ``app_id``, ``key``,
         ``secret`` and ``**settings`` (any :class:`AppConfig` field, e.g. ``client_events=False``).
+    history:
+        Channel history storage (a :class:`~.history.HistoryDriver`, used by one server only); by
+        default in memory, ``False`` for none.
     """
 
     def __init__(
@@ -64,10 +68,12 @@ class LocalServer:
         app_id: str | None = None,
         key: str | None = None,
         secret: str | None = None,
+        history: HistoryDriver | bool | None = None,
         **settings: Any,
     ) -> None:
         self.host = host
         self.port = port
+        self.history = history
         self.apps = list(apps) if apps else [new_app(app_id, key, secret, **settings)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -123,7 +129,7 @@ class LocalServer:
             loop = self._loop = _new_loop()
             asyncio.set_event_loop(loop)
             try:
-                self._server = PusherServer(self.apps, host=self.host, port=self.port)
+                self._server = PusherServer(self.apps, host=self.host, port=self.port, history=self.history)
                 loop.run_until_complete(self._server.start())
                 self.port = self._server.port
                 self._stopped = asyncio.Event()
