@@ -138,6 +138,24 @@ def _serve_parser(sub: Any) -> None:
         metavar="S",
         help="seconds before a silent process's presence members are removed [10]",
     )
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="keep channel history in SQLite files in DIR, across restarts "
+        "[$LIVEWIDGET_DATA_DIR, else ~/.local/share/livewidget]",
+    )
+    data.add_argument(
+        "--no-data", action="store_true", help="keep channel history in memory only (lost on restart)"
+    )
+    p.add_argument(
+        "--history-memory",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="memory for channel history, all channels together; the oldest goes first [64]",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log connections and webhooks")
     p.add_argument("--runtime-file", default=None, help=argparse.SUPPRESS)  # written by the daemon mode
 
@@ -369,7 +387,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         ttl = args.redis_node_ttl if args.redis_node_ttl is not None else file_cfg.get("redis_node_ttl", 10.0)
         adapter = RedisAdapter(redis_url, node_ttl=float(ttl))
-    server = PusherServer(apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter)
+    history = _history_driver(args, clustered=adapter is not None)
+    server = PusherServer(
+        apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter, history=history
+    )
 
     def ready(srv: PusherServer) -> None:
         if args.runtime_file:
@@ -385,6 +406,9 @@ def _serve(args: argparse.Namespace) -> int:
                 f"  sharing its apps over Redis {str(redis_url).split('@')[-1]} as node {adapter.node_id}",
                 flush=True,
             )
+        else:
+            where = "memory only" if args.no_data else f"SQLite in {getattr(history, 'folder', '')}"
+            print(f"  channel history: {where}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: bound to {host}, reachable from other machines", flush=True)
         for app in apps:
@@ -414,6 +438,20 @@ def _serve(args: argparse.Namespace) -> int:
             _remove_runtime_file(Path(args.runtime_file))
     print("livewidget server stopped", flush=True)
     return 0
+
+
+def _history_driver(args: argparse.Namespace, clustered: bool) -> Any:
+    """``--data DIR`` (default: the user's data folder) or ``--no-data``; none over Redis (not yet)."""
+    from .server.history import DEFAULT_MAX_MEMORY, MemoryHistory, SQLiteHistory, data_dir
+
+    if args.history_memory is not None and not args.history_memory >= 0:
+        raise ConfigurationError(f"--history-memory must be >= 0 MB, got {args.history_memory}")
+    memory = int(args.history_memory * 1024 * 1024) if args.history_memory is not None else DEFAULT_MAX_MEMORY
+    if clustered:
+        return False
+    if args.no_data:
+        return MemoryHistory(memory)
+    return SQLiteHistory(args.data or data_dir(), memory)
 
 
 def _remove_runtime_file(path: Path) -> None:

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# `livewidget serve` keeps channel history in the user's data folder by default: servers started by
+# tests (subprocesses inherit this) keep theirs in a folder of this run, removed at exit.
+if "LIVEWIDGET_DATA_DIR" not in os.environ:
+    _data = tempfile.mkdtemp(prefix="livewidget-test-data-")
+    os.environ["LIVEWIDGET_DATA_DIR"] = _data
+    atexit.register(shutil.rmtree, _data, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
