@@ -42,7 +42,9 @@ def test_server_exports():
     assert sorted(livewidget.server.__all__) == [
         "AppConfig",
         "LocalServer",
+        "MemoryHistory",
         "PusherServer",
+        "SQLiteHistory",
         "new_app",
         "run_forever",
     ]

@@ -86,7 +86,8 @@ class AppConfig:
             self.history_limits()
         except ValueError as exc:
             raise ConfigurationError(f"history_{exc}") from None
-        for item in self.history_overrides:
+        overrides: tuple[object, ...] = self.history_overrides
+        for item in overrides:
             if (
                 not isinstance(item, tuple)
                 or len(item) != 2
@@ -125,7 +126,11 @@ class AppConfig:
             urls = data["webhook_urls"]
             data["webhook_urls"] = (urls,) if isinstance(urls, str) else tuple(urls)
         if "history_overrides" in data:
-            base = {k[8:]: v for k, v in data.items() if k in ("history_max_events", "history_max_age", "history_max_bytes")}
+            base = {
+                k[8:]: v
+                for k, v in data.items()
+                if k in ("history_max_events", "history_max_age", "history_max_bytes")
+            }
             try:
                 defaults = HistoryLimits.from_mapping(base)
             except (TypeError, ValueError) as exc:

@@ -68,12 +68,14 @@ class HistoryLimits:
     max_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_events, int) or self.max_events < 0:
-            raise ValueError(f"max_events must be an integer >= 0, got {self.max_events!r}")
-        if not isinstance(self.max_age, (int, float)) or not self.max_age > 0:
-            raise ValueError(f"max_age must be a positive number of seconds, got {self.max_age!r}")
-        if not isinstance(self.max_bytes, int) or self.max_bytes < 0:
-            raise ValueError(f"max_bytes must be an integer >= 0, got {self.max_bytes!r}")
+        # Values come from config files too: check them at run time.
+        values: dict[str, object] = {"max_events": self.max_events, "max_bytes": self.max_bytes}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        age: object = self.max_age
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not 0 < age < math.inf:
+            raise ValueError(f"max_age must be a positive number of seconds, got {age!r}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: HistoryLimits | None = None) -> HistoryLimits:
@@ -81,7 +83,9 @@ class HistoryLimits:
         base = base or cls()
         unknown = sorted(set(data) - {"max_events", "max_age", "max_bytes"})
         if unknown:
-            raise ValueError(f"unknown history setting(s) {', '.join(unknown)}; known: max_age, max_bytes, max_events")
+            raise ValueError(
+                f"unknown history setting(s) {', '.join(unknown)}; known: max_age, max_bytes, max_events"
+            )
         return cls(
             max_events=data.get("max_events", base.max_events),
             max_age=data.get("max_age", base.max_age),
@@ -330,13 +334,16 @@ def parse_rewind(value: object, max_count: int) -> Rewind:
         try:
             amount = float(number) if unit else int(number)
         except ValueError:
-            raise RewindError(f"rewind {value!r} is not a count ('10') or a duration ('30s', '5m', '1h')") from None
+            raise RewindError(
+                f"rewind {value!r} is not a count ('10') or a duration ('30s', '5m', '1h')"
+            ) from None
         value = {"seconds": amount * unit} if unit else {"count": amount}
     if not isinstance(value, dict):
         raise RewindError("rewind must be a count, a duration like '30s', or an object")
     unknown = sorted(set(value) - {"count", "seconds", "serial", "stream_id"})
     if unknown:
-        raise RewindError(f"unknown rewind field(s) {', '.join(map(repr, unknown))}; known: count, seconds, serial, stream_id")
+        names = ", ".join(map(repr, unknown))
+        raise RewindError(f"unknown rewind field(s) {names}; known: count, seconds, serial, stream_id")
     count = value.get("count")
     if count is not None:
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -354,7 +361,9 @@ def parse_rewind(value: object, max_count: int) -> Rewind:
         if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
             raise RewindError(f"rewind serial must be an integer >= 0, got {serial!r}")
         if not isinstance(stream_id, str) or not 0 < len(stream_id) <= MAX_STREAM_ID:
-            raise RewindError(f"rewind stream_id must be a string of 1 to {MAX_STREAM_ID} characters, given with serial")
+            raise RewindError(
+                f"rewind stream_id must be a string of 1 to {MAX_STREAM_ID} characters, given with serial"
+            )
         after = Position(serial, stream_id)
     if count is None and seconds is None and after is None:
         raise RewindError("rewind needs count, seconds, or serial with stream_id")
@@ -459,7 +468,9 @@ class History:
     def _log(self, channel: str, now: float) -> _Log:
         log = self.logs.get(channel)
         if log is None:
-            log = self.logs[channel] = _Log(self, channel, self._new_stream_id(), self.limits_for(channel), now)
+            log = self.logs[channel] = _Log(
+                self, channel, self._new_stream_id(), self.limits_for(channel), now
+            )
             self.budget.used += LOG_OVERHEAD
             self.budget._empty[log] = None
         return log
@@ -629,7 +640,7 @@ class History:
         A forgotten stream's next event starts a new stream (new ``stream_id``, serial 1): a client
         resuming from the old one is told so (``stream_reset``).
         """
-        for name, log in list(self.logs.items()):
+        for log in list(self.logs.values()):
             self._trim(log, now)
             if not log.entries and log.committed == log.last and now - log.last_time > log.limits.max_age:
                 self._forget_log(log)

@@ -337,10 +337,10 @@ class Hub:
         channel = self.channels.get(name)
         if channel is not None and conn in channel.subscribers:
             # Idempotent re-subscribe: confirm again, change nothing (but replay what was asked).
-            actions = [Send((conn,), self._succeeded_frame(channel))]
+            again: list[Action] = [Send((conn,), self._succeeded_frame(channel))]
             if rewind is not None:
-                self._rewind(conn, name, rewind, now, actions)
-            return actions
+                self._rewind(conn, name, rewind, now, again)
+            return again
 
         actions: list[Action] = []
         if channel is not None and kind is ChannelKind.PRESENCE:

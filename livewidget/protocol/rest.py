@@ -563,7 +563,9 @@ def _history(hub: Hub, name: str, params: dict[str, str], now: float) -> RestRes
     if stream_id is not None and (position is None or position.stream_id != stream_id):
         current = position.stream_id if position is not None else None
         raise RestError(
-            410, f"stream_id {stream_id!r} of {name} is gone (its history was lost); the stream is now {current!r}"
+            410,
+            f"stream_id {stream_id!r} of {name} is gone (its history was lost); "
+            f"the stream is now {current!r}",
         )
     body: dict[str, Any] = {
         "channel": name,

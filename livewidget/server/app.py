@@ -188,7 +188,7 @@ class _Conn(asyncio.Protocol):
                 )
                 ticket = 0
                 if resp.hub is not None and resp.actions:
-                    ticket = server._run(resp.hub, resp.actions)
+                    ticket = server._carry_out(resp.hub, resp.actions)
                 if ticket:
                     self._reply_when_stored(req, resp, ticket)
                 else:
@@ -469,7 +469,7 @@ class PusherServer:
         port: int = 6001,
         reuse_port: bool = False,
         adapter: Adapter | None = None,
-        history: HistoryDriver | None | bool = None,
+        history: HistoryDriver | bool | None = None,
     ) -> None:
         self.adapter = adapter or LocalAdapter()
         # The clustered adapter, when frames and REST calls must go through it (else a shortcut).
@@ -586,7 +586,10 @@ class PusherServer:
 
     # ------------------------------------------------------------------ carrying out actions
 
-    def _run(self, hub: Hub, actions: list[Action]) -> int:
+    def _run(self, hub: Hub, actions: list[Action]) -> None:
+        self._carry_out(hub, actions)
+
+    def _carry_out(self, hub: Hub, actions: list[Action]) -> int:
         """Carry out ``actions``; returns the history ticket of the last events stored (0: none)."""
         ticket = 0
         for action in actions:
@@ -609,10 +612,10 @@ class PusherServer:
                 self.webhooks.submit(hub.config, action.event)
             elif type(action) is Store:
                 assert self.history is not None
-                ticket = self.history.store(hub, action)  # type: ignore[arg-type]
+                ticket = self.history.store(hub, action)
             elif type(action) is Forget:
                 assert self.history is not None
-                self.history.forget(action)  # type: ignore[arg-type]
+                self.history.forget(action)
         return ticket
 
     def _close(self, conn: Connection, code: int, reason: str, frame: str | None = None) -> None:

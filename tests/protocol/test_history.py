@@ -297,7 +297,13 @@ def test_limits_and_config_validation():
     with pytest.raises(ConfigurationError, match="history_max_age"):
         AppConfig("1", "k", "s", history_max_age=0)
     cfg = AppConfig.from_mapping(
-        {"id": 1, "key": "k", "secret": "s", "history_max_events": 50, "history_overrides": {"chat-": {"max_age": 60}}}
+        {
+            "id": 1,
+            "key": "k",
+            "secret": "s",
+            "history_max_events": 50,
+            "history_overrides": {"chat-": {"max_age": 60}},
+        }
     )
     assert cfg.history_overrides == (("chat-", HistoryLimits(max_events=50, max_age=60)),)
     with pytest.raises(ConfigurationError, match="unknown history setting"):
@@ -342,10 +348,16 @@ def test_a_hub_without_history_is_unchanged():
     conn = connect(hub)
     subscribe(hub, conn, "jobs")
     actions = hub.trigger("done", "{}", ["jobs"], 1.0)
-    assert [a.frame for a in actions if isinstance(a, Send)] == ['{"event":"done","channel":"jobs","data":"{}"}']
+    assert [a.frame for a in actions if isinstance(a, Send)] == [
+        '{"event":"done","channel":"jobs","data":"{}"}'
+    ]
     # asking for a rewind there is answered: nothing is available
     actions = subscribe_rewind(hub, conn, "other", 5)
-    assert frames(actions, conn)[-1]["data"] == {"complete": False, "historical_count": 0, "reason": "unavailable"}
+    assert frames(actions, conn)[-1]["data"] == {
+        "complete": False,
+        "historical_count": 0,
+        "reason": "unavailable",
+    }
 
 
 def test_send_to_user_gets_no_position():
@@ -396,11 +408,17 @@ def test_private_channel_rewind_needs_the_same_auth_as_the_subscription():
     hub = history_hub()
     hub.trigger("secret", "x", ["private-room"], 0.0)
     conn = connect(hub)
-    actions = send(hub, conn, {"event": "pusher:subscribe", "data": {"channel": "private-room", "rewind": 10}})
+    actions = send(
+        hub, conn, {"event": "pusher:subscribe", "data": {"channel": "private-room", "rewind": 10}}
+    )
     assert "secret" not in events(actions, conn)
     assert events(actions, conn) == ["pusher:error", "pusher:subscription_error"]
     actions = subscribe_rewind(hub, conn, "private-room", 10)
-    assert events(actions, conn) == ["pusher_internal:subscription_succeeded", "secret", "pusher:rewind_complete"]
+    assert events(actions, conn) == [
+        "pusher_internal:subscription_succeeded",
+        "secret",
+        "pusher:rewind_complete",
+    ]
 
 
 def test_malformed_or_too_large_rewind_is_refused_by_name():
@@ -409,7 +427,9 @@ def test_malformed_or_too_large_rewind_is_refused_by_name():
     actions = subscribe_rewind(hub, conn, "jobs", {"count": 51})
     got = frames(actions, conn)
     assert got[0]["event"] == "pusher:error"
-    assert "Invalid rewind for jobs: rewind count 51 is over the limit of 50 events" in got[0]["data"]["message"]
+    assert (
+        "Invalid rewind for jobs: rewind count 51 is over the limit of 50 events" in got[0]["data"]["message"]
+    )
     assert got[1]["event"] == "pusher:subscription_error" and got[1]["data"]["type"] == "InvalidRewind"
     assert "jobs" not in hub.channels  # not subscribed
     actions = subscribe_rewind(hub, conn, "jobs", {"serial": "x", "stream_id": "s"})

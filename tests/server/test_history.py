@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,12 @@ from .test_transport import open_ws, trigger
 
 def sdk(server: LocalServer) -> pusher.Pusher:
     return pusher.Pusher(
-        app_id=server.app_id, key=server.key, secret=server.secret, host=server.host, port=server.port, ssl=False
+        app_id=server.app_id,
+        key=server.key,
+        secret=server.secret,
+        host=server.host,
+        port=server.port,
+        ssl=False,
     )
 
 
@@ -41,11 +45,15 @@ def history_get(client: pusher.Pusher, channel: str, **params: Any) -> dict[str,
     """``GET /apps/{id}/channels/{channel}/events`` signed by the official SDK."""
     inner = client._pusher_client
     path = f"/apps/{inner.app_id}/channels/{channel}/events"
-    result: dict[str, Any] = inner.http.send_request(Request(inner, "GET", path, {k: str(v) for k, v in params.items()}))
+    result: dict[str, Any] = inner.http.send_request(
+        Request(inner, "GET", path, {k: str(v) for k, v in params.items()})
+    )
     return result
 
 
-async def subscribe(ws: aiohttp.ClientWebSocketResponse, socket_id: str, channel: str, rewind: Any = None) -> None:
+async def subscribe(
+    ws: aiohttp.ClientWebSocketResponse, socket_id: str, channel: str, rewind: Any = None
+) -> None:
     data: dict[str, Any] = {"channel": channel}
     if rewind is not None:
         data["rewind"] = rewind
@@ -62,7 +70,9 @@ def channel_auth_for(socket_id: str, channel: str) -> str:
     return channel_auth(key, secret, socket_id, channel)
 
 
-async def until(ws: aiohttp.ClientWebSocketResponse, event: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+async def until(
+    ws: aiohttp.ClientWebSocketResponse, event: str, timeout: float = 5.0
+) -> list[dict[str, Any]]:
     """Frames received up to and including the first ``event``."""
     out = []
     while True:
@@ -102,7 +112,7 @@ async def test_live_events_carry_positions_and_rewind_by_count_time_and_position
         ws, sid = await open_ws(session, server)
         await subscribe(ws, sid, "jobs", {"count": 2})
         frames = await until(ws, "pusher:rewind_complete")
-        assert [f["event"] for f in frames][0] == "pusher_internal:subscription_succeeded"
+        assert frames[0]["event"] == "pusher_internal:subscription_succeeded"
         assert of(frames) == [4, 5]
         assert json.loads(frames[-1]["data"]) == {
             "complete": True,
@@ -234,7 +244,8 @@ def test_history_api_with_the_official_sdk(server: LocalServer):
     assert timed["events"][0]["time_ms"] >= t0
     with pytest.raises(pusher.errors.PusherBadRequest, match="direction must be"):
         history_get(client, "jobs", direction="sideways")
-    bad = pusher.Pusher(app_id=server.app_id, key=server.key, secret="wrong", host=server.host, port=server.port, ssl=False
+    bad = pusher.Pusher(
+        app_id=server.app_id, key=server.key, secret="wrong", host=server.host, port=server.port, ssl=False
     )
     with pytest.raises(pusher.errors.PusherBadAuth):
         history_get(bad, "jobs")
@@ -342,7 +353,13 @@ def test_published_events_survive_sigkill_and_restart(tmp_path: Path):
     app = {"app_id": "4242", "key": "histkey", "secret": "histsecret"}
     proc = serve(tmp_path, port, app)
     client = pusher.Pusher(
-        app_id=app["app_id"], key=app["key"], secret=app["secret"], host="127.0.0.1", port=port, ssl=False, timeout=5
+        app_id=app["app_id"],
+        key=app["key"],
+        secret=app["secret"],
+        host="127.0.0.1",
+        port=port,
+        ssl=False,
+        timeout=5,
     )
     answered: set[tuple[int, int]] = set()
     lock = threading.Lock()
@@ -368,7 +385,9 @@ def test_published_events_survive_sigkill_and_restart(tmp_path: Path):
         proc = serve(tmp_path, port, app)
         after = {f"ch-{c}": history_get(client, f"ch-{c}", limit=1000) for c in range(3)}
         stored = {
-            (json.loads(e["data"])["w"], json.loads(e["data"])["i"]) for p in after.values() for e in p["events"]
+            (json.loads(e["data"])["w"], json.loads(e["data"])["i"])
+            for p in after.values()
+            for e in p["events"]
         }
         assert len(answered) >= 200
         assert answered <= stored, f"{len(answered - stored)} answered publishes lost"

@@ -11,11 +11,10 @@ every app: :class:`~livewidget.protocol.history.Budget`). A driver decides what 
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable
 from typing import Any
 
-from ...protocol import Action, Apps, AppConfig, Hub
+from ...protocol import Action, AppConfig, Apps, Hub
 from ...protocol.history import Budget, Forget, History, Store
 
 __all__ = ["DEFAULT_MAX_MEMORY", "HistoryDriver", "Runner"]
@@ -26,8 +25,9 @@ Runner = Callable[[Hub, list[Action]], None]
 """The transport's way to carry out actions (the deliveries a commit releases)."""
 
 
-class HistoryDriver(abc.ABC):
-    """A storage driver; create it outside the loop, then the transport calls :meth:`start` inside it.
+class HistoryDriver:
+    """A storage driver (this base keeps nothing: subclasses store); create it outside the loop, then the
+    transport calls :meth:`start` inside it.
 
     ``max_memory`` is the global cap on history held in memory (bytes, all apps and channels).
     """

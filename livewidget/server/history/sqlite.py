@@ -138,7 +138,10 @@ class SQLiteHistory(HistoryDriver):
     def _load(app: _App, hub: Hub, now: float) -> None:
         history = hub.history
         assert history is not None
-        streams = {ch: (sid, last) for ch, sid, last in app.db.execute("SELECT channel, stream_id, last FROM streams")}
+        streams = {
+            ch: (sid, last)
+            for ch, sid, last in app.db.execute("SELECT channel, stream_id, last FROM streams")
+        }
         rows: dict[str, list[Entry]] = {}
         for ch, serial, t, event, data, user_id in app.db.execute(
             "SELECT channel, serial, time, event, data, user_id FROM events ORDER BY channel, serial"
@@ -245,7 +248,9 @@ class SQLiteHistory(HistoryDriver):
         for app in touched.values():
             app.db.execute("COMMIT")
 
-    def _write_all(self, batch: list[tuple[Hub | None, Store | Forget, int]], touched: dict[str, _App]) -> None:
+    def _write_all(
+        self, batch: list[tuple[Hub | None, Store | Forget, int]], touched: dict[str, _App]
+    ) -> None:
         for _, action, _ in batch:
             app = self._apps.get(action.app_id)
             if app is None:
