@@ -149,6 +149,11 @@ def _serve_parser(sub: Any) -> None:
     data.add_argument(
         "--no-data", action="store_true", help="keep channel history in memory only (lost on restart)"
     )
+    data.add_argument(
+        "--no-history",
+        action="store_true",
+        help="keep no channel history: a plain Pusher server (events carry no position)",
+    )
     p.add_argument(
         "--history-memory",
         type=float,
@@ -407,7 +412,12 @@ def _serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         else:
-            where = "memory only" if args.no_data else f"SQLite in {getattr(history, 'folder', '')}"
+            if args.no_history:
+                where = "off"
+            elif args.no_data:
+                where = "in memory only"
+            else:
+                where = f"SQLite in {getattr(history, 'folder', '')}"
             print(f"  channel history: {where}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: bound to {host}, reachable from other machines", flush=True)
@@ -447,7 +457,7 @@ def _history_driver(args: argparse.Namespace, clustered: bool) -> Any:
     if args.history_memory is not None and not args.history_memory >= 0:
         raise ConfigurationError(f"--history-memory must be >= 0 MB, got {args.history_memory}")
     memory = int(args.history_memory * 1024 * 1024) if args.history_memory is not None else DEFAULT_MAX_MEMORY
-    if clustered:
+    if clustered or args.no_history:
         return False
     if args.no_data:
         return MemoryHistory(memory)

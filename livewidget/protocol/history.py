@@ -44,7 +44,10 @@ __all__ = [
     "Rewind",
     "RewindError",
     "Store",
+    "StreamEvent",
+    "parse_last_event_id",
     "parse_rewind",
+    "sse_event",
 ]
 
 ENTRY_OVERHEAD = 160  # bytes charged per event beyond its strings (objects, deque slot)
@@ -415,6 +418,45 @@ class Forget(Action):
 
     app_id: str
     upto: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StreamEvent(Action):
+    """Write ``entry`` of ``channel`` to the Server-Sent Events streams ``targets`` (transport handles)."""
+
+    targets: tuple[Any, ...]
+    channel: str
+    stream_id: str
+    entry: Entry
+
+
+# ---------------------------------------------------------------------------------------------- SSE
+
+
+def _sse_field(name: str, value: str) -> str:
+    # One "name: value" line per line of value (WHATWG HTML, server-sent events: a CR, LF or CRLF ends a
+    # line, so a value can never inject a field of its own).
+    return "".join(
+        f"{name}: {line}\n" for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    )
+
+
+def sse_event(stream_id: str, entry: Entry) -> bytes:
+    """One SSE event: ``id`` is the position (``<stream_id>:<serial>``), ``event`` and ``data`` the
+    Pusher event's (a ``data`` of several lines is sent as several ``data:`` lines, joined back with
+    newlines by the client)."""
+    event = entry.event.replace("\r", " ").replace("\n", " ")
+    return (
+        f"id: {stream_id}:{entry.serial}\nevent: {event}\n" + _sse_field("data", entry.data) + "\n"
+    ).encode()
+
+
+def parse_last_event_id(value: str) -> Position:
+    """``<stream_id>:<serial>`` (an SSE ``id``) as a position; raises :class:`RewindError`."""
+    stream_id, sep, serial = value.strip().rpartition(":")
+    if not sep or not serial.isdigit() or not 0 < len(stream_id) <= MAX_STREAM_ID or len(serial) > 18:
+        raise RewindError(f"Last-Event-ID {value[:80]!r} is not a position '<stream_id>:<serial>'")
+    return Position(int(serial), stream_id)
 
 
 # ---------------------------------------------------------------------------------------------- history

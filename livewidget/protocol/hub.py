@@ -25,7 +25,7 @@ from .channels import (
     needs_auth,
 )
 from .config import AppConfig
-from .history import Forget, History, Rewind, RewindError, Store, parse_rewind
+from .history import Forget, History, Replay, Rewind, RewindError, Store, StreamEvent, parse_rewind
 from .messages import Action, Close, CloseCode, Send, Webhook, dumps, encode, error_frame
 
 __all__ = ["Channel", "Connection", "ConnectionState", "Hub"]
@@ -133,6 +133,7 @@ class Hub:
         self._new_socket_id = new_socket_id
         self.history = history
         self._to_store: list[tuple[str, str, Any]] = []  # events awaiting a deferred history's storage
+        self.streams: dict[str, set[Any]] = {}  # channel -> Server-Sent Events streams (transport handles)
         self._next_expiry = 0.0
         self.connections: dict[str, Connection] = {}
         self.channels: dict[str, Channel] = {}
@@ -578,7 +579,7 @@ class Hub:
             out["user_id"] = user_id
         actions: list[Action] = []
         if self.history is not None:
-            frame = self._record(name, event, text, now, out.get("user_id"), conn)
+            frame = self._record(name, event, text, now, out.get("user_id"), conn, actions)
             if frame is not None:
                 self._relay_client_event(conn, channel, frame, actions)
             self._flush_stored(actions)
@@ -721,7 +722,7 @@ class Hub:
                 self.cache[name] = (event, data, now + ttl)
                 self._cache_miss_sent.discard(name)
             if history is not None and not name.startswith(USER_CHANNEL_PREFIX):
-                frame = self._record(name, event, data, now, None, excluded)
+                frame = self._record(name, event, data, now, None, excluded, actions)
                 if frame is None:
                     continue  # delivered once stored (deliver)
             else:
@@ -768,7 +769,14 @@ class Hub:
         actions.append(Send((conn,), encode("pusher:rewind_complete", dumps(replay.summary()), name)))
 
     def _record(
-        self, name: str, event: str, data: str, now: float, user_id: str | None, exclude: Connection | None
+        self,
+        name: str,
+        event: str,
+        data: str,
+        now: float,
+        user_id: str | None,
+        exclude: Connection | None,
+        actions: list[Action],
     ) -> str | None:
         """Give a published event its position: the frame to deliver now, or None when delivery
         waits for the history's storage (then a :class:`~.history.Store` action follows)."""
@@ -777,6 +785,9 @@ class Hub:
         if self.history.deferred:
             self._to_store.append((name, stream_id, entry))
             return None
+        streams = self.streams.get(name)
+        if streams:
+            actions.append(StreamEvent(tuple(streams), name, stream_id, entry))
         return entry.frame(name, stream_id)
 
     def _flush_stored(self, actions: list[Action]) -> None:
@@ -792,6 +803,9 @@ class Hub:
             if history is not None:
                 history.committed(name, stream_id, entry.serial)
             excluded, entry.exclude = entry.exclude, None
+            streams = self.streams.get(name)
+            if streams:
+                actions.append(StreamEvent(tuple(streams), name, stream_id, entry))
             channel = self.channels.get(name)
             if channel is None:
                 continue
@@ -804,6 +818,23 @@ class Hub:
             if targets:
                 actions.append(Send(targets, entry.frame(name, stream_id)))
         return actions
+
+    def open_stream(self, handle: Any, name: str, rewind: Rewind | None, now: float) -> Replay | None:
+        """A Server-Sent Events client follows ``name`` from now on (live events come as
+        :class:`~.history.StreamEvent` actions); returns what it asked to be replayed first, if anything.
+        Replay and registration happen together: nothing is missed or sent twice."""
+        assert self.history is not None
+        replay = self.history.replay(name, rewind, now) if rewind is not None else None
+        self.streams.setdefault(name, set()).add(handle)
+        return replay
+
+    def close_stream(self, handle: Any, name: str) -> None:
+        """The SSE client ``handle`` of ``name`` is gone."""
+        streams = self.streams.get(name)
+        if streams is not None:
+            streams.discard(handle)
+            if not streams:
+                del self.streams[name]
 
     def _history_tick(self, now: float, actions: list[Action]) -> None:
         assert self.history is not None

@@ -16,7 +16,7 @@ from ..exceptions import RestError
 from . import signatures
 from .channels import ChannelKind, channel_kind, is_cache, is_valid_channel_name, is_valid_socket_id
 from .config import AppConfig
-from .history import History
+from .history import History, Rewind, RewindError, parse_last_event_id, parse_rewind
 from .hub import Hub, _new_socket_id
 from .messages import Action, dumps
 
@@ -28,7 +28,9 @@ __all__ = [
     "RestResponse",
     "answer",
     "handle_rest",
+    "is_stream",
     "route",
+    "route_stream",
 ]
 
 TIMESTAMP_WINDOW = 600  # seconds either side of the server's clock (rest-api.md *Authentication*)
@@ -575,3 +577,67 @@ def _history(hub: Hub, name: str, params: dict[str, str], now: float) -> RestRes
         "events": [e.as_json() for e in events],
     }
     return RestResponse(200, body, [], hub)
+
+
+# ------------------------------------------------------------------ Server-Sent Events (livewidget)
+
+_STREAM_RE = re.compile(r"\A(?:.*?)(/apps/(?P<app_id>[^/]+)/channels/(?P<channel>[^/]+)/stream)/?\Z")
+
+
+def is_stream(method: str, path: str) -> bool:
+    """Whether this is a request for a channel's event stream (``GET .../channels/{name}/stream``)."""
+    return method == "GET" and path.endswith(("/stream", "/stream/")) and _STREAM_RE.match(path) is not None
+
+
+def route_stream(
+    apps: Apps,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    now: float,
+    raw_path: str | None = None,
+    last_event_id: str | None = None,
+) -> tuple[Hub, str, Rewind | None]:
+    """Authenticate a stream request: ``(hub, channel, what to replay first)``; raises :class:`RestError`.
+
+    A public channel needs only ``?auth_key=KEY`` (what ``EventSource`` can send); any other channel a
+    request signed like every REST call. ``Last-Event-ID`` (header, or the ``last_event_id`` parameter)
+    resumes after that position; ``rewind`` (``10``, ``30s``) replays the last events first, or is the
+    fallback when the position cannot be resumed from.
+    """
+    m = _STREAM_RE.match(path)
+    if m is None:
+        raise RestError(404, f"No such endpoint: GET {path}")
+    hub = apps.by_id.get(m["app_id"])
+    if hub is None:
+        raise RestError(404, f"Unknown app id {m['app_id']}")
+    params = dict(query)
+    name = m["channel"]
+    cfg = hub.config
+    if not is_valid_channel_name(name, cfg.max_channel_name_length):
+        raise RestError(400, f"Invalid channel name {name!r}")
+    kind = channel_kind(name)
+    if kind is ChannelKind.USER:
+        raise RestError(400, "A user's #server-to-user channel cannot be streamed")
+    if kind is ChannelKind.PUBLIC and "auth_signature" not in params:
+        if params.get("auth_key") != cfg.key:
+            raise RestError(401, "The stream of a public channel needs ?auth_key=<the app key>")
+    else:
+        _authenticate(cfg, "GET", [path, raw_path or path, m.group(1)], query, params, b"", now)
+    if not cfg.enabled:
+        raise RestError(403, "App is disabled")
+    if hub.history is None:
+        raise RestError(501, "Channel history is not enabled on this server (streams need it)")
+    position = last_event_id or params.get("last_event_id")
+    text = params.get("rewind")
+    try:
+        fallback = parse_rewind(text, hub.history.max_rewind) if text else None
+        after = parse_last_event_id(position) if position else None
+    except RewindError as exc:
+        raise RestError(400, str(exc)) from None
+    if after is None:
+        return hub, name, fallback
+    return (
+        hub,
+        name,
+        Rewind(fallback.count if fallback else None, fallback.seconds if fallback else None, after),
+    )

@@ -21,10 +21,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..exceptions import RestError
 from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, RestResponse, Send, Webhook
-from ..protocol.history import Forget, Store
-from ..protocol.messages import error_frame
-from ..protocol.rest import handle_rest
+from ..protocol.history import Forget, Store, StreamEvent, sse_event
+from ..protocol.messages import dumps, error_frame
+from ..protocol.rest import handle_rest, is_stream, route_stream
 from ._wire import (
     FrameParser,
     HttpError,
@@ -61,6 +62,13 @@ _OK = response(200, {"ok": True})
 _EMPTY = response_bytes(200, b"{}")  # what a successful trigger answers
 _HEALTH = ("/", "/ready", "/health")
 _text_frame = text_frame  # the fan-out's encoder (kept under its old name)
+_SSE_KEEPALIVE = 15.0  # seconds between comments on an idle event stream, so proxies keep it open
+# A stream's answer has no length: it ends when the connection does (RFC 9112 §6.3). No buffering by
+# proxies (nginx honours X-Accel-Buffering), no caching.
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
+    b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 1000\n\n"
+)
 
 
 class _Conn(asyncio.Protocol):
@@ -76,6 +84,7 @@ class _Conn(asyncio.Protocol):
         "parser",
         "pending",
         "server",
+        "sse",
         "t_last",
         "t_start",
         "timer",
@@ -96,6 +105,7 @@ class _Conn(asyncio.Protocol):
         self.t_start = 0.0  # monotonic time the current HTTP request began (0: none in progress)
         self.t_last = 0.0  # monotonic time of the last bytes received in HTTP mode
         self.timer: asyncio.TimerHandle | None = None
+        self.sse: str | None = None  # Server-Sent Events mode: the channel this socket streams
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -133,6 +143,12 @@ class _Conn(asyncio.Protocol):
         server._ws.discard(self)
         self.closing = True
         self.parser = None
+        if self.sse is not None:
+            server._sse.discard(self)
+            if self.hub is not None:
+                self.hub.close_stream(self, self.sse)
+            self.hub = None
+            self.sse = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -179,6 +195,8 @@ class _Conn(asyncio.Protocol):
                 self._reply(req, _OK)
             elif req.method == "GET" and path == "/stats":
                 self._reply(req, response(200, server.stats(), keep_alive=req.keep_alive))
+            elif is_stream(req.method, path):
+                self._stream(req)
             elif server._cluster is not None:
                 self._cluster_rest(req)
             else:
@@ -240,6 +258,34 @@ class _Conn(asyncio.Protocol):
                 self._crash()
 
         history.when_stored(ticket, stored)
+
+    def _stream(self, req: Request) -> None:
+        """``GET /apps/{id}/channels/{name}/stream``: this socket becomes a Server-Sent Events stream
+        (WHATWG HTML, server-sent events) of the channel: what it asked to replay, then live events."""
+        server = self.server
+        if server._cluster is not None:
+            self._reply(req, response(501, {"error": "Streams are not available with Redis yet"}))
+            return
+        now = time.time()
+        try:
+            hub, name, rewind = route_stream(
+                server.apps, req.path, req.query(), now, req.raw_path, req.headers.get("last-event-id")
+            )
+        except RestError as exc:
+            self._reply(req, response(exc.status, {"error": exc.message}, keep_alive=req.keep_alive))
+            return
+        self.parser = None  # nothing more is read from this socket; what arrives is dropped
+        server._http.discard(self)
+        server._sse.add(self)
+        self.hub = hub
+        self.sse = name
+        replay = hub.open_stream(self, name, rewind, now)
+        out = [_SSE_HEAD]
+        if replay is not None:
+            stream_id = replay.position.stream_id
+            out += [sse_event(stream_id, entry) for entry in replay.entries]
+            out.append(b"event: pusher:rewind_complete\ndata: %s\n\n" % dumps(replay.summary()).encode())
+        self.transport.write(b"".join(out))
 
     def _cluster_rest(self, req: Request) -> None:
         """A REST call through the clustered adapter: one at a time per connection, answered in order."""
@@ -487,6 +533,8 @@ class PusherServer:
         self._tick_task: asyncio.Task[None] | None = None
         self._http: set[_Conn] = set()  # sockets not upgraded (HTTP timeouts apply while parser is set)
         self._ws: set[_Conn] = set()  # upgraded sockets
+        self._sse: set[_Conn] = set()  # Server-Sent Events streams
+        self._sse_keepalive = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self.webhooks: WebhookSender | None = None
         configs = [hub.config for hub in self.apps]
@@ -531,7 +579,7 @@ class PusherServer:
         deadline = time.monotonic() + grace
         while self._ws and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # clients answer the 4200 close frame, then we close
-        for c in list(self._ws) + list(self._http):
+        for c in list(self._ws) + list(self._http) + list(self._sse):
             c.closing = True
             c.transport.abort()
         await asyncio.sleep(0)  # let connection_lost run
@@ -563,6 +611,11 @@ class PusherServer:
                 self._sweep(time.monotonic())
             except Exception:  # pragma: no cover
                 log.exception("sweep failed")
+            if self._sse and time.monotonic() >= self._sse_keepalive:
+                self._sse_keepalive = time.monotonic() + _SSE_KEEPALIVE
+                for c in list(self._sse):
+                    if not c.closing:
+                        c.transport.write(b": keep-alive\n\n")
 
     def _sweep(self, now: float) -> None:
         """Close HTTP connections that are idle too long or send a request too slowly (slowloris)."""
@@ -616,7 +669,23 @@ class PusherServer:
             elif type(action) is Forget:
                 assert self.history is not None
                 self.history.forget(action)
+            elif type(action) is StreamEvent:
+                self._stream_event(hub, action)
         return ticket
+
+    def _stream_event(self, hub: Hub, action: StreamEvent) -> None:
+        data = sse_event(action.stream_id, action.entry)
+        limit = hub.config.max_send_buffer
+        for peer in action.targets:
+            if peer.closing:
+                continue
+            tr = peer.transport
+            tr.write(data)
+            if tr.get_write_buffer_size() > limit:
+                # A stream nobody reads must not grow our memory: it ends (EventSource reconnects and
+                # resumes from its Last-Event-ID).
+                peer.closing = True
+                tr.abort()
 
     def _close(self, conn: Connection, code: int, reason: str, frame: str | None = None) -> None:
         peer: _Conn | None = conn.transport
@@ -641,6 +710,7 @@ class PusherServer:
         webhooks = self.webhooks
         return {
             "connections": sum(len(hub.connections) for hub in self.apps),
+            "streams": len(self._sse),
             "webhooks": {"delivered": webhooks.delivered, "failed": webhooks.failed} if webhooks else {},
             "adapter": self.adapter.stats(),
             "history": self._history_stats(),
