@@ -559,3 +559,44 @@ def test_history_api_needs_a_signature_and_history():
     path = "/apps/1/channels/jobs/events"
     resp = handle_rest(plain, "GET", path, signed(path, {}), b"", 1000.0)
     assert resp.status == 501 and "not enabled" in resp.body["error"]
+
+
+# ---------------------------------------------------------------------------------------------- SSE
+
+
+def test_sse_event_cannot_be_split_by_its_data_or_name():
+    from livewidget.protocol.history import Entry, sse_event
+
+    text = sse_event("s1", Entry(7, 0.0, "ev\nid: 99", "a\r\nb\rc\nd"))
+    assert text == b"id: s1:7\nevent: ev id: 99\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+
+
+def test_last_event_id_is_a_position():
+    from livewidget.protocol.history import parse_last_event_id
+
+    assert parse_last_event_id("k3f9:42") == Position(42, "k3f9")
+    for bad in ("42", "k3f9:", ":4", "k3f9:-1", "x" * 70 + ":1", "a:" + "9" * 30):
+        with pytest.raises(RewindError, match="not a position"):
+            parse_last_event_id(bad)
+
+
+def test_route_stream_auth_and_resume():
+    from livewidget.exceptions import RestError
+    from livewidget.protocol.rest import is_stream, route_stream
+
+    apps = history_apps()
+    path = "/apps/1/channels/feed/stream"
+    assert is_stream("GET", path) and not is_stream("POST", path) and not is_stream("GET", "/apps/1/events")
+    _, name, rewind = route_stream(apps, path, [("auth_key", KEY)], 1000.0, last_event_id="s1:3")
+    assert name == "feed" and rewind == Rewind(after=Position(3, "s1"))
+    _, _, rewind = route_stream(apps, path, [("auth_key", KEY), ("rewind", "30s")], 1000.0)
+    assert rewind == Rewind(seconds=30.0)
+    for query, status in (([("auth_key", "nope")], 401), ([("auth_key", KEY), ("rewind", "x")], 400)):
+        with pytest.raises(RestError) as err:
+            route_stream(apps, path, query, 1000.0)
+        assert err.value.status == status
+    private = "/apps/1/channels/private-x/stream"
+    with pytest.raises(RestError) as err:
+        route_stream(apps, private, [("auth_key", KEY)], 1000.0)
+    assert err.value.status == 401
+    assert route_stream(apps, private, signed(private, {}), 1000.0)[1] == "private-x"

@@ -436,3 +436,114 @@ def test_memory_stays_within_the_cap_under_many_channels():
     assert stats["bytes"] <= cap
     assert stats["dropped_over_cap"] > 0  # counted in /stats
     assert len(newest["events"]) == 1 and oldest["events"] == []  # oldest first
+
+
+# ---------------------------------------------------------------------------------------------- SSE
+
+
+async def sse_events(resp: aiohttp.ClientResponse, n: int, timeout: float = 5.0) -> list[dict[str, str]]:
+    """The next ``n`` events of a text/event-stream (fields joined as the WHATWG parser does)."""
+    out: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    while len(out) < n:
+        line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")
+        if line == "":
+            if current:
+                out.append(current)
+            current = {}
+        elif line.startswith(":"):
+            current.setdefault("comment", line)
+        else:
+            field, _, value = line.partition(": ")
+            current[field] = current[field] + "\n" + value if field == "data" and field in current else value
+    return out
+
+
+def stream_url(server: LocalServer, channel: str, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"auth_key": server.key, **params}.items())
+    return f"{server.url}/apps/{server.app_id}/channels/{channel}/stream?{query}"
+
+
+@pytest.mark.asyncio
+async def test_sse_follows_a_public_channel_and_resumes_from_last_event_id(server: LocalServer):
+    client = sdk(server)
+    client.trigger("feed", "before", "0")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(stream_url(server, "feed")) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            (retry,) = await sse_events(resp, 1)
+            assert retry == {"retry": "1000"}
+            client.trigger("feed", "tick", "line one\nline two")
+            client.trigger("feed", "tick", '{"n":2}')
+            got = await sse_events(resp, 2)
+        stream = got[0]["id"].split(":")[0]
+        assert got == [
+            {"id": f"{stream}:2", "event": "tick", "data": "line one\nline two"},
+            {"id": f"{stream}:3", "event": "tick", "data": '{"n":2}'},
+        ]
+        client.trigger("feed", "missed", "4")
+        # EventSource sends the last id it saw when it reconnects
+        async with session.get(stream_url(server, "feed"), headers={"Last-Event-ID": f"{stream}:2"}) as resp:
+            replay = await sse_events(resp, 4)
+            assert [e.get("id") for e in replay[1:3]] == [f"{stream}:3", f"{stream}:4"]
+            assert replay[3]["event"] == "pusher:rewind_complete"
+            assert json.loads(replay[3]["data"])["complete"] is True
+            client.trigger("feed", "live", "5")
+            (live,) = await sse_events(resp, 1)
+            assert live["id"] == f"{stream}:5"
+        # or as a query parameter, and rewind for a first visit
+        url = stream_url(server, "feed", rewind="2")
+        async with session.get(url) as resp:
+            got = await sse_events(resp, 4)
+            assert [e.get("data") for e in got[1:3]] == ["4", "5"]
+
+
+@pytest.mark.asyncio
+async def test_sse_private_channel_needs_a_signed_request_and_errors_are_json(server: LocalServer):
+    from livewidget.protocol.signatures import sign_rest_query
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(stream_url(server, "private-x")) as resp:
+            assert resp.status == 401 and "sign the request" in (await resp.json())["error"]
+        path = f"/apps/{server.app_id}/channels/private-x/stream"
+        params = {"auth_key": server.key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+        query = sign_rest_query("GET", path, params, server.secret)
+        async with session.get(f"{server.url}{path}", params=query) as resp:
+            assert resp.status == 200
+            sdk(server).trigger("private-x", "secret", "s")
+            got = await sse_events(resp, 2)
+            assert got[1]["event"] == "secret"
+        async with session.get(stream_url(server, "feed", last_event_id="nonsense")) as resp:
+            assert resp.status == 400 and "not a position" in (await resp.json())["error"]
+        async with session.get(stream_url(server, "feed").replace(server.key, "wrong")) as resp:
+            assert resp.status == 401
+
+
+def test_curl_follows_a_channel_with_keepalives(server: LocalServer, monkeypatch: pytest.MonkeyPatch):
+    import livewidget.server.app as app_module
+
+    monkeypatch.setattr(app_module, "_SSE_KEEPALIVE", 0.5)
+    proc = subprocess.Popen(
+        ["curl", "-sN", "--max-time", "8", stream_url(server, "feed")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "retry: 1000\n"
+        deadline = time.monotonic() + 5
+        while server.call(lambda: len(server.server._sse)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sdk(server).trigger("feed", "hello", "world")
+        seen = ""
+        while "data: world\n\n" not in seen or ": keep-alive" not in seen:
+            line = proc.stdout.readline()  # bounded by curl's --max-time
+            assert line, f"curl ended early: {seen!r}"
+            seen += line
+        assert "\nid: " in seen and "id: " in seen.split("event: hello")[0]
+        assert "event: hello\ndata: world\n" in seen
+    finally:
+        proc.kill()
+        proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert server.call(lambda: len(server.server._sse)) in (0, 1)  # closed once curl is gone
