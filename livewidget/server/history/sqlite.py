@@ -251,38 +251,51 @@ class SQLiteHistory(HistoryDriver):
     def _write_all(
         self, batch: list[tuple[Hub | None, Store | Forget, int]], touched: dict[str, _App]
     ) -> None:
-        for _, action, _ in batch:
-            app = self._apps.get(action.app_id)
-            if app is None:
-                continue
-            db = app.db
-            if action.app_id not in touched:
-                touched[action.app_id] = app
-                db.execute("BEGIN")
-            if type(action) is Store:
-                db.executemany(
-                    "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                    [(ch, e.serial, e.time, e.event, e.data, e.user_id) for ch, _, e in action.entries],
-                )
-                last: dict[str, tuple[str, int]] = {}
-                for ch, sid, e in action.entries:
-                    last[ch] = (sid, e.serial)
+        """Consecutive Store actions of an app become one INSERT of all their rows (the usual case: a
+        batch of many small publishes); a Forget is applied in its place in the order."""
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        last: dict[str, dict[str, tuple[str, int]]] = {}
+
+        def flush(app_id: str) -> None:
+            events = rows.pop(app_id, None)
+            if events:
+                db = self._apps[app_id].db
+                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
                 db.executemany(
                     "INSERT INTO streams VALUES (?, ?, ?) ON CONFLICT (channel) DO UPDATE SET "
                     "stream_id = excluded.stream_id, last = excluded.last",
-                    [(ch, sid, serial) for ch, (sid, serial) in last.items()],
+                    [(ch, sid, serial) for ch, (sid, serial) in last.pop(app_id).items()],
                 )
-                self.events_written += len(action.entries)
-            else:
-                assert isinstance(action, Forget)
-                whole = [(ch,) for ch, upto in action.upto.items() if upto < 0]
-                if whole:
-                    db.executemany("DELETE FROM events WHERE channel = ?", whole)
-                    db.executemany("DELETE FROM streams WHERE channel = ?", whole)
-                db.executemany(
-                    "DELETE FROM events WHERE channel = ? AND serial <= ?",
-                    [(ch, upto) for ch, upto in action.upto.items() if upto >= 0],
-                )
+                self.events_written += len(events)
+
+        for _, action, _ in batch:
+            app_id = action.app_id
+            app = self._apps.get(app_id)
+            if app is None:
+                continue
+            if app_id not in touched:
+                touched[app_id] = app
+                app.db.execute("BEGIN")
+            if type(action) is Store:
+                out = rows.setdefault(app_id, [])
+                streams = last.setdefault(app_id, {})
+                for ch, sid, e in action.entries:
+                    out.append((ch, e.serial, e.time, e.event, e.data, e.user_id))
+                    streams[ch] = (sid, e.serial)
+                continue
+            assert isinstance(action, Forget)
+            flush(app_id)
+            db = app.db
+            whole = [(ch,) for ch, upto in action.upto.items() if upto < 0]
+            if whole:
+                db.executemany("DELETE FROM events WHERE channel = ?", whole)
+                db.executemany("DELETE FROM streams WHERE channel = ?", whole)
+            db.executemany(
+                "DELETE FROM events WHERE channel = ? AND serial <= ?",
+                [(ch, upto) for ch, upto in action.upto.items() if upto >= 0],
+            )
+        for app_id in list(rows):
+            flush(app_id)
 
     def stats(self) -> dict[str, Any]:
         return {
