@@ -5,6 +5,7 @@ persistence across SIGKILL, group commits, and the memory cap under many channel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -547,3 +548,32 @@ def test_curl_follows_a_channel_with_keepalives(server: LocalServer, monkeypatch
         if proc.stdout is not None:
             proc.stdout.close()
     assert server.call(lambda: len(server.server._sse)) in (0, 1)  # closed once curl is gone
+
+
+def test_sqlite_restart_keeps_the_stream_and_its_limits(tmp_path: Path):
+    port = free_port()
+    first = LocalServer(port=port, history=SQLiteHistory(tmp_path), history_max_events=2).start()
+    try:
+        client = sdk(first)
+        for i in range(5):
+            client.trigger("jobs", "ev", str(i))
+        before = history_get(client, "jobs")
+        hub = first.server.apps.by_id[first.app_id]
+        first.call(lambda: first.server._run(hub, hub.tick(time.time() + 10)))  # trimmed rows: deleted
+        time.sleep(0.2)
+    finally:
+        first.stop()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / f"history-{first.app_id}.sqlite3")) as db:
+        assert db.execute("SELECT serial FROM events ORDER BY serial").fetchall() == [(4,), (5,)]
+    second = LocalServer(port=port, apps=first.apps, history=SQLiteHistory(tmp_path)).start()
+    try:
+        client = sdk(second)
+        after = history_get(client, "jobs")
+        assert [e["serial"] for e in after["events"]] == [5, 4] == [e["serial"] for e in before["events"]]
+        assert after["stream_id"] == before["stream_id"] and after["first_serial"] == 4
+        client.trigger("jobs", "ev", "next")
+        assert history_get(client, "jobs", limit=1)["events"][0]["serial"] == 6
+    finally:
+        second.stop()

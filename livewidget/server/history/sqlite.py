@@ -148,7 +148,8 @@ class SQLiteHistory(HistoryDriver):
         ):
             rows.setdefault(ch, []).append(Entry(serial, t, event, data, user_id))
         for ch, (stream_id, last) in streams.items():
-            history.restore(ch, stream_id, last, rows.get(ch, ()), now)
+            entries = rows.get(ch, [])
+            history.restore(ch, stream_id, max(last, entries[-1].serial if entries else 0), entries, now)
         log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
 
     async def stop(self) -> None:
@@ -254,18 +255,18 @@ class SQLiteHistory(HistoryDriver):
         """Consecutive Store actions of an app become one INSERT of all their rows (the usual case: a
         batch of many small publishes); a Forget is applied in its place in the order."""
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        last: dict[str, dict[str, tuple[str, int]]] = {}
+        new_streams: dict[str, list[tuple[str, str, int]]] = {}
 
         def flush(app_id: str) -> None:
+            db = self._apps[app_id].db
+            # A stream's row is written when it starts (serial 1); its last serial is the newest event
+            # stored, or, once its events are forgotten, what the Forget recorded.
+            streams = new_streams.pop(app_id, None)
+            if streams:
+                db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)", streams)
             events = rows.pop(app_id, None)
             if events:
-                db = self._apps[app_id].db
                 db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
-                db.executemany(
-                    "INSERT INTO streams VALUES (?, ?, ?) ON CONFLICT (channel) DO UPDATE SET "
-                    "stream_id = excluded.stream_id, last = excluded.last",
-                    [(ch, sid, serial) for ch, (sid, serial) in last.pop(app_id).items()],
-                )
                 self.events_written += len(events)
 
         for _, action, _ in batch:
@@ -278,10 +279,10 @@ class SQLiteHistory(HistoryDriver):
                 app.db.execute("BEGIN")
             if type(action) is Store:
                 out = rows.setdefault(app_id, [])
-                streams = last.setdefault(app_id, {})
                 for ch, sid, e in action.entries:
                     out.append((ch, e.serial, e.time, e.event, e.data, e.user_id))
-                    streams[ch] = (sid, e.serial)
+                    if e.serial == 1:
+                        new_streams.setdefault(app_id, []).append((ch, sid, 0))
                 continue
             assert isinstance(action, Forget)
             flush(app_id)
@@ -290,9 +291,10 @@ class SQLiteHistory(HistoryDriver):
             if whole:
                 db.executemany("DELETE FROM events WHERE channel = ?", whole)
                 db.executemany("DELETE FROM streams WHERE channel = ?", whole)
+            upto = [(ch, n) for ch, n in action.upto.items() if n >= 0]
+            db.executemany("DELETE FROM events WHERE channel = ? AND serial <= ?", upto)
             db.executemany(
-                "DELETE FROM events WHERE channel = ? AND serial <= ?",
-                [(ch, upto) for ch, upto in action.upto.items() if upto >= 0],
+                "UPDATE streams SET last = max(last, ?) WHERE channel = ?", [(n, ch) for ch, n in upto]
             )
         for app_id in list(rows):
             flush(app_id)
