@@ -577,3 +577,13 @@ def test_sqlite_restart_keeps_the_stream_and_its_limits(tmp_path: Path):
         assert history_get(client, "jobs", limit=1)["events"][0]["serial"] == 6
     finally:
         second.stop()
+
+
+def test_history_files_are_private(tmp_path: Path):
+    with LocalServer(history=SQLiteHistory(tmp_path / "data")) as server:
+        sdk(server).trigger("private-secret", "ev", "classified")
+        files = sorted((tmp_path / "data").iterdir())
+        assert any(f.name.endswith("-wal") for f in files)
+        for f in files:
+            assert f.stat().st_mode & 0o077 == 0, f"{f.name} is readable by others"
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0

@@ -69,11 +69,14 @@ class _App:
                 "another folder (--data DIR) or keep its history in memory (--no-data)"
             ) from None
         try:
+            # Private channels' events are in it: readable by this user only. SQLite gives the -wal and
+            # -shm files the database file's permissions, so the file is made first, 0600.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             self.close()
             raise ServerError(f"cannot open the history file {path}: {exc}") from exc
         with contextlib.suppress(OSError):
