@@ -451,14 +451,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _history_driver(args: argparse.Namespace, clustered: bool) -> Any:
-    """``--data DIR`` (default: the user's data folder) or ``--no-data``; none over Redis (not yet)."""
+    """``--data DIR`` (default: the user's data folder) or ``--no-data``; over Redis, Redis's."""
     from .server.history import DEFAULT_MAX_MEMORY, MemoryHistory, SQLiteHistory, data_dir
 
     if args.history_memory is not None and not args.history_memory >= 0:
         raise ConfigurationError(f"--history-memory must be >= 0 MB, got {args.history_memory}")
     memory = int(args.history_memory * 1024 * 1024) if args.history_memory is not None else DEFAULT_MAX_MEMORY
-    if clustered or args.no_history:
+    if args.no_history:
         return False
+    if clustered:
+        return None  # the Redis adapter's shared history
     if args.no_data:
         return MemoryHistory(memory)
     return SQLiteHistory(args.data or data_dir(), memory)

@@ -556,6 +556,42 @@ class History:
         log = self._log(channel, now)
         log.last += 1
         entry = Entry(log.last, now, event, data, user_id, exclude)
+        self._add(log, entry, now)
+        return entry, log.stream_id
+
+    def mirror(
+        self,
+        channel: str,
+        serial: int,
+        stream_id: str,
+        time: float,
+        event: str,
+        data: str,
+        user_id: str | None = None,
+    ) -> Entry | None:
+        """Record an event whose position was given elsewhere (a cluster's shared store); None if it is
+        already held. Another stream replaces this one; a gap (missed events) drops what was held, so
+        no replay ever spans it."""
+        log = self._log(channel, time)
+        if log.stream_id != stream_id or serial > log.last + 1:
+            if log.stream_id != stream_id and log.last == 0 and not log.entries and serial == 1:
+                log.stream_id = stream_id  # a stream made only to answer a rewind: adopt the real one
+            else:
+                while log.entries:
+                    log.drop_oldest()
+                    self.trimmed += 1
+                log.stream_id = stream_id
+                log.dropped = serial - 1
+                log.dropped_time = time
+            log.last = log.committed = serial - 1
+        elif serial <= log.last:
+            return None
+        log.last = serial
+        entry = Entry(serial, time, event, data, user_id)
+        self._add(log, entry, time)
+        return entry
+
+    def _add(self, log: _Log, entry: Entry, now: float) -> None:
         if not self.deferred:
             log.committed = log.last
         log.last_time = now
@@ -570,10 +606,9 @@ class History:
                 self.budget.enforce()
         else:
             if self.deferred:
-                self._forget[channel] = entry.serial
+                self._forget[log.name] = entry.serial
             if self.budget.used > self.budget.max_bytes:
                 self.budget.enforce()
-        return entry, log.stream_id
 
     def committed(self, channel: str, stream_id: str, serial: int) -> bool:
         """The storage holds ``channel``'s events up to ``serial``. False if that stream is gone."""
@@ -599,6 +634,9 @@ class History:
         """What a subscriber that asked for ``rewind`` gets before live events."""
         log = self._log(channel, now)  # a stream now exists, so the client learns its position
         after = rewind.after
+        if after is not None and after.serial == 0:
+            # "I have nothing": the whole current stream (complete if it lost nothing)
+            return self._last(log, Rewind(count=rewind.count), now)
         if after is not None:
             if after.stream_id != log.stream_id:
                 reason = "stream_reset"

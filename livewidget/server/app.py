@@ -504,7 +504,7 @@ class PusherServer:
 
     ``history`` keeps each channel's recent events (positions, rewind, the history API): in memory by
     default (:class:`~.history.MemoryHistory`), on disk with :class:`~.history.SQLiteHistory`; ``False``
-    turns it off (a plain Pusher server). Not yet with a clustered adapter (it is off there).
+    turns it off (a plain Pusher server). With a clustered adapter, the adapter's (Redis) is used.
     """
 
     def __init__(
@@ -520,10 +520,13 @@ class PusherServer:
         self.adapter = adapter or LocalAdapter()
         # The clustered adapter, when frames and REST calls must go through it (else a shortcut).
         self._cluster = self.adapter if self.adapter.clustered else None
-        if history is None or history is True:
-            history = MemoryHistory()
-        # History shared by a cluster's processes needs a shared store (Redis streams): not yet.
-        self.history: HistoryDriver | None = history if history and self._cluster is None else None
+        if self._cluster is not None:
+            # A cluster's history is shared through the adapter's store (Redis), or there is none.
+            self.history: HistoryDriver | None = self.adapter.history if history is not False else None
+        elif history is None or history is True:
+            self.history = MemoryHistory()
+        else:
+            self.history = history or None
         make = self.history.history_for if self.history is not None else None
         self.apps = Apps(apps, hub_class=self.adapter.hub_class, history=make)
         self.host = host

@@ -1,4 +1,5 @@
-"""Storage drivers for channel history: memory (:class:`MemoryHistory`) or SQLite (:class:`SQLiteHistory`)."""
+"""Storage drivers for channel history: memory (:class:`MemoryHistory`), SQLite (:class:`SQLiteHistory`),
+or Redis with the Redis adapter (:class:`RedisHistory`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from pathlib import Path
 
 from .base import DEFAULT_MAX_MEMORY, HistoryDriver
 from .memory import MemoryHistory
+from .redis import RedisHistory
 from .sqlite import SQLiteHistory
 
-__all__ = ["DEFAULT_MAX_MEMORY", "HistoryDriver", "MemoryHistory", "SQLiteHistory", "data_dir"]
+__all__ = [
+    "DEFAULT_MAX_MEMORY",
+    "HistoryDriver",
+    "MemoryHistory",
+    "RedisHistory",
+    "SQLiteHistory",
+    "data_dir",
+]
 
 
 def data_dir() -> Path:
