@@ -223,7 +223,9 @@ local function record(ch, limits, event, data, user)
   local n = redis.call('INCR', P .. 'hn:' .. ch)
   local sid = redis.call('GET', P .. 'hs:' .. ch)
   if n == 1 or not sid then
+    -- a new stream (the channel's keys expired, or were evicted): nothing of the old one may remain
     sid = string.format('%x.%x', NOW, redis.call('INCR', P .. 'hgen'))
+    redis.call('DEL', P .. 'h:' .. ch)
   end
   redis.call('SET', P .. 'hs:' .. ch, sid, 'PX', age)
   redis.call('PEXPIRE', P .. 'hn:' .. ch, age)

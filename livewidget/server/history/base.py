@@ -7,6 +7,8 @@ every app: :class:`~livewidget.protocol.history.Budget`). A driver decides what 
 - :class:`~.sqlite.SQLiteHistory`: a SQLite file per app (WAL, group commits). Its histories are
   *deferred*: an event is delivered, and a REST publish answered, only once it is committed, so
   anything a client saw or a publisher was told is stored survives a crash (SIGKILL) and a restart.
+- :class:`~.redis.RedisHistory`: with the Redis adapter, positions and history live in Redis, shared by
+  every process of the cluster (the adapter does the I/O).
 """
 
 from __future__ import annotations
