@@ -263,9 +263,6 @@ class _Conn(asyncio.Protocol):
         """``GET /apps/{id}/channels/{name}/stream``: this socket becomes a Server-Sent Events stream
         (WHATWG HTML, server-sent events) of the channel: what it asked to replay, then live events."""
         server = self.server
-        if server._cluster is not None:
-            self._reply(req, response(501, {"error": "Streams are not available with Redis yet"}))
-            return
         now = time.time()
         try:
             hub, name, rewind = route_stream(

@@ -3,6 +3,7 @@ share positions, rewind and the history API; a restarted process loads the histo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -115,3 +116,23 @@ async def test_a_restarted_process_loads_the_history_from_redis(
         return status == 200 and body["serial"] == 5
 
     await eventually(same_on_a, what="process a sees serial 5")
+
+
+@pytest.mark.asyncio
+async def test_sse_on_one_process_follows_events_published_on_the_other(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    a, b = cluster.nodes
+    ch = rand("feed-")
+    assert (await Rest(session, a.port).trigger(ch, "ev", "0"))[0] == 200
+    url = f"http://127.0.0.1:{b.port}/apps/{APP_ID}/channels/{ch}/stream?auth_key={KEY}&rewind=5"
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        text = ""
+        while "pusher:rewind_complete" not in text:
+            text += (await asyncio.wait_for(resp.content.readline(), 5)).decode()
+        assert "event: ev\ndata: 0\n" in text
+        assert (await Rest(session, a.port).trigger(ch, "ev", "1"))[0] == 200
+        while "data: 1\n" not in text:
+            text += (await asyncio.wait_for(resp.content.readline(), 5)).decode()
+        assert ":2\nevent: ev\ndata: 1\n" in text  # id: <stream_id>:2
