@@ -758,7 +758,7 @@ class Hub:
     def _rewind(self, conn: Connection, name: str, rewind: Rewind, now: float, actions: list[Action]) -> None:
         """Replay what ``conn`` asked for, then ``pusher:rewind_complete``; all before any live event
         (a deferred history replays only stored events; later ones reach ``conn`` live on storage)."""
-        if self.history is None:
+        if self.history is None or name.startswith(USER_CHANNEL_PREFIX):  # send_to_user keeps none
             summary = dumps({"complete": False, "historical_count": 0, "reason": "unavailable"})
             actions.append(Send((conn,), encode("pusher:rewind_complete", summary, name)))
             return

@@ -677,9 +677,9 @@ class PusherServer:
         data = sse_event(action.stream_id, action.entry)
         limit = hub.config.max_send_buffer
         for peer in action.targets:
-            if peer.closing:
-                continue
             tr = peer.transport
+            if peer.closing or tr.is_closing():
+                continue
             tr.write(data)
             if tr.get_write_buffer_size() > limit:
                 # A stream nobody reads must not grow our memory: it ends (EventSource reconnects and

@@ -600,3 +600,22 @@ def test_route_stream_auth_and_resume():
         route_stream(apps, private, [("auth_key", KEY)], 1000.0)
     assert err.value.status == 401
     assert route_stream(apps, private, signed(private, {}), 1000.0)[1] == "private-x"
+
+
+def test_rewind_on_a_user_channel_says_unavailable():
+    from livewidget.protocol.signatures import signin_auth
+
+    hub = history_hub()
+    conn = connect(hub)
+    user_data = json.dumps({"id": "u1"})
+    send(
+        hub,
+        conn,
+        {
+            "event": "pusher:signin",
+            "data": {"auth": signin_auth(KEY, SECRET, conn.socket_id, user_data), "user_data": user_data},
+        },
+    )
+    got = frames(subscribe_rewind(hub, conn, "#server-to-user-u1", 5), conn)
+    assert got[-1]["data"]["reason"] == "unavailable"
+    assert hub.history is not None and hub.history.logs == {}
