@@ -123,6 +123,8 @@ class _Conn(asyncio.Protocol):
             elif self.parser is not None:
                 self.t_last = time.monotonic()
                 self.parser.feed(data)
+                if type(self.pending) is int:  # a publish awaiting its commit: hold the rest
+                    self.transport.pause_reading()
                 self._http_loop()
             # else: lingering after a refusal; input is read and dropped (see _linger)
         except Exception:
@@ -239,14 +241,16 @@ class _Conn(asyncio.Protocol):
         """
         history = self.server.history
         assert history is not None
-        self.transport.pause_reading()
+        # Reading goes on (no pause/resume system calls per publish); data_received pauses it if the
+        # client sends more meanwhile, so what waits stays small.
         self.pending = ticket
 
         def stored(error: str | None) -> None:
             self.pending = None
             if self.transport.is_closing():
                 return
-            self.transport.resume_reading()
+            if not self.transport.is_reading():
+                self.transport.resume_reading()
             try:
                 if error is not None:
                     self._reply(req, response(507, {"error": error}, keep_alive=req.keep_alive))

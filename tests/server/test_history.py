@@ -587,3 +587,31 @@ def test_history_files_are_private(tmp_path: Path):
         for f in files:
             assert f.stat().st_mode & 0o077 == 0, f"{f.name} is readable by others"
     assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+
+
+def test_pipelined_publishes_are_answered_in_order_after_their_commits(tmp_path: Path):
+    import socket
+
+    from livewidget.protocol.signatures import body_md5, sign_rest_query
+
+    with LocalServer(history=SQLiteHistory(tmp_path)) as server:
+        path = f"/apps/{server.app_id}/events"
+        requests = []
+        for i in range(5):
+            body = json.dumps({"name": "ev", "channel": "pipe", "data": str(i)}).encode()
+            params = {"auth_key": server.key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+            params["body_md5"] = body_md5(body)
+            query = "&".join(
+                f"{k}={v}" for k, v in sign_rest_query("POST", path, params, server.secret).items()
+            )
+            head = f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            requests.append(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(b"".join(requests))  # all at once: pipelined (RFC 9112 §9.3.2)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 5:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+        page = history_get(sdk(server), "pipe", direction="oldest_first")
+    assert [e["data"] for e in page["events"]] == ["0", "1", "2", "3", "4"]
