@@ -1,10 +1,13 @@
 """History in SQLite (standard library): one file per app in the data folder, WAL, group commits.
 
 Durability: an event is delivered to subscribers, and the REST publish that carried it answered, only
-after the transaction holding it is committed. One writer thread commits whatever was queued while the
-previous commit ran, so concurrent publishers share commits (group commit) and the event loop never
-waits on the disk. ``synchronous=NORMAL`` in WAL mode: a committed event survives the server process
-being killed (SIGKILL) or crashing; a power loss may lose the last commits (SQLite docs, *WAL mode*).
+after the transaction holding it is committed. Everything published during one turn of the event loop
+is committed together right after it (group commit): concurrent publishers share one transaction and
+no thread hand-off is paid per event. ``synchronous=NORMAL`` in WAL mode: a commit writes the WAL but
+does not wait for the disk, so it is short; a committed event survives the server process being
+killed (SIGKILL) or crashing, a power loss may lose the last commits (SQLite docs, *WAL mode*). The
+only step that waits for the disk, the checkpoint (WAL into the database, with fsync), runs in a
+background thread on its own connection (``PASSIVE``: it never blocks the writer).
 
 A file is used by one server at a time (an exclusive lock beside it): two servers giving out serials
 for the same app would contradict each other.
@@ -33,6 +36,8 @@ from .base import DEFAULT_MAX_MEMORY, HistoryDriver, Runner
 __all__ = ["SQLiteHistory"]
 
 log = logging.getLogger("livewidget.server.history")
+
+_CHECKPOINT_EVERY = 1.0  # seconds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -75,6 +80,7 @@ class _App:
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in a thread (_checkpoints)
             self.db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             self.close()
@@ -101,9 +107,9 @@ class SQLiteHistory(HistoryDriver):
         self._apps: dict[str, _App] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._run: Runner | None = None
-        self._cond = threading.Condition()
         self._queue: list[tuple[Hub | None, Store | Forget, int]] = []
-        self._closing = False
+        self._flush_scheduled = False
+        self._stop_checkpoints = threading.Event()
         self._thread: threading.Thread | None = None
         self._submitted = 0  # the last ticket given out
         self._stored = 0  # the last ticket committed (or failed)
@@ -134,7 +140,10 @@ class SQLiteHistory(HistoryDriver):
                 app.close()
             self._apps.clear()
             raise
-        self._thread = threading.Thread(target=self._main, name="livewidget-history", daemon=True)
+        paths = [app.path for app in self._apps.values()]
+        self._thread = threading.Thread(
+            target=self._checkpoints, args=(paths,), name="livewidget-history", daemon=True
+        )
         self._thread.start()
 
     @staticmethod
@@ -156,31 +165,51 @@ class SQLiteHistory(HistoryDriver):
         log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
 
     async def stop(self) -> None:
+        if self._queue:
+            self._flush()  # what the last turn published
         thread = self._thread
         if thread is not None:
-            with self._cond:
-                self._closing = True
-                self._cond.notify()
+            self._stop_checkpoints.set()
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
             self._thread = None
-            await asyncio.sleep(0)  # the last commit's deliveries and answers
         for app in self._apps.values():
+            with contextlib.suppress(sqlite3.Error):
+                app.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             app.close()
         self._apps.clear()
 
     # ------------------------------------------------------------------ the loop's side
 
     def store(self, hub: Hub, action: Store) -> int:
-        with self._cond:
-            self._submitted += 1
-            self._queue.append((hub, action, self._submitted))
-            self._cond.notify()
-            return self._submitted
+        self._submitted += 1
+        self._enqueue((hub, action, self._submitted))
+        return self._submitted
 
     def forget(self, action: Forget) -> None:
-        with self._cond:
-            self._queue.append((None, action, 0))
-            self._cond.notify()
+        self._enqueue((None, action, 0))
+
+    def _enqueue(self, item: tuple[Hub | None, Store | Forget, int]) -> None:
+        self._queue.append(item)
+        if not self._flush_scheduled:
+            # After the callbacks of this turn of the loop (every request read in it): one commit.
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        error = None
+        try:
+            self._write(batch)
+            self.commits += 1
+        except Exception as exc:
+            self.failures += 1
+            log.exception("writing history failed")
+            error = f"the event was delivered but not stored in history: {exc}"
+        self._done(batch, error)
 
     def when_stored(self, ticket: int, callback: Callable[[str | None], None]) -> None:
         if ticket <= self._stored:
@@ -211,33 +240,25 @@ class SQLiteHistory(HistoryDriver):
             except Exception:  # pragma: no cover
                 log.exception("answering after a commit failed")
 
-    # ------------------------------------------------------------------ the writer thread
+    # ------------------------------------------------------------------ the checkpoint thread
 
-    def _main(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                batch, self._queue = self._queue, []
-                closing = self._closing
-            if not batch:
-                if closing:
-                    return
-                continue
-            error = None
-            try:
-                self._write(batch)
-                self.commits += 1
-            except Exception as exc:
-                self.failures += 1
-                log.exception("writing history failed")
-                error = f"the event was delivered but not stored in history: {exc}"
-            try:
-                loop.call_soon_threadsafe(self._done, batch, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                return
+    def _checkpoints(self, paths: list[Path]) -> None:
+        """Copy the WAL into the database files about once a second, off the event loop (the fsync)."""
+        dbs = []
+        try:
+            for path in paths:
+                dbs.append(sqlite3.connect(path, isolation_level=None))
+            while not self._stop_checkpoints.wait(_CHECKPOINT_EVERY):
+                for db in dbs:
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:  # busy or the like: the next round does it
+                        log.debug("history checkpoint skipped", exc_info=True)
+        except sqlite3.Error:  # pragma: no cover - the files were opened by the loop a moment ago
+            log.exception("history checkpoints stopped")
+        finally:
+            for db in dbs:
+                db.close()
 
     def _write(self, batch: list[tuple[Hub | None, Store | Forget, int]]) -> None:
         """One transaction per app file touched, in queue order."""
