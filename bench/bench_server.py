@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_server.py            # 3 rounds, about 7 minutes
     .venv/bin/python bench/bench_server.py --quick    # 1 round, short phases, about 1.5 minutes
+    .venv/bin/python bench/bench_server.py --quick --only fanout-100 --against-history-off
+                                                      # channel history (SQLite) vs none, no Soketi
 
 It builds the compiled client harness (bench/client/lwbench.c -> bench/out/lwbench with gcc -O2), starts
 ``livewidget serve`` on 127.0.0.1:6203 and Soketi (/work/shared/peers/soketi/run) on 127.0.0.1:6103, and
@@ -12,6 +14,9 @@ runs every scenario against each server in turn (livewidget, Soketi, livewidget,
 * channels-1000x2: 1,000 channels with 2 subscribers each, publishing round-robin over the channels;
 * idle-10k: memory per idle connection, from a freshly started server's VmRSS before and after 10,000
   connections have received ``pusher:connection_established``.
+
+livewidget runs with its default channel history (SQLite, group commits; ``--history memory|off``
+changes it); ``--against-history-off`` puts livewidget without history where Soketi would be.
 
 Events are triggered through the signed REST API (POST /apps/ID/events) by the harness itself. Every loop
 is bounded in count and time. Medians over the rounds are printed side by side with the ratio
@@ -45,6 +50,9 @@ OUT = BENCH / "out"
 HARNESS_SRC = BENCH / "client" / "lwbench.c"
 HARNESS = OUT / "lwbench"
 VENV = ROOT / ".venv" / "bin"
+# The other side of the comparison: Soketi, or (--against-history-off) livewidget without history. Its
+# runs are kept under the key "soketi" either way; only the label changes.
+B_LABEL = {"name": "soketi"}
 SOKETI_RUN = Path(os.environ.get("SOKETI_RUN", "/work/shared/peers/soketi/run"))
 
 HOST = "127.0.0.1"
@@ -145,14 +153,23 @@ class Server:
 
 
 class Livewidget(Server):
-    def __init__(self, uvloop: bool = True) -> None:
-        super().__init__("livewidget", LW_PORT)
+    def __init__(
+        self, uvloop: bool = True, history: str = "sqlite", name: str = "livewidget", port: int = LW_PORT
+    ) -> None:
+        super().__init__(name, port)
         self.uvloop = uvloop
+        self.history = history  # sqlite (the serve default), memory or off
 
     def start(self) -> None:
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use; stop whatever listens there")
         args = ["serve", "--port", str(self.port), "--app-id", APP_ID, "--key", KEY, "--secret", SECRET]
+        if self.history == "sqlite":
+            data = OUT / f"history-{self.port}"
+            shutil.rmtree(data, ignore_errors=True)  # every start begins with an empty history
+            args += ["--data", str(data)]
+        else:
+            args += ["--no-data" if self.history == "memory" else "--no-history"]
         if self.uvloop:
             cmd = [str(VENV / "livewidget"), *args]
         else:
@@ -564,7 +581,15 @@ def build_table(results: dict[str, Any]) -> tuple[list[list[str]], list[dict[str
 
 
 def render(rows: list[list[str]], markdown: bool) -> str:
-    head = ["scenario", "phase", "metric (median)", "livewidget", "soketi", "lw/soketi", "target"]
+    head = [
+        "scenario",
+        "phase",
+        "metric (median)",
+        "livewidget",
+        B_LABEL["name"],
+        f"lw/{B_LABEL['name']}",
+        "target",
+    ]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -667,7 +692,7 @@ def report(results: dict[str, Any]) -> None:
     json_path = OUT / f"bench-{stamp}.json"
     json_path.write_text(json.dumps(results, indent=1))
     spread = [
-        "| scenario | phase | metric | livewidget per round | soketi per round |",
+        f"| scenario | phase | metric | livewidget per round | {B_LABEL['name']} per round |",
         "|---|---|---|---|---|",
     ]
     for t in targets:
@@ -678,7 +703,7 @@ def report(results: dict[str, Any]) -> None:
     (OUT / f"bench-{stamp}.md").write_text(md)
     print()
     rounds, secs = results["rounds"], results["seconds"]
-    print(f"livewidget vs Soketi, medians of {rounds} round(s), {secs} s")
+    print(f"livewidget vs {B_LABEL['name']}, medians of {rounds} round(s), {secs} s")
     print(f"machine: {json.dumps(results['machine'])}")
     print("latency = REST request written -> event received, per delivery; max = as fast as acknowledged")
     print()
@@ -703,6 +728,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round with short phases (about 1.5 minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of every scenario [3; 1 with --quick]")
     ap.add_argument("--no-uvloop", action="store_true", help="run livewidget on plain asyncio")
+    ap.add_argument(
+        "--history",
+        choices=["sqlite", "memory", "off"],
+        default="sqlite",
+        help="livewidget's channel history: SQLite in bench/out (the serve default), memory, or off [sqlite]",
+    )
+    ap.add_argument(
+        "--against-history-off",
+        action="store_true",
+        help="compare with livewidget without history (port 6204) instead of Soketi",
+    )
     names = ["fanout-100", "fanout-1000", "channels-1000x2", "idle-10k"]
     ap.add_argument("--only", choices=names, action="append", help="run only this scenario (repeatable)")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS, help="connections of the idle scenario")
@@ -726,12 +762,18 @@ def main(argv: list[str] | None = None) -> int:
     build_harness()
     info = machine_info(not args.no_uvloop)
     log(f"machine: {json.dumps(info)}")
-    servers: list[Server] = [Livewidget(uvloop=not args.no_uvloop), Soketi()]
+    other: Server = Soketi()
+    if args.against_history_off:
+        B_LABEL["name"] = "history off"
+        other = Livewidget(uvloop=not args.no_uvloop, history="off", name="soketi", port=LW_PORT + 1)
+    servers: list[Server] = [Livewidget(uvloop=not args.no_uvloop, history=args.history), other]
+    results_label = {"other": B_LABEL["name"], "history": args.history}
     results: dict[str, Any] = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": info,
         "nice": NICE["value"],
+        "sides": results_label,
         "rounds": rounds,
         "scenarios": {},
         "idle": {},

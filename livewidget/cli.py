@@ -163,6 +163,29 @@ def _serve_parser(sub: Any) -> None:
         metavar="S",
         help="seconds before a silent process's presence members are removed [10]",
     )
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="keep channel history in SQLite files in DIR, across restarts "
+        "[$LIVEWIDGET_DATA_DIR, else ~/.local/share/livewidget]",
+    )
+    data.add_argument(
+        "--no-data", action="store_true", help="keep channel history in memory only (lost on restart)"
+    )
+    data.add_argument(
+        "--no-history",
+        action="store_true",
+        help="keep no channel history: a plain Pusher server (events carry no position)",
+    )
+    p.add_argument(
+        "--history-memory",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="memory for channel history, all channels together; the oldest goes first [64]",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log connections and webhooks")
     p.add_argument("--runtime-file", default=None, help=argparse.SUPPRESS)  # written by the daemon mode
 
@@ -494,8 +517,15 @@ def _serve(args: argparse.Namespace) -> int:
         log_to_file(log_file, level=level)  # size-capped and rotated (issue 14)
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    history = _history_driver(args, clustered=adapter is not None)
     server = PusherServer(
-        apps, host=host, port=port, reuse_port=args.reuse_port, adapter=adapter, limits=file_cfg.get("limits")
+        apps,
+        host=host,
+        port=port,
+        reuse_port=args.reuse_port,
+        adapter=adapter,
+        limits=file_cfg.get("limits"),
+        history=history,
     )
 
     def ready(srv: PusherServer) -> None:
@@ -512,6 +542,14 @@ def _serve(args: argparse.Namespace) -> int:
                 f"  sharing its apps over Redis {str(redis_url).split('@')[-1]} as node {adapter.node_id}",
                 flush=True,
             )
+        else:
+            if args.no_history:
+                where = "off"
+            elif args.no_data:
+                where = "in memory only"
+            else:
+                where = f"SQLite in {getattr(history, 'folder', '')}"
+            print(f"  channel history: {where}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: bound to {host}, reachable from other machines", flush=True)
         # Never the secret itself: a terminal is seen and scrolled back, a daemon's log is a file, and
@@ -542,6 +580,22 @@ def _serve(args: argparse.Namespace) -> int:
                 given.path.unlink()
     print("livewidget server stopped", flush=True)
     return 0
+
+
+def _history_driver(args: argparse.Namespace, clustered: bool) -> Any:
+    """``--data DIR`` (default: the user's data folder) or ``--no-data``; over Redis, Redis's."""
+    from .server.history import DEFAULT_MAX_MEMORY, MemoryHistory, SQLiteHistory, data_dir
+
+    if args.history_memory is not None and not args.history_memory >= 0:
+        raise ConfigurationError(f"--history-memory must be >= 0 MB, got {args.history_memory}")
+    memory = int(args.history_memory * 1024 * 1024) if args.history_memory is not None else DEFAULT_MAX_MEMORY
+    if args.no_history:
+        return False
+    if clustered:
+        return None  # the Redis adapter's shared history
+    if args.no_data:
+        return MemoryHistory(memory)
+    return SQLiteHistory(args.data or data_dir(), memory)
 
 
 def _remove_runtime_file(path: Path) -> None:

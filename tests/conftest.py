@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="let the notebook e2e tests replace the README's screenshots in docs/images/ "
         "(scripts/refresh-docs-images.sh); without it tests write only to test-artifacts/",
     )
+
+
+# `livewidget serve` keeps channel history in the user's data folder by default: servers started by
+# tests (subprocesses inherit this) keep theirs in a folder of this run, removed at exit.
+if "LIVEWIDGET_DATA_DIR" not in os.environ:
+    _data = tempfile.mkdtemp(prefix="livewidget-test-data-")
+    os.environ["LIVEWIDGET_DATA_DIR"] = _data
+    atexit.register(shutil.rmtree, _data, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -43,7 +43,9 @@ def test_server_exports():
     assert sorted(livewidget.server.__all__) == [
         "AppConfig",
         "LocalServer",
+        "MemoryHistory",
         "PusherServer",
+        "SQLiteHistory",
         "ServerLimits",
         "new_app",
         "run_forever",

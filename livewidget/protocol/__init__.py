@@ -5,6 +5,7 @@
 - :mod:`.signatures`: channel, sign-in, REST and webhook HMACs
 - :mod:`.config`: per-app settings and limits
 - :mod:`.hub`: one app's connections, channels, presence, users and cache
+- :mod:`.history`: channel history: positions, bounded logs, rewind and recovery (injected into the hub)
 - :mod:`.rest`: the REST API
 - :mod:`._json`: JSON from the network, with a bound on nesting depth (``loads_bounded``)
 """

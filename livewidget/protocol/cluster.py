@@ -20,11 +20,13 @@ connections. The replica answers ``subscription_succeeded`` and watchlists witho
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .channels import ChannelKind
+from .channels import ChannelKind, is_cache
+from .history import StreamEvent
 from .hub import Channel, Connection, Hub
 from .messages import Action, Send, dumps, encode
 
@@ -37,6 +39,9 @@ class Publish(Action):
 
     Kinds: ``["e", [[event, data, channels, exclude_socket_id], ...]]`` (events, in order),
     ``["c", channel, frame, exclude_socket_id]`` (a client event), ``["t", user_id]`` (terminate).
+    With channel history the shared store gives events their positions on the way: each event comes
+    back with a fifth item, ``[[serial, stream_id, time_ms] or null, ...]`` (one per channel; null for
+    a user channel), a client event with ``[serial, stream_id, time_ms]``.
     """
 
     message: list[Any]
@@ -112,9 +117,9 @@ class ClusterHub(Hub):
         """
         if isinstance(text, bytes):
             return False
-        return ("pusher:subscribe" in text and ("presence-" in text or "cache-" in text)) or (
-            "pusher:signin" in text
-        )
+        return (
+            "pusher:subscribe" in text and ("presence-" in text or "cache-" in text or '"rewind"' in text)
+        ) or ("pusher:signin" in text)
 
     # ------------------------------------------------------------------ hooks of Hub
 
@@ -206,17 +211,92 @@ class ClusterHub(Hub):
     def apply_events(self, events: Iterable[list[Any]], now: float) -> list[Action]:
         """Events published by any process (``[event, data, channels, exclude_socket_id]`` each)."""
         actions: list[Action] = []
-        for event, data, channels, exclude in events:
-            actions += Hub.trigger(self, event, data, channels, now, exclude or None)
+        history = self.history
+        for event, data, channels, exclude, *positions in events:
+            if history is None or not positions or not isinstance(positions[0], list):
+                actions += self._trigger_here(event, data, channels, now, exclude)
+                continue
+            # Positions given by the shared store: the same on every process (no local trigger).
+            excluded = self.connections.get(exclude) if exclude else None
+            plain = [ch for ch, pos in zip(channels, positions[0], strict=False) if not pos]
+            if plain:
+                actions += self._trigger_here(event, data, plain, now, exclude)
+            for ch, pos in zip(channels, positions[0], strict=False):
+                if not pos:
+                    continue
+                if is_cache(ch):
+                    self.cache[ch] = (event, data, now + self.config.cache_ttl)
+                    self._cache_miss_sent.discard(ch)
+                entry = history.mirror(ch, int(pos[0]), str(pos[1]), pos[2] / 1000, event, data)
+                if entry is not None:
+                    self._deliver_mirrored(ch, str(pos[1]), entry, excluded, actions)
         return actions
 
-    def apply_client_event(self, name: str, frame: str, exclude_socket_id: str) -> list[Action]:
+    def apply_client_event(
+        self, name: str, frame: str, exclude_socket_id: str, position: list[Any] | None = None
+    ) -> list[Action]:
         """A client event from a connection on any process; never echoed to its sender."""
+        history = self.history
+        if history is not None and isinstance(position, list) and len(position) == 3:
+            message = json.loads(frame)
+            entry = history.mirror(
+                name,
+                int(position[0]),
+                str(position[1]),
+                position[2] / 1000,
+                message["event"],
+                message["data"],
+                message.get("user_id"),
+            )
+            actions: list[Action] = []
+            if entry is not None:
+                sender = self.connections.get(exclude_socket_id)
+                self._deliver_mirrored(name, str(position[1]), entry, sender, actions)
+            return actions
         channel = self.channels.get(name)
         if channel is None:
             return []
         targets = [c for c in channel.subscribers if c.socket_id != exclude_socket_id]
         return [Send(targets, frame)] if targets else []
+
+    def _trigger_here(
+        self, event: str, data: str, channels: list[str], now: float, exclude: str
+    ) -> list[Action]:
+        """Deliver to this process's subscribers, without positions (none were given)."""
+        history, self.history = self.history, None
+        try:
+            return Hub.trigger(self, event, data, channels, now, exclude or None)
+        finally:
+            self.history = history
+
+    def _record(
+        self,
+        name: str,
+        event: str,
+        data: str,
+        now: float,
+        user_id: str | None,
+        exclude: Connection | None,
+        actions: list[Action],
+    ) -> str | None:
+        # A client event gets its position from the shared store on its way through the bus.
+        out: dict[str, Any] = {"event": event, "channel": name, "data": data}
+        if user_id is not None:
+            out["user_id"] = user_id
+        return dumps(out)
+
+    def _deliver_mirrored(
+        self, name: str, stream_id: str, entry: Any, excluded: Connection | None, actions: list[Action]
+    ) -> None:
+        streams = self.streams.get(name)
+        if streams:
+            actions.append(StreamEvent(tuple(streams), name, stream_id, entry))
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        targets = [c for c in channel.subscribers if c is not excluded]
+        if targets:
+            actions.append(Send(targets, entry.frame(name, stream_id)))
 
     def apply_terminate(self, user_id: str) -> list[Action]:
         """``terminate_connections`` for ``user_id``: close its connections on this process."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .history import HistoryLimits
 
 __all__ = ["AppConfig", "ServerLimits"]
 
@@ -59,6 +60,15 @@ class AppConfig:
     max_request_size: int = 1024 * 1024  # largest REST body
     max_connections: int | None = None  # over it: close 4004
 
+    # Channel history (protocol/history.py): kept per channel, the newest events; notebook-sized
+    history_max_events: int = 1000  # 0: positions only, no history
+    history_max_age: float = 24 * 3600.0
+    history_max_bytes: int = 1024 * 1024
+    history_max_rewind: int = 1000  # the largest rewind count a subscriber may ask for
+    # (channel-name prefix, limits), the longest matching prefix wins; in a config file a table
+    # {"chat-": {"max_events": 200}, ...}
+    history_overrides: tuple[tuple[str, HistoryLimits], ...] = ()
+
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_type(f.name, f.type, getattr(self, f.name))
@@ -74,6 +84,27 @@ class AppConfig:
                 )
         if self.activity_timeout <= 0:
             raise ConfigurationError("activity_timeout must be a positive number of seconds")
+        try:
+            self.history_limits()
+        except ValueError as exc:
+            raise ConfigurationError(f"history_{exc}") from None
+        overrides: tuple[object, ...] = self.history_overrides
+        for item in overrides:
+            if (
+                not isinstance(item, tuple)
+                or len(item) != 2
+                or not isinstance(item[0], str)
+                or not isinstance(item[1], HistoryLimits)
+            ):
+                raise ConfigurationError(
+                    f"history_overrides must be (prefix, HistoryLimits) pairs, got {item!r}"
+                )
+        if self.history_max_rewind < 0:
+            raise ConfigurationError("history_max_rewind must be >= 0")
+
+    def history_limits(self) -> HistoryLimits:
+        """The default limits of this app's channel histories."""
+        return HistoryLimits(self.history_max_events, self.history_max_age, self.history_max_bytes)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> AppConfig:
@@ -96,6 +127,17 @@ class AppConfig:
         if "webhook_urls" in data:
             urls = data["webhook_urls"]
             data["webhook_urls"] = (urls,) if isinstance(urls, str) else tuple(urls)
+        if "history_overrides" in data:
+            base = {
+                k[8:]: v
+                for k, v in data.items()
+                if k in ("history_max_events", "history_max_age", "history_max_bytes")
+            }
+            try:
+                defaults = HistoryLimits.from_mapping(base)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"history_{exc}") from None
+            data["history_overrides"] = _history_overrides(data["history_overrides"], defaults)
         return cls(**data)
 
     @property
@@ -104,12 +146,30 @@ class AppConfig:
         return self.secret[:4] + "…" if len(self.secret) > 4 else "…"
 
 
+def _history_overrides(raw: object, defaults: HistoryLimits) -> tuple[tuple[str, HistoryLimits], ...]:
+    """Per-prefix limits from a config table; what a prefix leaves out is the app's default."""
+    if not isinstance(raw, dict):
+        raise ConfigurationError(
+            'history_overrides must be a table of channel prefixes, e.g. {"chat-": {"max_events": 200}}'
+        )
+    out = []
+    for prefix, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"history_overrides[{prefix!r}] must be a table of limits")
+        try:
+            out.append((str(prefix), HistoryLimits.from_mapping(table, defaults)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"history_overrides[{prefix!r}]: {exc}") from None
+    return tuple(out)
+
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "bool": (bool,),
     "int": (int,),
     "float": (int, float),
     "tuple[str, ...]": (tuple,),
+    "tuple[tuple[str, HistoryLimits], ...]": (tuple,),  # items checked in __post_init__
 }
 
 

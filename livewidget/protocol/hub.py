@@ -25,6 +25,7 @@ from .channels import (
     needs_auth,
 )
 from .config import AppConfig
+from .history import Forget, History, Replay, Rewind, RewindError, Store, StreamEvent, parse_rewind
 from .messages import Action, Close, CloseCode, Send, Webhook, dumps, encode, error_frame
 
 __all__ = ["Channel", "Connection", "ConnectionState", "Hub"]
@@ -116,11 +117,24 @@ class Hub:
         The app's credentials, features and limits.
     new_socket_id:
         Makes socket ids; tests pass a deterministic one.
+    history:
+        The app's channel history (:mod:`.history`): positions on published events, rewind on
+        subscribe, the history REST API. None: a plain Pusher hub (events carry no position).
     """
 
-    def __init__(self, config: AppConfig, *, new_socket_id: Callable[[], str] = _new_socket_id) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        new_socket_id: Callable[[], str] = _new_socket_id,
+        history: History | None = None,
+    ) -> None:
         self.config = config
         self._new_socket_id = new_socket_id
+        self.history = history
+        self._to_store: list[tuple[str, str, Any]] = []  # events awaiting a deferred history's storage
+        self.streams: dict[str, set[Any]] = {}  # channel -> Server-Sent Events streams (transport handles)
+        self._next_expiry = 0.0
         self.connections: dict[str, Connection] = {}
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, set[Connection]] = {}  # signed-in user id -> connections
@@ -256,6 +270,8 @@ class Hub:
             if expires <= now:
                 del self.cache[name]
                 self._cache_miss_sent.discard(name)
+        if self.history is not None:
+            self._history_tick(now, actions)
         return actions
 
     def shutdown(self) -> list[Action]:
@@ -325,11 +341,16 @@ class Hub:
                 if kind is ChannelKind.PRESENCE:
                     assert isinstance(channel_data, str)
                     user_id, user_info = self._parse_channel_data(channel_data)
+        # Authorized like the subscription itself: a private channel's history is private.
+        rewind = self._parse_rewind(name, data["rewind"]) if "rewind" in data else None
 
         channel = self.channels.get(name)
         if channel is not None and conn in channel.subscribers:
-            # Idempotent re-subscribe: confirm again, change nothing.
-            return [Send((conn,), self._succeeded_frame(channel))]
+            # Idempotent re-subscribe: confirm again, change nothing (but replay what was asked).
+            again: list[Action] = [Send((conn,), self._succeeded_frame(channel))]
+            if rewind is not None:
+                self._rewind(conn, name, rewind, now, again)
+            return again
 
         actions: list[Action] = []
         if channel is not None and kind is ChannelKind.PRESENCE:
@@ -357,6 +378,8 @@ class Hub:
                 if name not in self._cache_miss_sent:  # de-duplicated, as hosted Pusher does
                     self._cache_miss_sent.add(name)
                     actions.append(Webhook({"name": "cache_miss", "channel": name}, int(now * 1000)))
+        if rewind is not None:
+            self._rewind(conn, name, rewind, now, actions)
         self._subscription_count_changed(channel, now, actions)
         return actions
 
@@ -566,7 +589,13 @@ class Hub:
         if channel.kind is ChannelKind.PRESENCE and user_id is not None:
             out["user_id"] = user_id
         actions: list[Action] = []
-        self._relay_client_event(conn, channel, dumps(out), actions)
+        if self.history is not None:
+            frame = self._record(name, event, text, now, out.get("user_id"), conn, actions)
+            if frame is not None:
+                self._relay_client_event(conn, channel, frame, actions)
+            self._flush_stored(actions)
+        else:
+            self._relay_client_event(conn, channel, dumps(out), actions)
         if cfg.webhook_urls:
             hook = {
                 "name": "client_event",
@@ -717,10 +746,17 @@ class Hub:
         actions: list[Action] = []
         excluded = self.connections.get(exclude_socket_id) if exclude_socket_id else None
         ttl = self.config.cache_ttl
+        history = self.history
         for name in channels:
             if is_cache(name):
                 self.cache[name] = (event, data, now + ttl)
                 self._cache_miss_sent.discard(name)
+            if history is not None and not name.startswith(USER_CHANNEL_PREFIX):
+                frame = self._record(name, event, data, now, None, excluded, actions)
+                if frame is None:
+                    continue  # delivered once stored (deliver)
+            else:
+                frame = encode(event, data, name)
             channel = self.channels.get(name)
             if channel is None:
                 continue
@@ -731,12 +767,113 @@ class Hub:
             else:
                 targets = tuple(channel.subscribers)
             if targets:
-                actions.append(Send(targets, encode(event, data, name)))
+                actions.append(Send(targets, frame))
+        if history is not None:
+            self._flush_stored(actions)
         return actions
 
     def send_to_user(self, user_id: str, event: str, data: str, now: float) -> list[Action]:
         """Deliver to ``#server-to-user-<user_id>`` (what the SDK's ``send_to_user`` triggers)."""
         return self.trigger(event, data, [USER_CHANNEL_PREFIX + user_id], now)
+
+    # ------------------------------------------------------------------ history hooks (.history)
+
+    def _parse_rewind(self, name: str, value: object) -> Rewind:
+        max_count = self.history.max_rewind if self.history is not None else 1000
+        try:
+            return parse_rewind(value, max_count)
+        except RewindError as exc:
+            raise SubscriptionError(f"Invalid rewind for {name}: {exc}", "InvalidRewind", 400) from None
+
+    def _rewind(self, conn: Connection, name: str, rewind: Rewind, now: float, actions: list[Action]) -> None:
+        """Replay what ``conn`` asked for, then ``pusher:rewind_complete``; all before any live event
+        (a deferred history replays only stored events; later ones reach ``conn`` live on storage)."""
+        if self.history is None or name.startswith(USER_CHANNEL_PREFIX):  # send_to_user keeps none
+            summary = dumps({"complete": False, "historical_count": 0, "reason": "unavailable"})
+            actions.append(Send((conn,), encode("pusher:rewind_complete", summary, name)))
+            return
+        replay = self.history.replay(name, rewind, now)
+        stream_id = replay.position.stream_id
+        for entry in replay.entries:
+            actions.append(Send((conn,), entry.frame(name, stream_id)))
+        actions.append(Send((conn,), encode("pusher:rewind_complete", dumps(replay.summary()), name)))
+
+    def _record(
+        self,
+        name: str,
+        event: str,
+        data: str,
+        now: float,
+        user_id: str | None,
+        exclude: Connection | None,
+        actions: list[Action],
+    ) -> str | None:
+        """Give a published event its position: the frame to deliver now, or None when delivery
+        waits for the history's storage (then a :class:`~.history.Store` action follows)."""
+        assert self.history is not None
+        entry, stream_id = self.history.append(name, event, data, now, user_id, exclude)
+        if self.history.deferred:
+            self._to_store.append((name, stream_id, entry))
+            return None
+        streams = self.streams.get(name)
+        if streams:
+            actions.append(StreamEvent(tuple(streams), name, stream_id, entry))
+        return entry.frame(name, stream_id)
+
+    def _flush_stored(self, actions: list[Action]) -> None:
+        if self._to_store:
+            actions.append(Store(self.config.app_id, self._to_store))
+            self._to_store = []
+
+    def deliver(self, store: Store, now: float) -> list[Action]:
+        """The storage holds ``store``'s events: deliver them to the channels' subscribers now."""
+        actions: list[Action] = []
+        history = self.history
+        for name, stream_id, entry in store.entries:
+            if history is not None:
+                history.committed(name, stream_id, entry.serial)
+            excluded, entry.exclude = entry.exclude, None
+            streams = self.streams.get(name)
+            if streams:
+                actions.append(StreamEvent(tuple(streams), name, stream_id, entry))
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            if excluded is not None and excluded in channel.subscribers:
+                targets: tuple[Connection, ...] | list[Connection] = [
+                    c for c in channel.subscribers if c is not excluded
+                ]
+            else:
+                targets = tuple(channel.subscribers)
+            if targets:
+                actions.append(Send(targets, entry.frame(name, stream_id)))
+        return actions
+
+    def open_stream(self, handle: Any, name: str, rewind: Rewind | None, now: float) -> Replay | None:
+        """A Server-Sent Events client follows ``name`` from now on (live events come as
+        :class:`~.history.StreamEvent` actions); returns what it asked to be replayed first, if anything.
+        Replay and registration happen together: nothing is missed or sent twice."""
+        assert self.history is not None
+        replay = self.history.replay(name, rewind, now) if rewind is not None else None
+        self.streams.setdefault(name, set()).add(handle)
+        return replay
+
+    def close_stream(self, handle: Any, name: str) -> None:
+        """The SSE client ``handle`` of ``name`` is gone."""
+        streams = self.streams.get(name)
+        if streams is not None:
+            streams.discard(handle)
+            if not streams:
+                del self.streams[name]
+
+    def _history_tick(self, now: float, actions: list[Action]) -> None:
+        assert self.history is not None
+        if now >= self._next_expiry:
+            self._next_expiry = now + 5.0
+            self.history.expire(now)
+        forgotten = self.history.take_forgotten()
+        if forgotten:
+            actions.append(Forget(self.config.app_id, forgotten))
 
     # ------------------------------------------------------------------ queries for REST
 

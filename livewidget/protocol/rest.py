@@ -16,6 +16,7 @@ from . import signatures
 from ._json import JSONDepthError, loads_bounded
 from .channels import ChannelKind, channel_kind, is_cache, is_valid_channel_name, is_valid_socket_id
 from .config import AppConfig
+from .history import History, Rewind, RewindError, parse_last_event_id, parse_rewind
 from .hub import Hub, _new_socket_id
 from .messages import Action, dumps
 
@@ -27,7 +28,9 @@ __all__ = [
     "RestResponse",
     "answer",
     "handle_rest",
+    "is_stream",
     "route",
+    "route_stream",
 ]
 
 TIMESTAMP_WINDOW = 600  # seconds either side of the server's clock (rest-api.md *Authentication*)
@@ -38,7 +41,10 @@ _USERS_RE = re.compile(r"\A(?:.*?)(/users/(?P<user_id>[^/]+)/terminate_connectio
 
 
 class Apps:
-    """The apps one server serves, found by id (REST) or key (WebSocket, ``auth_key``)."""
+    """The apps one server serves, found by id (REST) or key (WebSocket, ``auth_key``).
+
+    ``history`` makes each app's :class:`~.history.History` (None: no history for it).
+    """
 
     def __init__(
         self,
@@ -46,13 +52,15 @@ class Apps:
         *,
         new_socket_id: Callable[[], str] = _new_socket_id,
         hub_class: type[Hub] = Hub,
+        history: Callable[[AppConfig], History | None] | None = None,
     ) -> None:
         self.by_id: dict[str, Hub] = {}
         self.by_key: dict[str, Hub] = {}
         for config in configs:
             if config.app_id in self.by_id or config.key in self.by_key:
                 raise ValueError(f"app id {config.app_id} or key {config.key} is configured twice")
-            hub = hub_class(config, new_socket_id=new_socket_id)
+            app_history = history(config) if history is not None else None
+            hub = hub_class(config, new_socket_id=new_socket_id, history=app_history)
             self.by_id[config.app_id] = hub
             self.by_key[config.key] = hub
         if not self.by_id:
@@ -144,8 +152,8 @@ class ChannelSnapshot:
 class RestRequest:
     """An authenticated, validated request to one endpoint of one app, not yet answered.
 
-    ``endpoint`` is ``events``, ``batch_events``, ``channels``, ``channel``, ``users`` or
-    ``terminate``. :meth:`wanted` says which channel figures answering it reads.
+    ``endpoint`` is ``events``, ``batch_events``, ``channels``, ``channel``, ``users``, ``history``
+    or ``terminate``. :meth:`wanted` says which channel figures answering it reads.
     """
 
     hub: Hub
@@ -241,12 +249,14 @@ def route(
     if rest == "/channels":
         _expect(method, "GET")
         return RestRequest(hub, "channels", params, info=_channels_attrs(params))
-    m = re.fullmatch(r"/channels/([^/]+)(/users)?", rest)
+    m = re.fullmatch(r"/channels/([^/]+)(/users|/events)?", rest)
     if m is not None:
         _expect(method, "GET")
         name = m[1]
         if not is_valid_channel_name(name, hub.config.max_channel_name_length):
             raise RestError(400, f"Invalid channel name {name!r}")
+        if m[2] == "/events":
+            return RestRequest(hub, "history", params, channel=name)
         if m[2]:
             if channel_kind(name) is not ChannelKind.PRESENCE:
                 raise RestError(400, "Users may only be listed for presence channels")
@@ -273,6 +283,8 @@ def answer(request: RestRequest, view: ChannelView, now: float) -> RestResponse:
         return _channels(hub, request.params, request.info, view)
     if endpoint == "users":
         return _users(hub, request.channel, view)
+    if endpoint == "history":
+        return _history(hub, request.channel, request.params, now)
     return _channel(hub, request.channel, request.info, view, now)
 
 
@@ -501,3 +513,133 @@ def _channel(hub: Hub, name: str, attrs: list[str], view: ChannelView, now: floa
 
 def _users(hub: Hub, name: str, view: ChannelView) -> RestResponse:
     return RestResponse(200, {"users": [{"id": uid} for uid in view.user_ids(name)]}, [], hub)
+
+
+# ------------------------------------------------------------------ channel history (livewidget)
+
+HISTORY_MAX_LIMIT = 1000  # events per page (Ably's history API allows the same)
+_DIRECTIONS = {"newest_first": True, "oldest_first": False, "backwards": True, "forwards": False}
+
+
+def _int_param(params: dict[str, str], name: str, low: int, high: int | None = None) -> int | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise RestError(400, f"{name} must be an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise RestError(400, f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _history(hub: Hub, name: str, params: dict[str, str], now: float) -> RestResponse:
+    """``GET /apps/{id}/channels/{name}/events``: the channel's stored events, one page.
+
+    ``limit`` (1-1000, default 100), ``before``/``after`` (serials, exclusive), ``start``/``end``
+    (unix ms, inclusive), ``direction`` ``newest_first`` (default) or ``oldest_first``, and
+    ``stream_id`` (410 if the channel's stream is no longer that one: the serials do not apply).
+    """
+    history = hub.history
+    if history is None:
+        raise RestError(501, "Channel history is not enabled on this server")
+    limit = _int_param(params, "limit", 1, HISTORY_MAX_LIMIT) or 100
+    before = _int_param(params, "before", 0)
+    after = _int_param(params, "after", 0)
+    start = _int_param(params, "start", 0)
+    end = _int_param(params, "end", 0)
+    direction = params.get("direction", "newest_first")
+    if direction not in _DIRECTIONS:
+        raise RestError(400, f"direction must be newest_first or oldest_first, got {direction!r}")
+    stream_id = params.get("stream_id")
+    events, position, first = history.query(
+        name,
+        now,
+        limit=limit,
+        before=before,
+        after=after,
+        start=start / 1000 if start is not None else None,
+        end=end / 1000 if end is not None else None,
+        newest_first=_DIRECTIONS[direction],
+    )
+    if stream_id is not None and (position is None or position.stream_id != stream_id):
+        current = position.stream_id if position is not None else None
+        raise RestError(
+            410,
+            f"stream_id {stream_id!r} of {name} is gone (its history was lost); "
+            f"the stream is now {current!r}",
+        )
+    body: dict[str, Any] = {
+        "channel": name,
+        "stream_id": position.stream_id if position is not None else None,
+        "serial": position.serial if position is not None else 0,
+        "first_serial": first,
+        "events": [e.as_json() for e in events],
+    }
+    return RestResponse(200, body, [], hub)
+
+
+# ------------------------------------------------------------------ Server-Sent Events (livewidget)
+
+_STREAM_RE = re.compile(r"\A(?:.*?)(/apps/(?P<app_id>[^/]+)/channels/(?P<channel>[^/]+)/stream)/?\Z")
+
+
+def is_stream(method: str, path: str) -> bool:
+    """Whether this is a request for a channel's event stream (``GET .../channels/{name}/stream``)."""
+    return method == "GET" and path.endswith(("/stream", "/stream/")) and _STREAM_RE.match(path) is not None
+
+
+def route_stream(
+    apps: Apps,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    now: float,
+    raw_path: str | None = None,
+    last_event_id: str | None = None,
+) -> tuple[Hub, str, Rewind | None]:
+    """Authenticate a stream request: ``(hub, channel, what to replay first)``; raises :class:`RestError`.
+
+    A public channel needs only ``?auth_key=KEY`` (what ``EventSource`` can send); any other channel a
+    request signed like every REST call. ``Last-Event-ID`` (header, or the ``last_event_id`` parameter)
+    resumes after that position; ``rewind`` (``10``, ``30s``) replays the last events first, or is the
+    fallback when the position cannot be resumed from.
+    """
+    m = _STREAM_RE.match(path)
+    if m is None:
+        raise RestError(404, f"No such endpoint: GET {path}")
+    hub = apps.by_id.get(m["app_id"])
+    if hub is None:
+        raise RestError(404, f"Unknown app id {m['app_id']}")
+    params = dict(query)
+    name = m["channel"]
+    cfg = hub.config
+    if not is_valid_channel_name(name, cfg.max_channel_name_length):
+        raise RestError(400, f"Invalid channel name {name!r}")
+    kind = channel_kind(name)
+    if kind is ChannelKind.USER:
+        raise RestError(400, "A user's #server-to-user channel cannot be streamed")
+    if kind is ChannelKind.PUBLIC and "auth_signature" not in params:
+        if params.get("auth_key") != cfg.key:
+            raise RestError(401, "The stream of a public channel needs ?auth_key=<the app key>")
+    else:
+        _authenticate(cfg, "GET", [path, raw_path or path, m.group(1)], query, params, b"", now)
+    if not cfg.enabled:
+        raise RestError(403, "App is disabled")
+    if hub.history is None:
+        raise RestError(501, "Channel history is not enabled on this server (streams need it)")
+    position = last_event_id or params.get("last_event_id")
+    text = params.get("rewind")
+    try:
+        fallback = parse_rewind(text, hub.history.max_rewind) if text else None
+        after = parse_last_event_id(position) if position else None
+    except RewindError as exc:
+        raise RestError(400, str(exc)) from None
+    if after is None:
+        return hub, name, fallback
+    return (
+        hub,
+        name,
+        Rewind(fallback.count if fallback else None, fallback.seconds if fallback else None, after),
+    )

@@ -35,10 +35,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..exceptions import RestError
 from ..protocol import Action, AppConfig, Apps, Close, CloseCode, Connection, Hub, RestResponse, Send, Webhook
 from ..protocol.config import ServerLimits
-from ..protocol.messages import error_frame
-from ..protocol.rest import handle_rest
+from ..protocol.history import Forget, Store, StreamEvent, sse_event
+from ..protocol.messages import dumps, error_frame
+from ..protocol.rest import handle_rest, is_stream, route_stream
 from ._wire import (
     FrameParser,
     HttpError,
@@ -57,6 +59,7 @@ from ._wire import (
     upgrade_required,
 )
 from .adapters import Adapter, LocalAdapter
+from .history import HistoryDriver, MemoryHistory
 from .webhooks import WebhookSender
 
 __all__ = ["PusherServer"]
@@ -70,13 +73,21 @@ _LINGER = 3.0  # seconds a closing client gets to finish sending and to answer o
 _ACCEPT_BATCH = 128  # connections accepted per readiness callback (others wait for the next turn)
 _SHED = 16  # idle HTTP connections closed when accept() finds no free descriptor
 _OUT_OF_FDS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-_WRITE, _READ, _CLUSTER = 1, 2, 4  # why a connection's reading is paused (bits of _Conn.paused)
+# why a connection's reading is paused (bits of _Conn.paused); _STORE: a publish awaits its commit
+_WRITE, _READ, _CLUSTER, _STORE = 1, 2, 4, 8
 _DEFAULT_CAP = 64 * 1024 * _FRAME_TOO_BIG_FACTOR  # for a refused (unknown) app key
 _OK = response(200, {"ok": True})
 _EMPTY = response_bytes(200, b"{}")  # what a successful trigger answers
 _HEALTH = ("/", "/ready", "/health")
 _text_frame = text_frame  # the fan-out's encoder (kept under its old name)
 _TOO_MANY = response(429, {"error": "Too many connections from this address"}, keep_alive=False)
+_SSE_KEEPALIVE = 15.0  # seconds between comments on an idle event stream, so proxies keep it open
+# A stream's answer has no length: it ends when the connection does (RFC 9112 §6.3). No buffering by
+# proxies (nginx honours X-Accel-Buffering), no caching.
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
+    b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 1000\n\n"
+)
 
 
 class _Conn(asyncio.Protocol):
@@ -94,6 +105,7 @@ class _Conn(asyncio.Protocol):
         "paused",
         "pending",
         "server",
+        "sse",
         "t_last",
         "t_open",
         "t_start",
@@ -118,6 +130,7 @@ class _Conn(asyncio.Protocol):
         self.t_start = 0.0  # monotonic time the current HTTP request began (0: none in progress)
         self.t_last = 0.0  # monotonic time of the last bytes received in HTTP mode (0: none yet)
         self.timer: asyncio.TimerHandle | None = None
+        self.sse: str | None = None  # Server-Sent Events mode: the channel this socket streams
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -135,6 +148,8 @@ class _Conn(asyncio.Protocol):
             elif self.parser is not None:
                 self.t_last = time.monotonic()
                 self.parser.feed(data)
+                if type(self.pending) is int:  # a publish awaiting its commit: hold the rest
+                    self._pause(_STORE)
                 self._http_loop()
             # else: lingering after a refusal; input is read and dropped (see _linger)
         except Exception:
@@ -191,6 +206,12 @@ class _Conn(asyncio.Protocol):
         server._left(self.ip)
         self.closing = True
         self._drop_parser()
+        if self.sse is not None:
+            server._sse.discard(self)
+            if self.hub is not None:
+                self.hub.close_stream(self, self.sse)
+            self.hub = None
+            self.sse = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -246,6 +267,8 @@ class _Conn(asyncio.Protocol):
                 self._reply(req, _OK)
             elif req.method == "GET" and path == "/stats":
                 self._reply(req, response(200, server.stats(), keep_alive=req.keep_alive))
+            elif is_stream(req.method, path):
+                self._stream(req)
             elif server._cluster is not None:
                 self._cluster_rest(req)
             else:
@@ -253,9 +276,13 @@ class _Conn(asyncio.Protocol):
                 resp = handle_rest(
                     server.apps, req.method, path, req.query(), req.body, time.time(), raw_path=req.raw_path
                 )
+                ticket = 0
                 if resp.hub is not None and resp.actions:
-                    server._run(resp.hub, resp.actions)
-                self._reply(req, self._encode(resp, req, head))
+                    ticket = server._carry_out(resp.hub, resp.actions)
+                if ticket:
+                    self._reply_when_stored(req, resp, ticket)
+                else:
+                    self._reply(req, self._encode(resp, req, head))
         except Exception:
             server._note("rest_error", "error handling %s %s", req.method, req.raw_path, exc_info=True)
             self._refuse(500, "Internal server error")
@@ -279,6 +306,59 @@ class _Conn(asyncio.Protocol):
             data = response(200, {"ok": True}, keep_alive=False)
         tr.write(data)
         self._linger()
+
+    def _reply_when_stored(self, req: Request, resp: RestResponse, ticket: int) -> None:
+        """Answer a publish once the history holds its events: a 2xx means stored (it survives a crash).
+
+        Requests behind it wait (answers stay in order); meanwhile other publishers share the commit.
+        """
+        history = self.server.history
+        assert history is not None
+        # Reading goes on (no pause/resume system calls per publish); data_received pauses it if the
+        # client sends more meanwhile, so what waits stays small.
+        self.pending = ticket
+
+        def stored(error: str | None) -> None:
+            self.pending = None
+            if self.transport.is_closing():
+                return
+            self._resume(_STORE)
+            try:
+                if error is not None:
+                    self._reply(req, response(507, {"error": error}, keep_alive=req.keep_alive))
+                else:
+                    self._reply(req, self._encode(resp, req, req.method == "HEAD"))
+                self._http_loop()
+            except Exception:  # pragma: no cover - as in data_received
+                self.server._note("internal", "error on a connection; closing it", exc_info=True)
+                self._crash()
+
+        history.when_stored(ticket, stored)
+
+    def _stream(self, req: Request) -> None:
+        """``GET /apps/{id}/channels/{name}/stream``: this socket becomes a Server-Sent Events stream
+        (WHATWG HTML, server-sent events) of the channel: what it asked to replay, then live events."""
+        server = self.server
+        now = time.time()
+        try:
+            hub, name, rewind = route_stream(
+                server.apps, req.path, req.query(), now, req.raw_path, req.headers.get("last-event-id")
+            )
+        except RestError as exc:
+            self._reply(req, response(exc.status, {"error": exc.message}, keep_alive=req.keep_alive))
+            return
+        self._drop_parser()  # nothing more is read from this socket; what arrives is dropped
+        server._http.discard(self)
+        server._sse.add(self)
+        self.hub = hub
+        self.sse = name
+        replay = hub.open_stream(self, name, rewind, now)
+        out = [_SSE_HEAD]
+        if replay is not None:
+            stream_id = replay.position.stream_id
+            out += [sse_event(stream_id, entry) for entry in replay.entries]
+            out.append(b"event: pusher:rewind_complete\ndata: %s\n\n" % dumps(replay.summary()).encode())
+        self.transport.write(b"".join(out))
 
     def _cluster_rest(self, req: Request) -> None:
         """A REST call through the clustered adapter: one at a time per connection, answered in order."""
@@ -537,6 +617,12 @@ class PusherServer:
     this process serves them alone (:class:`~.adapters.LocalAdapter`). ``limits`` bounds what one
     connection may cost (:class:`ServerLimits`: timeouts, buffers, connections per address, log rate);
     the per-app limits are in each :class:`AppConfig`.
+
+    this process serves them alone (:class:`~.adapters.LocalAdapter`).
+
+    ``history`` keeps each channel's recent events (positions, rewind, the history API): in memory by
+    default (:class:`~.history.MemoryHistory`), on disk with :class:`~.history.SQLiteHistory`; ``False``
+    turns it off (a plain Pusher server). With a clustered adapter, the adapter's (Redis) is used.
     """
 
     def __init__(
@@ -548,12 +634,21 @@ class PusherServer:
         reuse_port: bool = False,
         adapter: Adapter | None = None,
         limits: ServerLimits | None = None,
+        history: HistoryDriver | bool | None = None,
     ) -> None:
         self.limits = limits or ServerLimits()
         self.adapter = adapter or LocalAdapter()
         # The clustered adapter, when frames and REST calls must go through it (else a shortcut).
         self._cluster = self.adapter if self.adapter.clustered else None
-        self.apps = Apps(apps, hub_class=self.adapter.hub_class)
+        if self._cluster is not None:
+            # A cluster's history is shared through the adapter's store (Redis), or there is none.
+            self.history: HistoryDriver | None = self.adapter.history if history is not False else None
+        elif history is None or history is True:
+            self.history = MemoryHistory()
+        else:
+            self.history = history or None
+        make = self.history.history_for if self.history is not None else None
+        self.apps = Apps(apps, hub_class=self.adapter.hub_class, history=make)
         self.host = host
         self.port = port
         self._reuse_port = reuse_port
@@ -565,6 +660,8 @@ class PusherServer:
         self._tick_task: asyncio.Task[None] | None = None
         self._http: set[_Conn] = set()  # sockets not upgraded (HTTP timeouts apply while parser is set)
         self._ws: set[_Conn] = set()  # upgraded sockets
+        self._sse: set[_Conn] = set()  # Server-Sent Events streams
+        self._sse_keepalive = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self.webhooks: WebhookSender | None = None
         configs = [hub.config for hub in self.apps]
@@ -587,6 +684,8 @@ class PusherServer:
     async def start(self) -> None:
         """Bind and start serving; ``self.port`` is the real port afterwards."""
         self.webhooks = WebhookSender()
+        if self.history is not None:
+            await self.history.start(self.apps, self._run)
         await self.adapter.start(self.apps, self._run)
         loop = self._loop = asyncio.get_running_loop()
         self._listeners = _bind(self.host, self.port, self._reuse_port)
@@ -608,7 +707,7 @@ class PusherServer:
         deadline = time.monotonic() + grace
         while self._ws and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # clients answer the 4200 close frame, then we close
-        for c in list(self._ws) + list(self._http):
+        for c in list(self._ws) + list(self._http) + list(self._sse):
             c.closing = True
             c.transport.abort()
         await asyncio.sleep(0)  # let connection_lost run
@@ -618,6 +717,8 @@ class PusherServer:
             for task in late:
                 task.cancel()
         await self.adapter.stop()
+        if self.history is not None:
+            await self.history.stop()
         if self.webhooks is not None:
             await self.webhooks.close(grace)
 
@@ -634,6 +735,11 @@ class PusherServer:
                 self._sweep(time.monotonic())
             except Exception:  # pragma: no cover
                 self._note("internal", "sweep failed", exc_info=True)
+            if self._sse and time.monotonic() >= self._sse_keepalive:
+                self._sse_keepalive = time.monotonic() + _SSE_KEEPALIVE
+                for c in list(self._sse):
+                    if not c.closing:
+                        c.transport.write(b": keep-alive\n\n")
 
     def _sweep(self, now: float) -> None:
         """Close HTTP connections that stay silent, send a request too slowly (slowloris: a deadline for
@@ -784,6 +890,11 @@ class PusherServer:
     # ------------------------------------------------------------------ carrying out actions
 
     def _run(self, hub: Hub, actions: list[Action]) -> None:
+        self._carry_out(hub, actions)
+
+    def _carry_out(self, hub: Hub, actions: list[Action]) -> int:
+        """Carry out ``actions``; returns the history ticket of the last events stored (0: none)."""
+        ticket = 0
         for action in actions:
             if type(action) is Send:
                 data = _text_frame(action.frame.encode())
@@ -802,6 +913,29 @@ class PusherServer:
             elif type(action) is Webhook:
                 assert self.webhooks is not None
                 self.webhooks.submit(hub.config, action.event)
+            elif type(action) is Store:
+                assert self.history is not None
+                ticket = self.history.store(hub, action)
+            elif type(action) is Forget:
+                assert self.history is not None
+                self.history.forget(action)
+            elif type(action) is StreamEvent:
+                self._stream_event(hub, action)
+        return ticket
+
+    def _stream_event(self, hub: Hub, action: StreamEvent) -> None:
+        data = sse_event(action.stream_id, action.entry)
+        limit = hub.config.max_send_buffer
+        for peer in action.targets:
+            tr = peer.transport
+            if peer.closing or tr.is_closing():
+                continue
+            tr.write(data)
+            if tr.get_write_buffer_size() > limit:
+                # A stream nobody reads must not grow our memory: it ends (EventSource reconnects and
+                # resumes from its Last-Event-ID).
+                peer.closing = True
+                tr.abort()
 
     def _close(self, conn: Connection, code: int, reason: str, frame: str | None = None) -> None:
         peer: _Conn | None = conn.transport
@@ -829,9 +963,17 @@ class PusherServer:
             "connections": sum(len(hub.connections) for hub in self.apps),
             "sockets": {"http": len(self._http), "websocket": len(self._ws)},
             "incidents": dict(self._counts),
+            "streams": len(self._sse),
             "webhooks": {"delivered": webhooks.delivered, "failed": webhooks.failed} if webhooks else {},
             "adapter": self.adapter.stats(),
+            "history": self._history_stats(),
         }
+
+    def _history_stats(self) -> dict[str, Any]:
+        if self.history is None:
+            return {}
+        apps = {hub.config.app_id: hub.history.stats() for hub in self.apps if hub.history is not None}
+        return {**self.history.stats(), "apps": apps}
 
     @staticmethod
     def _refusal(hub: Hub | None, key: str, protocol: str | None) -> tuple[int, str] | None:

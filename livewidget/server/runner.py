@@ -15,6 +15,7 @@ from typing import Any
 from ..exceptions import ServerError
 from ..protocol.config import AppConfig, ServerLimits
 from .app import PusherServer
+from .history import HistoryDriver
 
 __all__ = ["LocalServer", "new_app", "run_forever"]
 
@@ -55,6 +56,9 @@ class LocalServer:
         ``secret`` and ``**settings`` (any :class:`AppConfig` field, e.g. ``client_events=False``).
     limits:
         Per-connection limits (:class:`ServerLimits`); the defaults when ``None``.
+    history:
+        Channel history storage (a :class:`~.history.HistoryDriver`, used by one server only); by
+        default in memory, ``False`` for none.
     """
 
     def __init__(
@@ -67,11 +71,13 @@ class LocalServer:
         key: str | None = None,
         secret: str | None = None,
         limits: ServerLimits | None = None,
+        history: HistoryDriver | bool | None = None,
         **settings: Any,
     ) -> None:
         self.host = host
         self.limits = limits
         self.port = port
+        self.history = history
         self.apps = list(apps) if apps else [new_app(app_id, key, secret, **settings)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -127,7 +133,9 @@ class LocalServer:
             loop = self._loop = _new_loop()
             asyncio.set_event_loop(loop)
             try:
-                self._server = PusherServer(self.apps, host=self.host, port=self.port, limits=self.limits)
+                self._server = PusherServer(
+                    self.apps, host=self.host, port=self.port, limits=self.limits, history=self.history
+                )
                 loop.run_until_complete(self._server.start())
                 self.port = self._server.port
                 self._stopped = asyncio.Event()

@@ -14,11 +14,15 @@ Keys of one app, under the prefix ``P`` = ``<namespace>:<app_id>:``:
 - ``P dl`` / ``P dlz``: delayed webhooks (channel_vacated, member_removed) by key, and their due times;
   a re-occupation or re-join before it is due cancels both (reference §2.3).
 - ``P cache:<channel>`` (``[event, data]``, expiring with the cache TTL), ``P cmiss:<channel>``.
+- Channel history (``PUBLISH_HISTORY``): ``P hn:<channel>`` the last serial, ``P hs:<channel>`` its
+  stream id, ``P h:<channel>`` a stream of the events (entry id ``0-<serial>``, fields ``t`` ms, ``e``,
+  ``d``, ``u``), capped at the channel's ``max_events``; all three expire ``max_age`` after the last
+  event (an idle channel's stream is forgotten; the next event starts a new one).
 """
 
 from __future__ import annotations
 
-__all__ = ["HEARTBEAT", "PUBLISH", "REAP", "RESYNC", "SNAPSHOT", "SYNC"]
+__all__ = ["HEARTBEAT", "PUBLISH", "PUBLISH_HISTORY", "REAP", "RESYNC", "SNAPSHOT", "SYNC"]
 
 # ARGV: 1 prefix, 2 node, 3 webhooks '1'/'0', 4 webhook delay (ms), 5 subscription counts '1'/'0',
 # 6 node TTL (ms); script-specific arguments follow. Returns webhook events (JSON) to send now.
@@ -201,4 +205,59 @@ for _, ch in ipairs(redis.call('SMEMBERS', P .. 'pch')) do
   members[#members + 1] = redis.call('HGETALL', P .. 'pi:' .. ch)
 end
 return {tonumber(redis.call('GET', P .. 'seq') or '0'), members, redis.call('HKEYS', P .. 'users')}
+"""
+
+# ARGV: 1 prefix, 2 message JSON whose events carry, as a fifth item, one [max_events, max_age ms] per
+# channel (null: not recorded), or for a client event ["c", channel, frame, exclude, [max_events,
+# max_age ms]]; then cache triples as in PUBLISH. Each recorded channel gets its next position, the
+# event is appended to the channel's stream, and the message is published with the positions in place
+# of the limits ([serial, stream_id, time ms]): every process records the same positions.
+PUBLISH_HISTORY = r"""
+local P = ARGV[1]
+local msg = cjson.decode(ARGV[2])
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function record(ch, limits, event, data, user)
+  if type(limits) ~= 'table' then return cjson.null end
+  local maxlen, age = limits[1], limits[2]
+  local n = redis.call('INCR', P .. 'hn:' .. ch)
+  local sid = redis.call('GET', P .. 'hs:' .. ch)
+  if n == 1 or not sid then
+    -- a new stream (the channel's keys expired, or were evicted): nothing of the old one may remain
+    sid = string.format('%x.%x', NOW, redis.call('INCR', P .. 'hgen'))
+    redis.call('DEL', P .. 'h:' .. ch)
+  end
+  redis.call('SET', P .. 'hs:' .. ch, sid, 'PX', age)
+  redis.call('PEXPIRE', P .. 'hn:' .. ch, age)
+  if maxlen > 0 then
+    local key = P .. 'h:' .. ch
+    redis.call('XADD', key, 'MAXLEN', maxlen, '0-' .. n, 't', NOW, 'e', event, 'd', data, 'u', user or '')
+    redis.call('PEXPIRE', key, age)
+  end
+  return {n, sid, NOW}
+end
+if msg[1] == 'e' then
+  for _, ev in ipairs(msg[2]) do
+    local limits = ev[5]
+    if type(limits) == 'table' then
+      local positions = {}
+      for i, ch in ipairs(ev[3]) do
+        positions[i] = record(ch, limits[i], ev[1], ev[2], nil)
+      end
+      ev[5] = positions
+    end
+  end
+elseif msg[1] == 'c' and type(msg[5]) == 'table' then
+  local frame = cjson.decode(msg[3])
+  local user = frame['user_id']
+  if type(user) ~= 'string' then user = nil end
+  msg[5] = record(msg[2], msg[5], frame['event'], frame['data'], user)
+end
+local seq = redis.call('INCR', P .. 'seq')
+redis.call('PUBLISH', P .. 'bus', seq .. ' ' .. cjson.encode(msg))
+for i = 3, #ARGV, 3 do
+  redis.call('SET', P .. 'cache:' .. ARGV[i], ARGV[i + 1], 'PX', ARGV[i + 2])
+  redis.call('DEL', P .. 'cmiss:' .. ARGV[i])
+end
+return seq
 """

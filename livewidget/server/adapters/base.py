@@ -29,6 +29,8 @@ class Adapter(abc.ABC):
     clustered: bool = False
     #: The hub the apps are built with.
     hub_class: type[Hub] = Hub
+    #: A clustered adapter's channel history (the transport uses it instead of its own); None: none.
+    history: Any = None
 
     @abc.abstractmethod
     async def start(self, apps: Apps, run: Runner) -> None:

@@ -40,8 +40,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ...exceptions import ConfigurationError, RestError, ServerError
 from ...protocol import Action, Apps, Connection, Hub, RestResponse, Send, Webhook
-from ...protocol.channels import ChannelKind, channel_kind, is_cache
+from ...protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_kind, is_cache
 from ...protocol.cluster import ClusterHub, Publish, SyncChannel, SyncMember, SyncUser, is_cluster_action
+from ...protocol.history import Entry, History
 from ...protocol.messages import dumps, error_frame
 from ...protocol.rest import ChannelSnapshot, ChannelView, RestRequest, answer, route
 from . import _lua
@@ -111,6 +112,9 @@ class RedisAdapter(Adapter):
         members are removed (``member_removed`` is broadcast). Heartbeats go every ``node_ttl / 4``.
     node_id:
         This process's id in Redis (random by default).
+    history:
+        Channel history shared through Redis (positions, rewind, the history API; see
+        :mod:`livewidget.server.history.redis`); ``max_memory`` bounds this process's copy.
     """
 
     clustered = True
@@ -125,6 +129,8 @@ class RedisAdapter(Adapter):
         node_id: str | None = None,
         connect_timeout: float = 2.0,
         reconcile_every: float = 30.0,
+        history: bool = True,
+        max_memory: int | None = None,
     ) -> None:
         try:
             parse_url(url)
@@ -138,6 +144,11 @@ class RedisAdapter(Adapter):
         self.node_id = node_id or secrets.token_hex(6)
         self.connect_timeout = connect_timeout
         self.reconcile_every = reconcile_every
+        if history:
+            from ..history.base import DEFAULT_MAX_MEMORY
+            from ..history.redis import RedisHistory
+
+            self.history = RedisHistory(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "published",  # messages accepted by Redis
@@ -204,6 +215,7 @@ class RedisAdapter(Adapter):
             await asyncio.wait_for(self._client.ping(), self.connect_timeout + 1)
             await self._load_scripts()
             await self._load_cache()
+            await self._load_history()
         except _ERRORS as exc:
             await self._client.aclose()
             raise ServerError(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
@@ -443,18 +455,31 @@ class RedisAdapter(Adapter):
         return results
 
     async def _load_scripts(self) -> None:
-        for name in ("SYNC", "RESYNC", "REAP", "HEARTBEAT", "PUBLISH", "SNAPSHOT"):
+        for name in ("SYNC", "RESYNC", "REAP", "HEARTBEAT", "PUBLISH", "PUBLISH_HISTORY", "SNAPSHOT"):
             self._shas[name] = await self._client.script_load(getattr(_lua, name))
 
     async def _publish(self, st: _App, message: list[Any]) -> None:
+        script = "PUBLISH"
+        history = st.hub.history
+        if history is not None and message[0] in ("e", "c"):
+            # Redis gives the positions (PUBLISH_HISTORY): tell it each channel's limits.
+            script = "PUBLISH_HISTORY"
+            if message[0] == "e":
+                events = []
+                for event, data, channels, exclude, *_ in message[1]:
+                    limits = [_limits(history, ch) for ch in channels]
+                    events.append([event, data, channels, exclude, limits])
+                message = ["e", events]
+            else:
+                message = [*message[:4], _limits(history, message[1])]
         args = [st.prefix, dumps(message)]
         if message[0] == "e":
             ttl = str(max(1, int(st.hub.config.cache_ttl * 1000)))
-            for event, data, channels, _ in message[1]:
+            for event, data, channels, *_ in message[1]:
                 for ch in channels:
                     if is_cache(ch):
                         args += [ch, dumps([event, data]), ttl]
-        await self._submit("PUBLISH", args)
+        await self._submit(script, args)
         self.counters["published"] += 1
 
     async def _sync(self, st: _App, facts: list[Action]) -> None:
@@ -532,6 +557,29 @@ class RedisAdapter(Adapter):
                     continue
                 event, data = json.loads(value)
                 st.hub.cache[key[len(st.prefix) + 6 :]] = (event, data, now + pttl / 1000)
+
+    async def _load_history(self) -> None:
+        """The channels' streams, for a process that joins a running cluster (or restarts)."""
+        now = time.time()
+        for st in self._apps.values():
+            history = st.hub.history
+            if history is None:
+                continue
+            start = len(st.prefix) + 3
+            async for key in self._client.scan_iter(match=st.prefix + "hn:*", count=500):
+                channel = key[start:]
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.get(key)
+                    pipe.get(st.prefix + "hs:" + channel)
+                    pipe.xrange(st.prefix + "h:" + channel)
+                    last, stream_id, rows = await pipe.execute()
+                if last is None or stream_id is None:
+                    continue
+                entries = [
+                    Entry(int(rid.partition("-")[2]), int(f["t"]) / 1000, f["e"], f["d"], f.get("u") or None)
+                    for rid, f in rows
+                ]
+                history.restore(channel, stream_id, int(last), entries, now)
 
     # ------------------------------------------------------------------ heartbeats and reaping
 
@@ -685,7 +733,8 @@ class RedisAdapter(Adapter):
             if kind == "e":
                 actions = hub.apply_events(message[1], now)
             elif kind == "c":
-                actions = hub.apply_client_event(message[1], message[2], message[3])
+                position = message[4] if len(message) > 4 else None
+                actions = hub.apply_client_event(message[1], message[2], message[3], position)
             elif kind == "t":
                 actions = hub.apply_terminate(message[1])
             elif kind == "n":
@@ -723,6 +772,14 @@ class RedisAdapter(Adapter):
     def _problem(self, text: str) -> None:
         self.last_error = text
         log.warning("%s", text)
+
+
+def _limits(history: History, channel: str) -> list[int] | None:
+    """``[max_events, max_age ms]`` of a channel's history in Redis; None: not recorded."""
+    if channel.startswith(USER_CHANNEL_PREFIX):
+        return None
+    limits = history.limits_for(channel)
+    return [limits.max_events, max(1, int(limits.max_age * 1000))]
 
 
 def _merge(messages: list[list[Any]]) -> list[list[Any]]:

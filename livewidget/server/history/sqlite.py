@@ -1,0 +1,334 @@
+"""History in SQLite (standard library): one file per app in the data folder, WAL, group commits.
+
+Durability: an event is delivered to subscribers, and the REST publish that carried it answered, only
+after the transaction holding it is committed. Everything published during one turn of the event loop
+is committed together right after it (group commit): concurrent publishers share one transaction and
+no thread hand-off is paid per event. ``synchronous=NORMAL`` in WAL mode: a commit writes the WAL but
+does not wait for the disk, so it is short; a committed event survives the server process being
+killed (SIGKILL) or crashing, a power loss may lose the last commits (SQLite docs, *WAL mode*). The
+only step that waits for the disk, the checkpoint (WAL into the database, with fsync), runs in a
+background thread on its own connection (``PASSIVE``: it never blocks the writer).
+
+A file is used by one server at a time (an exclusive lock beside it): two servers giving out serials
+for the same app would contradict each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...exceptions import ServerError
+from ...protocol import Apps, Hub
+from ...protocol.history import Entry, Forget, Store
+from .base import DEFAULT_MAX_MEMORY, HistoryDriver, Runner
+
+__all__ = ["SQLiteHistory"]
+
+log = logging.getLogger("livewidget.server.history")
+
+_CHECKPOINT_EVERY = 1.0  # seconds
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    channel TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    last INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    channel TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    time REAL NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    user_id TEXT,
+    PRIMARY KEY (channel, serial)
+) WITHOUT ROWID;
+"""
+
+
+class _App:
+    """One app's file, its lock and its connection (used by the writer thread once started)."""
+
+    __slots__ = ("db", "lock_fd", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.lock_fd)
+            raise ServerError(
+                f"the history file {path} is in use by another livewidget server; give this one "
+                "another folder (--data DIR) or keep its history in memory (--no-data)"
+            ) from None
+        try:
+            # Private channels' events are in it: readable by this user only. SQLite gives the -wal and
+            # -shm files the database file's permissions, so the file is made first, 0600.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in a thread (_checkpoints)
+            self.db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise ServerError(f"cannot open the history file {path}: {exc}") from exc
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.db.close()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+            os.close(self.lock_fd)
+
+
+class SQLiteHistory(HistoryDriver):
+    """History kept in ``folder/history-<app_id>.sqlite3``, loaded back at start-up."""
+
+    deferred = True
+
+    def __init__(self, folder: str | os.PathLike[str], max_memory: int = DEFAULT_MAX_MEMORY) -> None:
+        super().__init__(max_memory)
+        self.folder = Path(folder)
+        self._apps: dict[str, _App] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._run: Runner | None = None
+        self._queue: list[tuple[Hub | None, Store | Forget, int]] = []
+        self._flush_scheduled = False
+        self._stop_checkpoints = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._submitted = 0  # the last ticket given out
+        self._stored = 0  # the last ticket committed (or failed)
+        self._waiters: deque[tuple[int, Callable[[str | None], None]]] = deque()
+        self._error: str | None = None  # the last write error, until a write succeeds
+        self.commits = 0
+        self.events_written = 0
+        self.failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, apps: Apps, run: Runner) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._run = run
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ServerError(f"cannot create the data folder {self.folder}: {exc}") from exc
+        now = time.time()
+        try:
+            for hub in apps:
+                app_id = hub.config.app_id
+                app = self._apps[app_id] = _App(self.folder / f"history-{app_id}.sqlite3")
+                if hub.history is not None:
+                    self._load(app, hub, now)
+        except BaseException:
+            for app in self._apps.values():
+                app.close()
+            self._apps.clear()
+            raise
+        paths = [app.path for app in self._apps.values()]
+        self._thread = threading.Thread(
+            target=self._checkpoints, args=(paths,), name="livewidget-history", daemon=True
+        )
+        self._thread.start()
+
+    @staticmethod
+    def _load(app: _App, hub: Hub, now: float) -> None:
+        history = hub.history
+        assert history is not None
+        streams = {
+            ch: (sid, last)
+            for ch, sid, last in app.db.execute("SELECT channel, stream_id, last FROM streams")
+        }
+        rows: dict[str, list[Entry]] = {}
+        for ch, serial, t, event, data, user_id in app.db.execute(
+            "SELECT channel, serial, time, event, data, user_id FROM events ORDER BY channel, serial"
+        ):
+            rows.setdefault(ch, []).append(Entry(serial, t, event, data, user_id))
+        for ch, (stream_id, last) in streams.items():
+            entries = rows.get(ch, [])
+            history.restore(ch, stream_id, max(last, entries[-1].serial if entries else 0), entries, now)
+        log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
+
+    async def stop(self) -> None:
+        if self._queue:
+            self._flush()  # what the last turn published
+        thread = self._thread
+        if thread is not None:
+            self._stop_checkpoints.set()
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            self._thread = None
+        for app in self._apps.values():
+            with contextlib.suppress(sqlite3.Error):
+                app.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            app.close()
+        self._apps.clear()
+
+    # ------------------------------------------------------------------ the loop's side
+
+    def store(self, hub: Hub, action: Store) -> int:
+        self._submitted += 1
+        self._enqueue((hub, action, self._submitted))
+        return self._submitted
+
+    def forget(self, action: Forget) -> None:
+        self._enqueue((None, action, 0))
+
+    def _enqueue(self, item: tuple[Hub | None, Store | Forget, int]) -> None:
+        self._queue.append(item)
+        if not self._flush_scheduled:
+            # After the callbacks of this turn of the loop (every request read in it): one commit.
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        error = None
+        try:
+            self._write(batch)
+            self.commits += 1
+        except Exception as exc:
+            self.failures += 1
+            log.exception("writing history failed")
+            error = f"the event was delivered but not stored in history: {exc}"
+        self._done(batch, error)
+
+    def when_stored(self, ticket: int, callback: Callable[[str | None], None]) -> None:
+        if ticket <= self._stored:
+            callback(self._error)
+        else:
+            self._waiters.append((ticket, callback))
+
+    def _done(self, batch: list[tuple[Hub | None, Store | Forget, int]], error: str | None) -> None:
+        """On the loop: a batch is committed (or failed): deliver its events, answer who waited."""
+        now = time.time()
+        run = self._run
+        assert run is not None
+        self._error = error
+        for hub, action, ticket in batch:
+            if hub is not None and type(action) is Store:
+                # Delivered even if storing failed: live delivery must not depend on the disk; the
+                # publisher learns it (507) and the history has a gap, not a lie (nothing replays it).
+                try:
+                    run(hub, hub.deliver(action, now))
+                except Exception:  # pragma: no cover - a bug must not stop the history
+                    log.exception("delivering stored events failed")
+                self._stored = max(self._stored, ticket)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._stored:
+            _, callback = waiters.popleft()
+            try:
+                callback(error)
+            except Exception:  # pragma: no cover
+                log.exception("answering after a commit failed")
+
+    # ------------------------------------------------------------------ the checkpoint thread
+
+    def _checkpoints(self, paths: list[Path]) -> None:
+        """Copy the WAL into the database files about once a second, off the event loop (the fsync)."""
+        dbs = []
+        try:
+            for path in paths:
+                dbs.append(sqlite3.connect(path, isolation_level=None))
+            while not self._stop_checkpoints.wait(_CHECKPOINT_EVERY):
+                for db in dbs:
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:  # busy or the like: the next round does it
+                        log.debug("history checkpoint skipped", exc_info=True)
+        except sqlite3.Error:  # pragma: no cover - the files were opened by the loop a moment ago
+            log.exception("history checkpoints stopped")
+        finally:
+            for db in dbs:
+                db.close()
+
+    def _write(self, batch: list[tuple[Hub | None, Store | Forget, int]]) -> None:
+        """One transaction per app file touched, in queue order."""
+        touched: dict[str, _App] = {}
+        try:
+            self._write_all(batch, touched)
+        except BaseException:
+            for app in touched.values():
+                with contextlib.suppress(sqlite3.Error):
+                    app.db.execute("ROLLBACK")
+            raise
+        for app in touched.values():
+            app.db.execute("COMMIT")
+
+    def _write_all(
+        self, batch: list[tuple[Hub | None, Store | Forget, int]], touched: dict[str, _App]
+    ) -> None:
+        """Consecutive Store actions of an app become one INSERT of all their rows (the usual case: a
+        batch of many small publishes); a Forget is applied in its place in the order."""
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        new_streams: dict[str, list[tuple[str, str, int]]] = {}
+
+        def flush(app_id: str) -> None:
+            db = self._apps[app_id].db
+            # A stream's row is written when it starts (serial 1); its last serial is the newest event
+            # stored, or, once its events are forgotten, what the Forget recorded.
+            streams = new_streams.pop(app_id, None)
+            if streams:
+                db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)", streams)
+            events = rows.pop(app_id, None)
+            if events:
+                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+                self.events_written += len(events)
+
+        for _, action, _ in batch:
+            app_id = action.app_id
+            app = self._apps.get(app_id)
+            if app is None:
+                continue
+            if app_id not in touched:
+                touched[app_id] = app
+                app.db.execute("BEGIN")
+            if type(action) is Store:
+                out = rows.setdefault(app_id, [])
+                for ch, sid, e in action.entries:
+                    out.append((ch, e.serial, e.time, e.event, e.data, e.user_id))
+                    if e.serial == 1:
+                        new_streams.setdefault(app_id, []).append((ch, sid, 0))
+                continue
+            assert isinstance(action, Forget)
+            flush(app_id)
+            db = app.db
+            whole = [(ch,) for ch, upto in action.upto.items() if upto < 0]
+            if whole:
+                db.executemany("DELETE FROM events WHERE channel = ?", whole)
+                db.executemany("DELETE FROM streams WHERE channel = ?", whole)
+            upto = [(ch, n) for ch, n in action.upto.items() if n >= 0]
+            db.executemany("DELETE FROM events WHERE channel = ? AND serial <= ?", upto)
+            db.executemany(
+                "UPDATE streams SET last = max(last, ?) WHERE channel = ?", [(n, ch) for ch, n in upto]
+            )
+        for app_id in list(rows):
+            flush(app_id)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "driver": "sqlite",
+            "folder": str(self.folder),
+            "commits": self.commits,
+            "events_written": self.events_written,
+            "write_failures": self.failures,
+            **self.budget.stats(),
+        }
