@@ -8,8 +8,9 @@ import importlib
 import math
 import os
 import socket
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -18,7 +19,7 @@ from .._points import ChartPublisher
 from .._progress import _NOTEBOOK, CLOSE_FLUSH, _in_worker, _NullFile, progress
 from .._publish import _default_publisher
 
-__all__ = ["Run", "number", "require"]
+__all__ = ["EpochLoop", "Run", "fields", "metrics", "number", "require"]
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:
@@ -127,3 +128,173 @@ class Run:
             pts._lock.notify()
         if pts._thread is None:
             pts._send(pts._take())
+
+
+def metrics(values: Mapping[str, Any] | None) -> dict[str, float]:
+    """A framework's metrics (Keras logs, Lightning's tensors...) as ``{name: float}``; values that are
+    not one number are left out."""
+    out: dict[str, float] = {}
+    for name, value in (values or {}).items():
+        v = number(value)
+        if v is not None:
+            out[str(name)] = v
+    return out
+
+
+def fields(y: str | Sequence[str]) -> list[str]:
+    return [y] if isinstance(y, str) else list(y)
+
+
+class EpochLoop:
+    """What the epoch-and-batch callbacks (Keras, Lightning) share: a point per epoch on ``channel``,
+    throttled batch points on ``batch_channel``, and board rows for the epochs and the current epoch's
+    steps. Each framework's callback translates its own hooks into ``_begin``, ``_epoch_begin``,
+    ``_batch_due``, ``_epoch_end``, ``_stopped_early`` and ``_close``, and sets the defaults below."""
+
+    chart_y: tuple[str, ...] = ("loss", "val_loss")  # the epoch chart's default series
+    batch_y: str = "loss"  # the batch chart's default series
+    step_unit: str = "step"  # what the current epoch's row counts
+
+    def _setup(
+        self,
+        channel: str,
+        *,
+        batch_channel: str | None,
+        batch_interval: float,
+        progress_channel: str | None,
+        run: str | None,
+        show_bar: bool,
+        connection: dict[str, Any],
+    ) -> None:
+        self.channel = channel
+        self.batch_channel = f"{channel}-batch" if batch_channel == "" else batch_channel
+        self.batch_interval = batch_interval
+        self.progress_channel = progress_channel
+        self.run_id = run
+        self.show_bar = show_bar
+        self._connection = connection
+        self._run: Run | None = None
+        self._batches: Run | None = None
+        self._epochs_bar: Any = None
+        self._steps_bar: Any = None
+        self._last_batch = 0.0
+
+    def _begin(self, *, epochs: int | None, initial: int = 0) -> None:
+        """Training starts: a new run (points, board row for the epochs)."""
+        self._close()
+        run = self._run = Run(
+            self.channel,
+            progress_channel=self.progress_channel,
+            run=self.run_id,
+            interval=0.05,
+            show_bar=self.show_bar,
+            connection=self._connection,
+        )
+        if self.batch_channel:
+            self._batches = Run(
+                self.batch_channel,
+                progress_channel=None,
+                run=run.run,
+                interval=0.05,
+                show_bar=False,
+                connection=self._connection,
+            )
+        self._last_batch = 0.0
+        self._epochs_bar = run.bar(
+            total=epochs, initial=initial, desc=f"{self.channel}: epochs", job=run.run, unit="epoch"
+        )
+
+    def _epoch_begin(self, epoch: int, total: int | None) -> None:
+        """An epoch starts (``epoch`` as the framework prints it): a board row for its steps."""
+        if self._run is None:
+            return
+        if self._steps_bar is not None:
+            self._steps_bar.close()
+        self._steps_bar = self._run.bar(
+            total=total,
+            desc=f"epoch {epoch}",
+            job=f"{self._run.run}/epoch-{epoch}",
+            parent=self._run.run,
+            unit=self.step_unit,
+            leave=False,
+        )
+
+    def _batch_due(self) -> Run | None:
+        """A batch ended: count it; the batch run when a batch point is due (at most one per
+        ``batch_interval``), else ``None``."""
+        if self._steps_bar is not None:
+            self._steps_bar.update(1)
+        if self._batches is None:
+            return None
+        now = time.monotonic()
+        if now - self._last_batch < self.batch_interval:
+            return None
+        self._last_batch = now
+        return self._batches
+
+    def _epoch_end(self, point: dict[str, Any], values: dict[str, float]) -> None:
+        """An epoch ended: its point (``values`` are its metrics, also shown on the board's row)."""
+        if self._run is None:
+            return
+        self._run.add({**point, "run": self._run.run, **values})
+        if self._steps_bar is not None:
+            self._steps_bar.close()
+            self._steps_bar = None
+        bar = self._epochs_bar
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:6]}, refresh=False)
+            bar.update(1)
+
+    def _stopped_early(self, epoch: int) -> None:
+        bar = self._epochs_bar
+        if bar is not None:
+            bar.set_postfix_str(f"{bar.postfix or ''}, stopped early at epoch {epoch}".lstrip(", "))
+
+    # ------------------------------------------------------------------ showing it
+
+    def chart(self, y: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """A :class:`~livewidget.LiveChart` of the epoch points (x: epoch)."""
+        from ..widgets import LiveChart
+
+        kwargs.setdefault("title", f"{self.channel}: per epoch")
+        y = self.chart_y if y is None else y
+        return LiveChart(self.channel, x="epoch", y=fields(y), **{**self._connection, **kwargs})
+
+    def batch_chart(self, y: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """A :class:`~livewidget.LiveChart` of the batch points (x: step)."""
+        from ..widgets import LiveChart
+
+        if not self.batch_channel:
+            raise ValueError("this callback publishes no batch points (batch_channel=None)")
+        kwargs.setdefault("title", f"{self.channel}: per batch")
+        y = self.batch_y if y is None else y
+        return LiveChart(self.batch_channel, x="step", y=fields(y), **{**self._connection, **kwargs})
+
+    def board(self, **kwargs: Any) -> Any:
+        """A :class:`~livewidget.ProgressBoard` of the runs (epochs and the current epoch's steps)."""
+        from ..widgets import ProgressBoard
+
+        if self.progress_channel is None:
+            raise ValueError("this callback publishes no progress (progress_channel=None)")
+        return ProgressBoard(self.progress_channel, **{**self._connection, **kwargs})
+
+    def view(self, y: str | Sequence[str] | None = None, batch_y: str | Sequence[str] | None = None) -> Any:
+        """The epoch chart, the batch chart and the board, one above the other."""
+        from ..widgets._layout import column
+
+        parts = [self.chart(y)]
+        if self.batch_channel:
+            parts.append(self.batch_chart(batch_y))
+        if self.progress_channel is not None:
+            parts.append(self.board())
+        return column(*parts)
+
+    def _close(self) -> None:
+        for bar in (self._steps_bar, self._epochs_bar):
+            if bar is not None:
+                bar.close()
+        self._steps_bar = self._epochs_bar = None
+        for run in (self._run, self._batches):
+            if run is not None:
+                run.close()
+        self._run = self._batches = None

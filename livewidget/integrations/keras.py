@@ -21,12 +21,10 @@ draws runs from several processes or machines as separate lines.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._common import Run, number, require
+from ._common import EpochLoop, metrics, require
 
 
 def _default_backend() -> None:
@@ -56,7 +54,7 @@ keras = require("keras", "keras", "Keras 3 and a backend (PyTorch, JAX or Tensor
 __all__ = ["LiveCallback"]
 
 
-class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class LiveCallback(EpochLoop, keras.callbacks.Callback):  # type: ignore[misc,name-defined]
     """A Keras callback that publishes the training live: ``callbacks=[LiveCallback("train")]``.
 
     Parameters
@@ -89,166 +87,45 @@ class LiveCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         **connection: Any,
     ) -> None:
         super().__init__()
-        self.channel = channel
-        self.batch_channel = f"{channel}-batch" if batch_channel == "" else batch_channel
-        self.batch_interval = batch_interval
-        self.progress_channel = progress_channel
-        self.run_id = run
-        self.show_bar = show_bar
-        self._connection = connection
-        self._run: Run | None = None
-        self._batches: Run | None = None
-        self._epochs_bar: Any = None
-        self._steps_bar: Any = None
+        self._setup(
+            channel,
+            batch_channel=batch_channel,
+            batch_interval=batch_interval,
+            progress_channel=progress_channel,
+            run=run,
+            show_bar=show_bar,
+            connection=connection,
+        )
         self._epoch = 0
         self._step = 0
-        self._last_batch = 0.0
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: Any = None) -> None:
         """Keras calls this (see the module docstring for what is published)."""
-        self._close()
-        run = self._run = Run(
-            self.channel,
-            progress_channel=self.progress_channel,
-            run=self.run_id,
-            interval=0.05,
-            show_bar=self.show_bar,
-            connection=self._connection,
-        )
-        if self.batch_channel:
-            self._batches = Run(
-                self.batch_channel,
-                progress_channel=None,
-                run=run.run,
-                interval=0.05,
-                show_bar=False,
-                connection=self._connection,
-            )
-        params = self.params or {}
         self._step = 0
-        self._last_batch = 0.0
-        self._epochs_bar = run.bar(
-            total=params.get("epochs"), desc=f"{self.channel}: epochs", job=run.run, unit="epoch"
-        )
+        self._begin(epochs=(self.params or {}).get("epochs"))
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         """Keras calls this (see the module docstring for what is published)."""
-        if self._run is None:
-            return
-        self._epoch = epoch + 1
-        if self._steps_bar is not None:
-            self._steps_bar.close()
-        self._steps_bar = self._run.bar(
-            total=(self.params or {}).get("steps"),
-            desc=f"epoch {self._epoch}",
-            job=f"{self._run.run}/epoch-{self._epoch}",
-            parent=self._run.run,
-            unit="step",
-            leave=False,
-        )
+        self._epoch = epoch + 1  # as Keras prints it
+        self._epoch_begin(self._epoch, (self.params or {}).get("steps"))
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         """Keras calls this (see the module docstring for what is published)."""
         self._step += 1
-        if self._steps_bar is not None:
-            self._steps_bar.update(1)
-        if self._batches is None:
-            return
-        now = time.monotonic()
-        if now - self._last_batch < self.batch_interval:
-            return
-        self._last_batch = now
-        point = {"step": self._step, "epoch": self._epoch, "batch": batch + 1, "run": self._batches.run}
-        point.update(_metrics(logs))
-        self._batches.add(point)
+        batches = self._batch_due()
+        if batches is not None:
+            point = {"step": self._step, "epoch": self._epoch, "batch": batch + 1, "run": batches.run}
+            batches.add({**point, **metrics(logs)})
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         """Keras calls this (see the module docstring for what is published)."""
-        if self._run is None:
-            return
-        metrics = _metrics(logs)
-        self._run.add({"epoch": epoch + 1, "step": self._step, "run": self._run.run, **metrics})
-        if self._steps_bar is not None:
-            self._steps_bar.close()
-            self._steps_bar = None
-        bar = self._epochs_bar
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:6]}, refresh=False)
-            bar.update(1)
+        self._epoch_end({"epoch": epoch + 1, "step": self._step}, metrics(logs))
 
     def on_train_end(self, logs: Any = None) -> None:
         """Keras calls this (see the module docstring for what is published)."""
         model = getattr(self, "_model", None) or getattr(self, "model", None)
-        if self._epochs_bar is not None and getattr(model, "stop_training", False):
-            bar = self._epochs_bar
-            bar.set_postfix_str(f"{bar.postfix or ''}, stopped early at epoch {self._epoch}".lstrip(", "))
+        if getattr(model, "stop_training", False):
+            self._stopped_early(self._epoch)
         self._close()
-
-    # ------------------------------------------------------------------ showing it
-
-    def chart(self, y: str | Sequence[str] = ("loss", "val_loss"), **kwargs: Any) -> Any:
-        """A :class:`~livewidget.LiveChart` of the epoch points (x: epoch)."""
-        from ..widgets import LiveChart
-
-        kwargs.setdefault("title", f"{self.channel}: per epoch")
-        return LiveChart(self.channel, x="epoch", y=_fields(y), **{**self._connection, **kwargs})
-
-    def batch_chart(self, y: str | Sequence[str] = "loss", **kwargs: Any) -> Any:
-        """A :class:`~livewidget.LiveChart` of the batch points (x: step)."""
-        from ..widgets import LiveChart
-
-        if not self.batch_channel:
-            raise ValueError("this callback publishes no batch points (batch_channel=None)")
-        kwargs.setdefault("title", f"{self.channel}: per batch")
-        return LiveChart(self.batch_channel, x="step", y=_fields(y), **{**self._connection, **kwargs})
-
-    def board(self, **kwargs: Any) -> Any:
-        """A :class:`~livewidget.ProgressBoard` of the runs (epochs and the current epoch's steps)."""
-        from ..widgets import ProgressBoard
-
-        if self.progress_channel is None:
-            raise ValueError("this callback publishes no progress (progress_channel=None)")
-        return ProgressBoard(self.progress_channel, **{**self._connection, **kwargs})
-
-    def view(
-        self, y: str | Sequence[str] = ("loss", "val_loss"), batch_y: str | Sequence[str] = "loss"
-    ) -> Any:
-        """The epoch chart, the batch chart and the board, one above the other."""
-        from ..widgets._layout import column
-
-        parts = [self.chart(y)]
-        if self.batch_channel:
-            parts.append(self.batch_chart(batch_y))
-        if self.progress_channel is not None:
-            parts.append(self.board())
-        return column(*parts)
-
-    # ------------------------------------------------------------------ internals
-
-    def _close(self) -> None:
-        for bar in (self._steps_bar, self._epochs_bar):
-            if bar is not None:
-                bar.close()
-        self._steps_bar = self._epochs_bar = None
-        for run in (self._run, self._batches):
-            if run is not None:
-                run.close()
-        self._run = self._batches = None
-
-
-def _fields(y: str | Sequence[str]) -> list[str]:
-    return [y] if isinstance(y, str) else list(y)
-
-
-def _metrics(logs: Any) -> dict[str, float]:
-    """Keras's logs as ``{name: float}`` (values that are not one number are left out)."""
-    out: dict[str, float] = {}
-    if not logs:
-        return out
-    for name, value in logs.items():
-        v = number(value)
-        if v is not None:
-            out[str(name)] = v
-    return out
