@@ -155,17 +155,18 @@ class EpochLoop:
     batch_y: str = "loss"  # the batch chart's default series
     step_unit: str = "step"  # what the current epoch's row counts
 
-    def _setup(
+    def __init__(
         self,
-        channel: str,
+        channel: str = "train",
         *,
-        batch_channel: str | None,
-        batch_interval: float,
-        progress_channel: str | None,
-        run: str | None,
-        show_bar: bool,
-        connection: dict[str, Any],
+        batch_channel: str | None = "",
+        batch_interval: float = 0.25,
+        progress_channel: str | None = "progress",
+        run: str | None = None,
+        show_bar: bool = False,
+        **connection: Any,
     ) -> None:
+        super().__init__()  # the framework's Callback, next in the subclass's bases
         self.channel = channel
         self.batch_channel = f"{channel}-batch" if batch_channel == "" else batch_channel
         self.batch_interval = batch_interval

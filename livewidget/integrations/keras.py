@@ -75,29 +75,8 @@ class LiveCallback(EpochLoop, keras.callbacks.Callback):  # type: ignore[misc,na
         Connection keywords, as for :func:`livewidget.connect`.
     """
 
-    def __init__(
-        self,
-        channel: str = "train",
-        *,
-        batch_channel: str | None = "",
-        batch_interval: float = 0.25,
-        progress_channel: str | None = "progress",
-        run: str | None = None,
-        show_bar: bool = False,
-        **connection: Any,
-    ) -> None:
-        super().__init__()
-        self._setup(
-            channel,
-            batch_channel=batch_channel,
-            batch_interval=batch_interval,
-            progress_channel=progress_channel,
-            run=run,
-            show_bar=show_bar,
-            connection=connection,
-        )
-        self._epoch = 0
-        self._step = 0
+    _epoch = 0  # the current epoch, as Keras prints it (from 1)
+    _step = 0  # batches since the start of fit
 
     # ------------------------------------------------------------------ Keras hooks
 

@@ -51,28 +51,6 @@ class LiveCallback(EpochLoop, pl.callbacks.Callback):  # type: ignore[misc,name-
     batch_y = "train_loss_step"
     step_unit = "batch"
 
-    def __init__(
-        self,
-        channel: str = "train",
-        *,
-        batch_channel: str | None = "",
-        batch_interval: float = 0.25,
-        progress_channel: str | None = "progress",
-        run: str | None = None,
-        show_bar: bool = False,
-        **connection: Any,
-    ) -> None:
-        super().__init__()
-        self._setup(
-            channel,
-            batch_channel=batch_channel,
-            batch_interval=batch_interval,
-            progress_channel=progress_channel,
-            run=run,
-            show_bar=show_bar,
-            connection=connection,
-        )
-
     # ------------------------------------------------------------------ Lightning hooks
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
