@@ -760,12 +760,7 @@ class Hub:
             channel = self.channels.get(name)
             if channel is None:
                 continue
-            if excluded is not None and excluded in channel.subscribers:
-                targets: tuple[Connection, ...] | list[Connection] = [
-                    c for c in channel.subscribers if c is not excluded
-                ]
-            else:
-                targets = tuple(channel.subscribers)
+            targets = _subscribers_but(channel.subscribers, excluded)
             if targets:
                 actions.append(Send(targets, frame))
         if history is not None:
@@ -839,12 +834,7 @@ class Hub:
             channel = self.channels.get(name)
             if channel is None:
                 continue
-            if excluded is not None and excluded in channel.subscribers:
-                targets: tuple[Connection, ...] | list[Connection] = [
-                    c for c in channel.subscribers if c is not excluded
-                ]
-            else:
-                targets = tuple(channel.subscribers)
+            targets = _subscribers_but(channel.subscribers, excluded)
             if targets:
                 actions.append(Send(targets, entry.frame(name, stream_id)))
         return actions
@@ -893,3 +883,13 @@ class Hub:
         if cached is None or cached[2] <= now:
             return None
         return {"event": cached[0], "data": cached[1], "ttl": max(0, int(cached[2] - now))}
+
+
+def _subscribers_but(
+    subscribers: Iterable[Connection], excluded: Connection | None
+) -> tuple[Connection, ...]:
+    """A channel's subscribers to deliver to, less the publishing connection (``socket_id`` exclusion,
+    Pusher HTTP API "Excluding event recipients")."""
+    if excluded is None:
+        return tuple(subscribers)
+    return tuple(c for c in subscribers if c is not excluded)
