@@ -123,7 +123,10 @@ def generate() -> str:
         names = sorted(module.__all__, key=lambda n: (n.startswith("_"), n.lower()))
         lines += ["Contents: " + ", ".join(f"`{n}`" for n in names), ""]
         for name in names:
-            lines += _section(f"{module.__name__}.{name}", getattr(module, name))
+            obj = getattr(module, name)
+            if inspect.ismodule(obj):  # a submodule: its own section follows (its repr holds a path)
+                continue
+            lines += _section(f"{module.__name__}.{name}", obj)
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
