@@ -203,8 +203,9 @@ class Receiver:
             if event.channel not in self._gaps:
                 self._gaps.add(event.channel or "")
                 data = event.data if isinstance(event.data, dict) else {}
-                why = {"truncated": "history did not reach back that far", "stream_reset": "its history was lost"}
-                reason = why.get(str(data.get("reason")), str(data.get("reason", "unknown")))
+                reasons = {"truncated": "history did not reach back that far"}
+                reasons["stream_reset"] = "its history was lost"
+                reason = reasons.get(str(data.get("reason")), str(data.get("reason", "unknown")))
                 detail = f"{event.channel}: events sent while disconnected may be missing ({reason})"
                 log.log(logging.DEBUG if self._says_status else logging.WARNING, "%s", detail)
                 try:  # a warning leaves the connection state as it is

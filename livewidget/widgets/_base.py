@@ -27,7 +27,7 @@ Synced traits, kernel → browser
     ``last``         the last event recorded: ``{time, channel, event, data, user_id}``
     ``_history``     bytes: the last ``max_log`` recorded rows, one JSON object per line
                      ``{"t": ms since epoch, "channel", "event", "data", "user_id", "serial"?,
-                     "stream_id"?, "history"?}`` (position and rewound mark: servers with history); refreshed at
+                     "stream_id"?, "history"?}`` (position, rewound mark: servers with history); refreshed at
                      most every ``HISTORY_EVERY`` seconds, so a view opened later shows what was
                      recorded before it (then continues live from its own pusher-js connection)
     ``max_log``      rows the view keeps and shows

@@ -412,8 +412,8 @@ class Chat(LiveWidget):
                 del self._msgs[oldest["id"]]
             self._chat_dirty = self._dirty = True
             tell = not msg["history"] and msg["id"] not in self._mine
-        piece = _piece_of(msg)
-        self._store.append(msg["t"] / 1000, self.channel, SERVER_MESSAGE, piece, msg["user_id"], msg["history"])
+        piece, t = _piece_of(msg), msg["t"] / 1000
+        self._store.append(t, self.channel, SERVER_MESSAGE, piece, msg["user_id"], msg["history"])
         self._rate_window.append(time.time())
         if tell:
             for listener in list(self._listeners):
