@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase } from "./util.js";
+import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase, stateLabel, historyTitle } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -1002,7 +1002,8 @@ export class ChartView extends ViewBase {
   _paintHeader() {
     const { conn, model } = this;
     this._attr(this.stateEl, "data-state", conn.state);
-    this._text("state", this.stateText, conn.state);
+    this._text("state", this.stateText, stateLabel(conn));
+    this._attr(this.stateEl, "title", historyTitle(conn) || null);
     this._text("title", this.titleEl, model.get("title") || "");
     const status = model.get("status") || "";
     this._attr(this.kernelEl, "data-state", status);

@@ -11,7 +11,7 @@
 // in livewidget/widgets/chat.py.
 
 import { renderMarkdown } from "./markdown.js";
-import { decodeJsonLines, h, labelText, StoreBase, ViewBase } from "./util.js";
+import { decodeJsonLines, h, historyTitle, labelText, stateLabel, StoreBase, ViewBase } from "./util.js";
 
 export const EVENTS = {
   message: "client-chat-message",
@@ -806,7 +806,8 @@ export class ChatView extends ViewBase {
   _paintHeader() {
     const { conn, store, model, doc } = this;
     if (this.stateEl.getAttribute("data-state") !== conn.state) this.stateEl.setAttribute("data-state", conn.state);
-    this.stateEl.title = `this browser's connection: ${conn.state}`;
+    const note = historyTitle(conn);
+    this.stateEl.title = `this browser's connection: ${stateLabel(conn)}${note ? `\n${note}` : ""}`;
     this._text("title", this.titleEl, model.get("title") || `# ${model.get("room") || ""}`);
     const members = store.members;
     this._text("count", this.countEl, String(members.length));

@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { h, labelText, plural, StoreBase, ViewBase } from "./util.js";
+import { h, historyTitle, labelText, plural, stateLabel, StoreBase, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -537,7 +537,8 @@ export class ProgressView extends ViewBase {
   _paintHeader() {
     const { conn, store, model } = this;
     this._attr(this.stateEl, "data-state", conn.state);
-    this._text(this.stateText, conn.state);
+    this._text(this.stateText, stateLabel(conn));
+    this._attr(this.stateEl, "title", historyTitle(conn) || null);
     this._text(this.titleEl, model.get("title") || "");
 
     const counts = store.counts();

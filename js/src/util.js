@@ -334,6 +334,20 @@ export function h(doc, tag, className, text) {
 const EAGER = -1; // ViewBase.frame while a paint waits for a microtask rather than a frame
 export const EAGER_GAP_MS = 16; // an eager view idle for about a frame paints at once
 
+/** The header's connection label: the state, and "no history" when the server keeps none (issue 13). */
+export function stateLabel(conn) {
+  return conn.historyState?.() === "unavailable" ? `${conn.state} · no history` : conn.state;
+}
+
+/** The header's tooltip about channel history: "" when not known yet. */
+export function historyTitle(conn) {
+  const state = conn.historyState?.();
+  if (state === "unavailable") {
+    return "channel history is not available on this server";
+  }
+  return state === "available" ? "channel history replayed (marked rows)" : "";
+}
+
 export class ViewBase {
   /** A view of `model` painted into `el`, from the model's `session` ({conn, store}); `deps` for tests. */
   constructor(model, el, session, deps = {}) {
