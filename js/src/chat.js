@@ -312,14 +312,18 @@ export class ChatStore extends StoreBase {
     if (this._closed || row.channel !== this.channelName) return;
     const data = row.data;
     if (!data || typeof data !== "object") return;
+    // Replayed by the server's channel history (issue 13): messages are marked; past typing, history
+    // requests and answers are long settled.
+    const history = row.history === true;
+    if (history && row.event !== EVENTS.message && row.event !== EVENTS.serverMessage) return;
     switch (row.event) {
       case EVENTS.message:
         // A client event always carries the sender the server stamped; without it, it is not one.
         if (row.user_id === undefined || row.user_id === null) return;
-        this.takePiece(data, { via: "browser", stamped: String(row.user_id), history: false });
+        this.takePiece(data, { via: "browser", stamped: String(row.user_id), history });
         break;
       case EVENTS.serverMessage:
-        this.takePiece(data, { via: "python", stamped: null, history: false });
+        this.takePiece(data, { via: "python", stamped: null, history });
         break;
       case EVENTS.typing:
         this._typingFrom(row.user_id, data); // who is typing: the stamped sender only, never a claim

@@ -295,7 +295,9 @@ export class ProgressStore extends StoreBase {
     if (!(state.status === "done" && state.leave === false)) this.jobs.set(job, state);
     this._groups = null;
     this.generation += 1;
-    this._transition(state, before?.status);
+    // a state replayed by the server's channel history (issue 13) is shown, never notified again
+    if (row.history === true) state._history = true;
+    else this._transition(state, before?.status);
     this.emit("change");
   }
 

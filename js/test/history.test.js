@@ -149,3 +149,25 @@ describe("the kernel's _history with the server's rewind", () => {
     assert.deepEqual(store.log.toArray().map((r) => r.data.n), [0, 1, 2]);
   });
 });
+
+describe("stores take rewound rows", () => {
+  test("ProgressStore shows replayed states without notifying; ChatStore marks replayed messages", async () => {
+    const { ProgressStore } = await import("../src/progress.js");
+    const { ChatStore } = await import("../src/chat.js");
+    const model = new FakeModel({ _kind: "progress", jobs: {}, _groups: {}, notify: true });
+    const conn = { on: () => () => {}, channels: new Map() };
+    const board = new ProgressBoardProbe(ProgressStore, model, conn);
+    board.store.add({ event: "progress", channel: "p", history: true, data: { job: "a", n: 2, total: 2, status: "done", t: 1 } });
+    board.store.add({ event: "progress", channel: "p", data: { job: "b", n: 2, total: 2, status: "done", t: 2 } });
+    assert.deepEqual([...board.store.jobs.keys()], ["a", "b"]);
+    assert.equal(board.store.jobs.get("a")._history, true);
+    assert.deepEqual([...board.store._notified], ["b"]); // the replayed job is not announced again
+    void ChatStore;
+  });
+});
+
+class ProgressBoardProbe {
+  constructor(Store, model, conn) {
+    this.store = new Store(model, conn, { setTimeout: () => 0 });
+  }
+}
