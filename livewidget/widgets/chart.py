@@ -234,8 +234,10 @@ class LiveChart(LiveWidget):
     history:
         Events the server's channel history replays when subscribing, so a chart opened later (a
         new kernel, a second browser) starts with its window: a number of events or a
-        ``datetime.timedelta``; default: the window (its points, at most 1000 events, or its span
-        on a time axis); ``0``: none. Rewound rows are marked (``chart.df["history"]``).
+        ``datetime.timedelta``; default: the window's points (at most 1000 events) when ``x`` is
+        given, none on a receive-time axis (``x=None``: replayed events carry no publish time, so
+        they would all be drawn at the moment of subscribing); ``0``: none. Rewound rows are marked
+        (``chart.df["history"]``).
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``, ``host``...),
         ``authorize``, ``user``, ``record``...
@@ -332,13 +334,10 @@ class LiveChart(LiveWidget):
         # got the record first ignores the `points` messages it already covers (they race).
         self._extend_seq = 0
         default_title = f"{', '.join(fields)} · {', '.join(names)}"
-        if kwargs.get("history") is None:  # the window: its points, or its span on a time axis
-            if points:
-                kwargs["history"] = min(points, MAX_HISTORY)
-            elif span and x is None:
-                kwargs["history"] = _dt.timedelta(seconds=span)
-            else:
-                kwargs["history"] = MAX_HISTORY
+        if kwargs.get("history") is None:  # the window's points
+            # Not on a receive-time axis (x=None): a replayed event carries no publish time, so its
+            # points would all land at the moment of subscribing.
+            kwargs["history"] = 0 if x is None else min(points, MAX_HISTORY) if points else MAX_HISTORY
         super().__init__(
             channel,
             event,

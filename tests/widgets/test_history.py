@@ -82,13 +82,14 @@ def test_bad_history_is_refused_plainly(value, error, match, server, comms):
 
 
 def test_per_widget_defaults(server, comms):
-    """Feed 100, Chat 50, ProgressBoard 1000, LiveChart its window."""
+    """Feed 100, Chat 50, ProgressBoard 1000, LiveChart its window (none on a receive-time axis)."""
     made = [
         livewidget.Feed("hist-d", record=False, **creds(server)),
         livewidget.Chat("hist-d", record=False, **creds(server)),
         livewidget.ProgressBoard("hist-d", record=False, **creds(server)),
-        livewidget.LiveChart("hist-d", y="v", window=200, record=False, **creds(server)),
-        livewidget.LiveChart("hist-d", y="v", window="30s", record=False, **creds(server)),
+        livewidget.LiveChart("hist-d", x="step", y="v", window=200, record=False, **creds(server)),
+        livewidget.LiveChart("hist-d", x="step", y="v", window=5000, record=False, **creds(server)),
+        livewidget.LiveChart("hist-d", y="v", record=False, **creds(server)),  # receive time: none
         livewidget.LiveChart("hist-d", y="v", history=7, record=False, **creds(server)),
     ]
     try:
@@ -97,7 +98,8 @@ def test_per_widget_defaults(server, comms):
             {"count": 50},
             {"count": 1000},
             {"count": 200},
-            {"seconds": 30.0},
+            {"count": 1000},
+            {"count": 0},
             {"count": 7},
         ]
     finally:
@@ -113,9 +115,9 @@ def test_a_board_and_a_chart_opened_later_start_from_history(server, comms):
             state = {"job": job, "n": n, "total": 2, "status": "running" if n == 1 else status, "t": 1.0}
             client.trigger("hist-board", "progress", state)
     for i in range(20):
-        client.trigger("hist-chart", "m", {"v": i})
+        client.trigger("hist-chart", "m", {"step": i, "v": i})
     board = livewidget.ProgressBoard("hist-board", **creds(server))
-    chart = livewidget.LiveChart("hist-chart", y="v", window=10, **creds(server))
+    chart = livewidget.LiveChart("hist-chart", x="step", y="v", window=10, **creds(server))
     try:
         wait_for(lambda: len(board.df) == 2 and chart.total == 10)
         assert dict(zip(board.df["job"], board.df["status"], strict=True)) == {"a": "done", "b": "failed"}
