@@ -753,6 +753,7 @@ export class ProgressView extends ViewBase {
       this._attr(el, "data-n", String(num(state.n) ?? 0));
       this._attr(el, "data-total", num(state.total) === null ? "" : String(state.total));
       el.classList.toggle("lw-stale", stale);
+      el.classList.toggle("lw-history", state._history === true); // replayed by the channel's history
       const name = state.desc ? String(state.desc) : state.job;
       this._text(parts.name, name);
       parts.name.title = `${name}\njob ${state.job}${state.pid ? ` · pid ${state.pid}` : ""}`;
