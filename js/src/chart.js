@@ -21,6 +21,7 @@ const BACKFILL_MAGIC = "LWC1";
 const MISSING = -Infinity; // in the binary columns: the field was absent (NaN: present but unusable)
 const LIVE_MARGIN_MS = 250; // backfill rows this close to the first live event may be the same events
 const LIVE_KEYS = 32; // first live points remembered, to find where they begin in the kernel's record
+const REWOUND_KEYS = 2000; // rewound points remembered to skip them in the kernel's record
 const MAX_GROUPS = 200; // series groups (`by` values) drawn; points of further groups are skipped, said why
 const MAX_FIELDS_SEEN = 12; // field names of skipped points remembered, to name them
 const GROUP_CHARS = 120; // characters of a `by` value kept to name its series
@@ -207,6 +208,7 @@ export class ChartStore extends StoreBase {
     this.latestX = null; // the largest x seen
     this.liveFrom = null; // when this browser started receiving live (ms, its clock)
     this.firstLive = []; // keys of the first live points (pointKey), at most LIVE_KEYS
+    this.rewoundKeys = new Set(); // keys of points the server's rewind replayed (issue 13)
     this.seedUntil = -Infinity; // the newest kernel time taken from the record (ms)
   }
 
@@ -263,7 +265,13 @@ export class ChartStore extends StoreBase {
     if (!this.accepts(row.event)) return;
     if (this.liveFrom === null) this.liveFrom = row.t;
     let n = 0;
-    for (const point of pointsOf(row.data)) if (this.addPoint(point, row.t)) n += 1;
+    for (const point of pointsOf(row.data)) {
+      if (!this.addPoint(point, row.t)) continue;
+      n += 1;
+      // replayed by the server's channel history: the kernel's record has it too (seedBackfill skips it)
+      const last = this.pending[this.pending.length - 1];
+      if (row.rewound && last && this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(pointKey(last));
+    }
     this.received += n;
     if (n) this.meter.add(row.t, n);
     this.emit("change");
@@ -383,7 +391,7 @@ export class ChartStore extends StoreBase {
       const t = cols.t[r];
       if (!keep(t, r)) continue;
       const p = this._rowPoint(cols, r, index);
-      if (p === null) continue;
+      if (p === null || (this.rewoundKeys.size && this.rewoundKeys.has(pointKey(p)))) continue;
       this.pending.push(p);
       if (t > newest) newest = t;
       n += 1;

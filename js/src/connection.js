@@ -584,7 +584,7 @@ export class Connection extends Emitter {
     }
     if (info.resuming && d.complete === false) {
       // shown with the channel's problems, until it subscribes again
-      info.error = info.gap = `events sent while disconnected may be missing (history: ${d.reason})`;
+      info.error = info.gap = `events sent while offline may be missing (${d.reason})`;
     }
     info.resuming = false;
   }

@@ -339,13 +339,9 @@ export function stateLabel(conn) {
   return conn.historyState?.() === "unavailable" ? `${conn.state} · no history` : conn.state;
 }
 
-/** The header's tooltip about channel history: "" when not known yet. */
+/** The header's tooltip about channel history: "" unless the server keeps none. */
 export function historyTitle(conn) {
-  const state = conn.historyState?.();
-  if (state === "unavailable") {
-    return "channel history is not available on this server";
-  }
-  return state === "available" ? "channel history replayed (marked rows)" : "";
+  return conn.historyState?.() === "unavailable" ? "channel history is not available on this server" : "";
 }
 
 export class ViewBase {

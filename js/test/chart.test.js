@@ -413,6 +413,19 @@ describe("ChartStore seeding", () => {
     assert.deepEqual(store.xs, [...xs, 10]);
   });
 
+  test("points the server's rewind replayed are not taken again from the kernel's record (issue 13)", () => {
+    const { store, model } = bare();
+    // The kernel subscribed long ago (rewound 1..3 then heard 4); this browser rewound 2..4 now.
+    for (const step of [2, 3, 4]) {
+      store.addEvent({ t: T0, channel: "c", event: "p", data: { step, loss: step * 10 }, history: true, rewound: true });
+    }
+    const ts = [T0 - 60_000, T0 - 60_000, T0 - 60_000, T0 - 50_000];
+    const xs = [1, 2, 3, 4];
+    model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
+    store.flush();
+    assert.deepEqual(store.xs, [1, 2, 3, 4]); // 1 from the record, each of 2..4 once
+  });
+
   test("live points the kernel recorded well before this browser's clock says live are not doubled", () => {
     const { store, model } = bare();
     const ts = [T0 - 3000, T0 - 2500, T0 - 2000, T0 - 1500]; // a slow page: far more than the margin

@@ -83,7 +83,7 @@ describe("rewind", () => {
       stream_id: "s2",
       reason: "stream_reset",
     });
-    assert.match(conn.channels.get("sensors").error, /may be missing \(history: stream_reset\)/);
+    assert.match(conn.channels.get("sensors").error, /may be missing \(stream_reset\)/);
     assert.deepEqual(conn.channels.get("sensors").position, { serial: 0, stream_id: "s2" });
   });
 
