@@ -209,6 +209,7 @@ export class ChartStore extends StoreBase {
     this.liveFrom = null; // when this browser started receiving live (ms, its clock)
     this.firstLive = []; // keys of the first live points (pointKey), at most LIVE_KEYS
     this.rewoundKeys = new Set(); // keys of points the server's rewind replayed (issue 13)
+    this.seedKeys = new Set(); // keys of the newest points taken from the kernel's record (issue 13)
     this.seedUntil = -Infinity; // the newest kernel time taken from the record (ms)
   }
 
@@ -267,10 +268,18 @@ export class ChartStore extends StoreBase {
     let n = 0;
     for (const point of pointsOf(row.data)) {
       if (!this.addPoint(point, row.t)) continue;
-      n += 1;
-      // replayed by the server's channel history: the kernel's record has it too (seedBackfill skips it)
+      // Replayed by the server's channel history: the kernel's record has it too. Taken from the record
+      // already: dropped; else remembered, so that seedBackfill skips it.
       const last = this.pending[this.pending.length - 1];
-      if (row.rewound && last && this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(pointKey(last));
+      if (row.rewound && last) {
+        const key = pointKey(last);
+        if (this.seedKeys.has(key)) {
+          this.pending.pop();
+          continue;
+        }
+        if (this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(key);
+      }
+      n += 1;
     }
     this.received += n;
     if (n) this.meter.add(row.t, n);
@@ -392,6 +401,7 @@ export class ChartStore extends StoreBase {
       if (!keep(t, r)) continue;
       const p = this._rowPoint(cols, r, index);
       if (p === null || (this.rewoundKeys.size && this.rewoundKeys.has(pointKey(p)))) continue;
+      if (r >= cols.n - REWOUND_KEYS && this.seedKeys.size < 4 * REWOUND_KEYS) this.seedKeys.add(pointKey(p));
       this.pending.push(p);
       if (t > newest) newest = t;
       n += 1;

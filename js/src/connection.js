@@ -62,12 +62,9 @@ const PASSED_OPTIONS = [
 
 /** The `rewind` of the `_rewind` trait (`{count}` or `{seconds}`, from `history=`), or null. */
 export function initialRewind(value) {
-  if (!value || typeof value !== "object") return null;
   const out = {};
-  if (Number.isInteger(value.count) && value.count >= 0) out.count = value.count;
-  if (typeof value.seconds === "number" && Number.isFinite(value.seconds) && value.seconds >= 0) {
-    out.seconds = value.seconds;
-  }
+  if (Number.isInteger(value?.count) && value.count >= 0) out.count = value.count;
+  if (Number.isFinite(value?.seconds) && value.seconds >= 0) out.seconds = value.seconds;
   return Object.keys(out).length ? out : null;
 }
 
@@ -201,7 +198,7 @@ export class Connection extends Emitter {
     this.error = ""; // a connection-level problem to show (empty when none)
     this.socketId = null;
     /** name -> {state: subscribing|authorizing|subscribed|error, error, members, handler, history:
-     * "" (not known yet) | "available" | "unavailable", position: {serial, stream_id} | null, gap} */
+     * undefined (not known yet) | "available" | "unavailable", position: {serial, stream_id}?} */
     this.channels = new Map();
     this.pusher = null;
     this._pending = new Map(); // comm authorization requests: id -> {resolve, reject, timer, channel}
@@ -442,9 +439,8 @@ export class Connection extends Emitter {
   }
 
   _subscribe(name) {
+    // history fields (issue 13), unset until known: history, position, replaying, resuming, rewound, asked
     const info = { name, state: "subscribing", error: "", members: null, handler: null, channel: null };
-    Object.assign(info, { history: "", position: null, gap: "", replaying: false, resuming: false });
-    Object.assign(info, { rewound: false, asked: false, subscribedAt: 0 });
     this.channels.set(name, info);
     info.handler = (event, data) => this._onChannelEvent(name, info, event, data);
     info.channel = this.pusher.subscribe(name);
@@ -584,12 +580,12 @@ export class Connection extends Emitter {
     }
     if (info.resuming && d.complete === false) {
       // shown with the channel's problems, until it subscribes again
-      info.error = info.gap = `events sent while offline may be missing (${d.reason})`;
+      info.error = `events sent while offline may be missing (${d.reason})`;
     }
     info.resuming = false;
   }
 
-  /** "unavailable" when no subscribed channel's server keeps history, "available", or "" (not known). */
+  /** "unavailable" when no subscribed channel's server keeps history, "available", or "" (not known yet). */
   historyState() {
     let seen = "";
     const now = this.now();
@@ -597,7 +593,7 @@ export class Connection extends Emitter {
       if (info.history === "available") return "available";
       // a server with history answers the rewind right after subscription_succeeded; others never do
       const silent = info.asked && info.state === "subscribed" && now - info.subscribedAt >= REWIND_WAIT_MS;
-      if (info.history === "unavailable" || (info.history === "" && silent)) seen = "unavailable";
+      if (info.history === "unavailable" || (!info.history && silent)) seen = "unavailable";
     }
     return seen;
   }

@@ -100,6 +100,7 @@ export class FeedStore extends StoreBase {
     this.liveSince = null; // receive time of the first live event
     this.firstLive = []; // keys of the first live events (rowKey), at most LIVE_KEYS
     this.historyUntil = Number.NEGATIVE_INFINITY; // kernel time of the newest history row taken
+    this._seededAt = new Set(); // positions (positionKey) of the rows taken from `_history`
     this._seq = 0;
     this._filter = new Set();
   }
@@ -128,6 +129,8 @@ export class FeedStore extends StoreBase {
    */
   add(event) {
     if (!this.accepts(event.event)) return;
+    // replayed by the server's rewind, and already shown from the kernel's `_history`: the same position
+    if (event.serial !== undefined && this._seededAt.has(positionKey(event))) return;
     let after = this.log.newest(0)?.history === true;
     for (const row of unpackRows(event)) {
       if (after && !row.history) row.liveStart = true;
@@ -172,6 +175,7 @@ export class FeedStore extends StoreBase {
       if (rows.length === 0 && this.log.size === 0) return;
       for (const row of rows) row.seq = ++this._seq;
       this.log.reset(rows);
+      this._seededAt = new Set(rows.filter((r) => r.serial !== undefined).map(positionKey));
       this.seeded = Math.min(rows.length, this.log.capacity);
       this.historyUntil = rows.length ? rows[rows.length - 1].t : this.historyUntil;
       this.generation += 1;
@@ -192,6 +196,7 @@ export class FeedStore extends StoreBase {
     const firstLive = all.findIndex((row) => !row.history || row.rewound); // rewound: this view's own
     const at = firstLive < 0 ? all.length : firstLive;
     const merged = [...all.slice(0, at), ...missed, ...all.slice(at)];
+    for (const row of missed) if (row.serial !== undefined) this._seededAt.add(positionKey(row));
     for (const row of merged) row.seq = ++this._seq; // the log's order, renumbered
     this.log.reset(merged);
     this.seeded += missed.length;

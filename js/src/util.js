@@ -341,7 +341,7 @@ export function stateLabel(conn) {
 
 /** The header's tooltip about channel history: "" unless the server keeps none. */
 export function historyTitle(conn) {
-  return conn.historyState?.() === "unavailable" ? "channel history is not available on this server" : "";
+  return conn.historyState?.() === "unavailable" ? "this server keeps no channel history" : "";
 }
 
 export class ViewBase {

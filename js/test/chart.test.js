@@ -424,6 +424,15 @@ describe("ChartStore seeding", () => {
     model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
     store.flush();
     assert.deepEqual(store.xs, [1, 2, 3, 4]); // 1 from the record, each of 2..4 once
+
+    // the other order: the record first, then the rewind replays some of it
+    const later = bare();
+    later.model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
+    for (const step of [3, 4, 5]) {
+      later.store.addEvent({ t: T0, channel: "c", event: "p", data: { step, loss: step * 10 }, history: true, rewound: true });
+    }
+    later.store.flush();
+    assert.deepEqual(later.store.xs, [1, 2, 3, 4, 5]);
   });
 
   test("live points the kernel recorded well before this browser's clock says live are not doubled", () => {

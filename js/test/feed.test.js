@@ -369,13 +369,21 @@ describe("FeedView", () => {
     assert.equal(root.querySelector(".lw-state-text").textContent, "connected");
   });
 
+  test("rows both in the kernel's _history and the rewind are shown once, whichever comes first", () => {
+    const item = (n) => ({ t: T0 - 100 + n, channel: "sensors", event: "e", data: { n }, serial: n, stream_id: "s" });
+    const s = session({ _rewind: { count: 100 }, _history: historyBytes([item(1), item(2)]) });
+    for (const n of [1, 2, 3]) s.pusher.deliverRaw("sensors", "e", { n }, { serial: n, stream_id: "s" });
+    assert.deepEqual(s.store.log.toArray().map((r) => r.data.n), [1, 2, 3]);
+    assert.equal(s.store.received, 1);
+  });
+
   test("a server without history: the header says so", () => {
     const s = session({ _rewind: { count: 100 } });
     const { root, frames } = view(s);
     s.pusher.deliverRaw("sensors", "e", { n: 1 }); // no position
     frames.frame();
     assert.equal(root.querySelector(".lw-state-text").textContent, "connected · no history");
-    assert.match(root.querySelector(".lw-state").title, /not available on this server/);
+    assert.match(root.querySelector(".lw-state").title, /keeps no channel history/);
   });
 
   test("paints the history rows it is seeded with", () => {
