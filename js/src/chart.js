@@ -209,7 +209,7 @@ export class ChartStore extends StoreBase {
     this.liveFrom = null; // when this browser started receiving live (ms, its clock)
     this.firstLive = []; // keys of the first live points (pointKey), at most LIVE_KEYS
     this.rewoundKeys = new Set(); // keys of points the server's rewind replayed (issue 13)
-    this.seedKeys = new Set(); // keys of the newest points taken from the kernel's record (issue 13)
+    this.tookRecord = false; // a `_backfill` was taken (issue 13: rewound rows then add nothing)
     this.seedUntil = -Infinity; // the newest kernel time taken from the record (ms)
   }
 
@@ -263,23 +263,17 @@ export class ChartStore extends StoreBase {
 
   /** A live event from the connection: `{t, channel, event, data}`; its data is one point or a list. */
   addEvent(row) {
-    if (!this.accepts(row.event)) return;
+    // Replayed by the server's channel history (issue 13) after the kernel's record was taken: the
+    // kernel rewound the same history, so the record has these points (and their skipped counts).
+    if (!this.accepts(row.event) || (row.rewound && this.tookRecord)) return;
     if (this.liveFrom === null) this.liveFrom = row.t;
     let n = 0;
     for (const point of pointsOf(row.data)) {
       if (!this.addPoint(point, row.t)) continue;
-      // Replayed by the server's channel history: the kernel's record has it too. Taken from the record
-      // already: dropped; else remembered, so that seedBackfill skips it.
-      const last = this.pending[this.pending.length - 1];
-      if (row.rewound && last) {
-        const key = pointKey(last);
-        if (this.seedKeys.has(key)) {
-          this.pending.pop();
-          continue;
-        }
-        if (this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(key);
-      }
       n += 1;
+      // replayed by the server's channel history: the kernel's record has it too (seedBackfill skips it)
+      const last = this.pending[this.pending.length - 1];
+      if (row.rewound && last && this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(pointKey(last));
     }
     this.received += n;
     if (n) this.meter.add(row.t, n);
@@ -401,7 +395,6 @@ export class ChartStore extends StoreBase {
       if (!keep(t, r)) continue;
       const p = this._rowPoint(cols, r, index);
       if (p === null || (this.rewoundKeys.size && this.rewoundKeys.has(pointKey(p)))) continue;
-      if (r >= cols.n - REWOUND_KEYS && this.seedKeys.size < 4 * REWOUND_KEYS) this.seedKeys.add(pointKey(p));
       this.pending.push(p);
       if (t > newest) newest = t;
       n += 1;
@@ -469,6 +462,7 @@ export class ChartStore extends StoreBase {
   seedBackfill() {
     const cols = decodeColumns(this.model.get("_backfill"));
     if (!cols || cols.n === 0) return;
+    this.tookRecord = true;
     const since = this.seedUntil;
     // Where the live points begin in the record, when it shows them: exactly what was missed. Else (no
     // live point yet, or not recorded yet) a time bound, with a margin for events still on their way.

@@ -425,14 +425,18 @@ describe("ChartStore seeding", () => {
     store.flush();
     assert.deepEqual(store.xs, [1, 2, 3, 4]); // 1 from the record, each of 2..4 once
 
-    // the other order: the record first, then the rewind replays some of it
+    // the other order: the record first; the rewind replays what the kernel rewound too (its record has
+    // it, or its next refresh will): nothing is added twice, skipped points are not counted twice
     const later = bare();
-    later.model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
-    for (const step of [3, 4, 5]) {
-      later.store.addEvent({ t: T0, channel: "c", event: "p", data: { step, loss: step * 10 }, history: true, rewound: true });
+    const record = (n) => encodeColumns({ t: ts.slice(0, n), x: xs.slice(0, n), ys: [xs.slice(0, n).map((x) => x * 10)], fields: ["loss"] });
+    later.model.set("_backfill", record(3));
+    for (const data of [{ step: 3, loss: 30 }, { nostep: 1 }, { step: 4, loss: 40 }]) {
+      later.store.addEvent({ t: T0, channel: "c", event: "p", data, history: true, rewound: true });
     }
+    later.model.set("_backfill", record(4));
     later.store.flush();
-    assert.deepEqual(later.store.xs, [1, 2, 3, 4, 5]);
+    assert.deepEqual(later.store.xs, [1, 2, 3, 4]);
+    assert.equal(later.store.problems, 0);
   });
 
   test("live points the kernel recorded well before this browser's clock says live are not doubled", () => {
