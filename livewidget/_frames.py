@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BASE_COLUMNS", "EventStore", "flatten", "records", "table"]
 
-BASE_COLUMNS = ("time", "channel", "event", "user_id", "data")
+BASE_COLUMNS = ("time", "channel", "event", "user_id", "data", "history")
 _CODED = ("channel", "event", "user_id")  # few distinct values: stored as codes, built as categoricals
 MAX_DATA_COLUMNS = 256  # beyond this many distinct keys, new keys stay only in the `data` column
 _NAN = float("nan")  # the gap in data columns: a missing value for pandas whatever the column's type
@@ -64,8 +64,11 @@ class EventStore:
     def __len__(self) -> int:
         return len(self._base["time"])
 
-    def append(self, t: float, channel: str | None, event: str, data: Any, user_id: str | None) -> None:
-        """Record one event received at ``t`` (seconds since the epoch)."""
+    def append(
+        self, t: float, channel: str | None, event: str, data: Any, user_id: str | None, history: bool = False
+    ) -> None:
+        """Record one event received at ``t`` (seconds since the epoch); ``history``: replayed from the
+        channel's history when subscribing, not heard live."""
         fields = flatten(data) if isinstance(data, dict) else None
         with self._lock:
             n = len(self._base["time"])
@@ -81,6 +84,7 @@ class EventStore:
                     code = table[label] = len(table)
                 base[name].append(code)
             base["data"].append(data)
+            base["history"].append(history)
             extra = self._extra
             kinds = self._kinds
             row: dict[str, Any] = {}
@@ -128,7 +132,8 @@ class EventStore:
         return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
 
     def to_frame(self) -> pd.DataFrame:
-        """A DataFrame: time (UTC), channel, event, user_id, data, then one column per data field."""
+        """A DataFrame: time (UTC), channel, event, user_id, data, history (True for rewound events),
+        then one column per data field."""
         import numpy as np
         import pandas as pd
 
@@ -140,6 +145,7 @@ class EventStore:
                 for name in _CODED
             }
             data = np.fromiter(self._base["data"], dtype=object, count=n)
+            history = np.fromiter(self._base["history"], dtype=bool, count=n)
             extra = {
                 name: np.fromiter(col, dtype=_DTYPES[self._kinds[name]], count=n)
                 for name, col in self._extra.items()
@@ -150,6 +156,7 @@ class EventStore:
             # code 0 is None: pandas spells a missing category as -1
             columns[name] = pd.Categorical.from_codes(codes - 1, values[1:])
         columns["data"] = data
+        columns["history"] = history
         columns.update(extra)
         return pd.DataFrame(columns, copy=False)
 

@@ -10,6 +10,11 @@ cannot be decoded is still handed on (its ``error`` says why, ``data`` is the ra
 unexpected failure closes the connection and reconnects with backoff. Only a refusal by the server
 (close codes 4000-4099) ends it, as ``failed``. With the embedded server, a daemon that died is
 started again on the same port (:func:`livewidget._embedded.revive`).
+
+With a server that keeps channel history, ``rewind`` replays the channel's recent events first
+(handed on with ``history=True``), and every resubscription after a reconnection (a network drop, a
+server restart) resumes from the last event heard: no gap, no duplicate. When the server could not
+resume that far back, the ``warning`` status says so, once per channel.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import aiohttp
 from ._check import scrub
 from ._config import Settings
 from ._loop import io_loop, submit
-from .protocol.client import BAD_FRAME, PROTOCOL_ERROR, ClientEvent, ClientProtocol, ClientState
+from .protocol.client import BAD_FRAME, HISTORY_GAP, PROTOCOL_ERROR, ClientEvent, ClientProtocol, ClientState
 
 __all__ = ["Receiver"]
 
@@ -58,6 +63,9 @@ class Receiver:
     on_internal:
         Called with each ``pusher:subscription_succeeded``, ``pusher:member_added`` and
         ``pusher:member_removed`` event (presence bookkeeping), on the I/O thread.
+    rewind:
+        ``{"count": n}`` or ``{"seconds": s}``: history to replay when first subscribing (servers
+        with history; others ignore it).
     """
 
     def __init__(
@@ -69,11 +77,12 @@ class Receiver:
         *,
         user: dict[str, Any] | None = None,
         on_internal: Callable[[ClientEvent], None] | None = None,
+        rewind: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.protocol = ClientProtocol(settings.key, settings.secret, user=user)
         for channel in channels:
-            self.protocol.subscribe(channel)
+            self.protocol.subscribe(channel, rewind)
         self._on_event = on_event
         self._on_status = on_status or (lambda state, detail: None)
         self._says_status = on_status is not None  # else warnings go to the log
@@ -85,6 +94,7 @@ class Receiver:
         self.undecodable = 0  # events and frames that could not be decoded
         self.callback_failures = 0  # events whose on_event raised
         self._was_connected = False
+        self._gaps: set[str] = set()  # channels whose missed events could not all be recovered (said once)
 
     def start(self) -> Receiver:
         """Start on the shared I/O loop; returns at once."""
@@ -188,6 +198,20 @@ class Receiver:
                     self._on_internal(event)
                 except Exception:
                     log.exception("internal event callback failed")
+            return
+        if event.event == HISTORY_GAP:
+            if event.channel not in self._gaps:
+                self._gaps.add(event.channel or "")
+                data = event.data if isinstance(event.data, dict) else {}
+                reasons = {"truncated": "history did not reach back that far"}
+                reasons["stream_reset"] = "its history was lost"
+                reason = reasons.get(str(data.get("reason")), str(data.get("reason", "unknown")))
+                detail = f"{event.channel}: events sent while disconnected may be missing ({reason})"
+                log.log(logging.DEBUG if self._says_status else logging.WARNING, "%s", detail)
+                try:  # a warning leaves the connection state as it is
+                    self._on_status("warning", detail)
+                except Exception:
+                    log.exception("status callback failed")
             return
         if event.event.startswith(("pusher:", "livewidget:")):
             return

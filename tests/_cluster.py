@@ -161,6 +161,7 @@ class Node:
         cmd = [sys.executable, "-m", "livewidget", "serve", "--port", str(self.port), "-v", *args]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEWIDGET_")}
+        env["LIVEWIDGET_DATA_DIR"] = os.environ["LIVEWIDGET_DATA_DIR"]  # never the user's own
         start = len(self.log_text())
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         log.close()

@@ -198,3 +198,38 @@ def test_a_malformed_runtime_file_is_as_if_no_server_ran(runtime, content):
     assert _embedded.read_info() is None
     s = _config.resolve()
     assert s.source == "embedded" and s.port and _embedded.read_info() is not None
+
+
+@pytest.mark.timeout(90)
+def test_a_receiver_recovers_what_was_published_while_the_daemon_was_dead(runtime, tmp_path, monkeypatch):
+    """SIGKILL the daemon; events published meanwhile (which start it again, on its SQLite history) reach
+    the kernel receiver once each, in order: it resubscribes from its last position (issue 13)."""
+    import livewidget
+    from livewidget.receiver import Receiver
+
+    monkeypatch.setenv("LIVEWIDGET_DATA_DIR", str(tmp_path / "data"))
+    settings = _config.resolve()
+    got: list[tuple[object, int | None]] = []
+    receiver = Receiver(settings, ["revive-h"], lambda e: got.append((e.data, e.serial))).start()
+    try:
+        _wait(lambda: receiver.state == "connected" and all(receiver.protocol.channels.values()))
+        livewidget.publish("revive-h", "e", {"n": 1}, wait=True)
+        _wait(lambda: len(got) == 1)
+        first = _embedded.read_info()
+        assert first is not None
+        _kill(int(first["pid"]))
+        from livewidget._publish import _default_publisher
+
+        pub = _default_publisher(_config.resolve())
+        for n in (2, 3):  # the publisher starts the daemon again; the receiver may not be back yet
+            livewidget.publish("revive-h", "e", {"n": n})
+        pub.flush(30)
+        assert pub.errors == []
+        _wait(lambda: receiver.state == "connected" and len(got) >= 3, 30)
+        livewidget.publish("revive-h", "e", {"n": 4}, wait=True)
+        _wait(lambda: len(got) >= 4)
+        time.sleep(0.3)  # a duplicate would arrive now
+        assert [data for data, _ in got] == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
+        assert [serial for _, serial in got] == [1, 2, 3, 4]
+    finally:
+        receiver.stop()

@@ -26,7 +26,7 @@ def test_columns_stay_aligned_with_new_and_missing_keys():
     store.append(2.0, "c", "e", "text", "u1")
     store.append(3.0, "d", "f", {"b": "x", "a": 3.5}, None)
     df = store.to_frame()
-    assert list(df.columns) == ["time", "channel", "event", "user_id", "data", "a", "b"]
+    assert list(df.columns) == ["time", "channel", "event", "user_id", "data", "history", "a", "b"]
     assert math.isnan(df["a"][1]) and df["a"][2] == 3.5
     assert df["b"].isna().tolist() == [True, True, False] and df["b"][2] == "x"
     assert list(df["user_id"].astype(object).where(df["user_id"].notna(), None)) == [None, "u1", None]
@@ -59,4 +59,4 @@ def test_bounded_rows_drop_oldest():
 
 def test_empty_frame_has_the_base_columns():
     """An empty store still gives the base columns."""
-    assert list(EventStore().to_frame().columns) == ["time", "channel", "event", "user_id", "data"]
+    assert list(EventStore().to_frame().columns) == ["time", "channel", "event", "user_id", "data", "history"]

@@ -13,7 +13,7 @@
 // and counted. Both counts are shown, and nothing a publisher sends can break the chart.
 
 import uPlotDefault from "uplot";
-import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase } from "./util.js";
+import { bytesToText, formatRate, h, labelText, plural, RateMeter, StoreBase, ViewBase, stateLabel, historyTitle } from "./util.js";
 
 export const MAX_POINTS = 1_000_000; // hard cap of points kept per model, whatever the window
 const RATE_REFRESH_MS = 500;
@@ -21,6 +21,7 @@ const BACKFILL_MAGIC = "LWC1";
 const MISSING = -Infinity; // in the binary columns: the field was absent (NaN: present but unusable)
 const LIVE_MARGIN_MS = 250; // backfill rows this close to the first live event may be the same events
 const LIVE_KEYS = 32; // first live points remembered, to find where they begin in the kernel's record
+const REWOUND_KEYS = 2000; // rewound points remembered to skip them in the kernel's record
 const MAX_GROUPS = 200; // series groups (`by` values) drawn; points of further groups are skipped, said why
 const MAX_FIELDS_SEEN = 12; // field names of skipped points remembered, to name them
 const GROUP_CHARS = 120; // characters of a `by` value kept to name its series
@@ -207,6 +208,8 @@ export class ChartStore extends StoreBase {
     this.latestX = null; // the largest x seen
     this.liveFrom = null; // when this browser started receiving live (ms, its clock)
     this.firstLive = []; // keys of the first live points (pointKey), at most LIVE_KEYS
+    this.rewoundKeys = new Set(); // keys of points the server's rewind replayed (issue 13)
+    this.tookRecord = false; // a `_backfill` was taken (issue 13: rewound rows then add nothing)
     this.seedUntil = -Infinity; // the newest kernel time taken from the record (ms)
   }
 
@@ -260,10 +263,18 @@ export class ChartStore extends StoreBase {
 
   /** A live event from the connection: `{t, channel, event, data}`; its data is one point or a list. */
   addEvent(row) {
-    if (!this.accepts(row.event)) return;
+    // Replayed by the server's channel history (issue 13) after the kernel's record was taken: the
+    // kernel rewound the same history, so the record has these points (and their skipped counts).
+    if (!this.accepts(row.event) || (row.rewound && this.tookRecord)) return;
     if (this.liveFrom === null) this.liveFrom = row.t;
     let n = 0;
-    for (const point of pointsOf(row.data)) if (this.addPoint(point, row.t)) n += 1;
+    for (const point of pointsOf(row.data)) {
+      if (!this.addPoint(point, row.t)) continue;
+      n += 1;
+      // replayed by the server's channel history: the kernel's record has it too (seedBackfill skips it)
+      const last = this.pending[this.pending.length - 1];
+      if (row.rewound && last && this.rewoundKeys.size < REWOUND_KEYS) this.rewoundKeys.add(pointKey(last));
+    }
     this.received += n;
     if (n) this.meter.add(row.t, n);
     this.emit("change");
@@ -383,7 +394,7 @@ export class ChartStore extends StoreBase {
       const t = cols.t[r];
       if (!keep(t, r)) continue;
       const p = this._rowPoint(cols, r, index);
-      if (p === null) continue;
+      if (p === null || (this.rewoundKeys.size && this.rewoundKeys.has(pointKey(p)))) continue;
       this.pending.push(p);
       if (t > newest) newest = t;
       n += 1;
@@ -451,6 +462,7 @@ export class ChartStore extends StoreBase {
   seedBackfill() {
     const cols = decodeColumns(this.model.get("_backfill"));
     if (!cols || cols.n === 0) return;
+    this.tookRecord = true;
     const since = this.seedUntil;
     // Where the live points begin in the record, when it shows them: exactly what was missed. Else (no
     // live point yet, or not recorded yet) a time bound, with a margin for events still on their way.
@@ -1002,7 +1014,8 @@ export class ChartView extends ViewBase {
   _paintHeader() {
     const { conn, model } = this;
     this._attr(this.stateEl, "data-state", conn.state);
-    this._text("state", this.stateText, conn.state);
+    this._text("state", this.stateText, stateLabel(conn));
+    this._attr(this.stateEl, "title", historyTitle(conn) || null);
     this._text("title", this.titleEl, model.get("title") || "");
     const status = model.get("status") || "";
     this._attr(this.kernelEl, "data-state", status);

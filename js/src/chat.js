@@ -11,7 +11,7 @@
 // in livewidget/widgets/chat.py.
 
 import { renderMarkdown } from "./markdown.js";
-import { decodeJsonLines, h, labelText, StoreBase, ViewBase } from "./util.js";
+import { decodeJsonLines, h, historyTitle, labelText, stateLabel, StoreBase, ViewBase } from "./util.js";
 
 export const EVENTS = {
   message: "client-chat-message",
@@ -312,14 +312,18 @@ export class ChatStore extends StoreBase {
     if (this._closed || row.channel !== this.channelName) return;
     const data = row.data;
     if (!data || typeof data !== "object") return;
+    // Replayed by the server's channel history (issue 13): messages are marked; past typing, history
+    // requests and answers are long settled.
+    const history = row.history === true;
+    if (history && row.event !== EVENTS.message && row.event !== EVENTS.serverMessage) return;
     switch (row.event) {
       case EVENTS.message:
         // A client event always carries the sender the server stamped; without it, it is not one.
         if (row.user_id === undefined || row.user_id === null) return;
-        this.takePiece(data, { via: "browser", stamped: String(row.user_id), history: false });
+        this.takePiece(data, { via: "browser", stamped: String(row.user_id), history });
         break;
       case EVENTS.serverMessage:
-        this.takePiece(data, { via: "python", stamped: null, history: false });
+        this.takePiece(data, { via: "python", stamped: null, history });
         break;
       case EVENTS.typing:
         this._typingFrom(row.user_id, data); // who is typing: the stamped sender only, never a claim
@@ -806,7 +810,8 @@ export class ChatView extends ViewBase {
   _paintHeader() {
     const { conn, store, model, doc } = this;
     if (this.stateEl.getAttribute("data-state") !== conn.state) this.stateEl.setAttribute("data-state", conn.state);
-    this.stateEl.title = `this browser's connection: ${conn.state}`;
+    const note = historyTitle(conn);
+    this.stateEl.title = `this browser's connection: ${stateLabel(conn)}${note ? `\n${note}` : ""}`;
     this._text("title", this.titleEl, model.get("title") || `# ${model.get("room") || ""}`);
     const members = store.members;
     this._text("count", this.countEl, String(members.length));

@@ -20,6 +20,17 @@
 // (a server without this app key refuses with 4001). A candidate that does not connect within
 // ROUTE_TRIAL_MS gives way to the next; the last one keeps retrying (pusher-js's own backoff).
 // The route taken is `conn.route`, reported to the kernel as the `route` trait.
+//
+// Channel history (issue 13; README "Channel history"). pusher-js stays unmodified: its
+// `send_event("pusher:subscribe", ...)` is wrapped to add the optional `rewind` field (the `_rewind`
+// trait on the first subscription, then `{serial, stream_id}` of the last event heard, with the first
+// rewind as the fallback), and the position of each event (top-level `serial`/`stream_id`, which
+// pusher-js drops when decoding) is read from the raw frame its transport emits right after the
+// channel's listeners ran: an event's row is held until then. Rows replayed by the first rewind
+// (before `pusher:rewind_complete`) are marked `history: true, rewound: true`; a row at or before the
+// last position is a duplicate and is dropped. A server without history (hosted Pusher, Soketi) sends
+// no positions and no `pusher:rewind_complete`: the channel's `history` is then "unavailable" and
+// everything works as without it.
 
 import { Emitter } from "./util.js";
 
@@ -29,6 +40,8 @@ export const CONNECTION_STATES = ["connecting", "connected", "unavailable", "fai
 const AUTH_TIMEOUT_MS = 30_000; // waiting for the kernel's comm answer (it comes when the cell ends)
 const FETCH_TIMEOUT_MS = 10_000; // waiting for the kernel's HTTP endpoint before trying the comm
 const ROUTE_TRIAL_MS = 8_000; // a candidate route that is not confirmed by then gives way to the next
+const REWIND_WAIT_MS = 3_000; // no pusher:rewind_complete by then after subscribing: no history there
+const POSITION_TAIL = /,"serial":(\d{1,15}),"stream_id":"([^"\\]{1,64})"\}$/;
 
 // pusher-js options that may come through `_connection` (see LiveWidget._connection).
 const PASSED_OPTIONS = [
@@ -46,6 +59,14 @@ const PASSED_OPTIONS = [
   "pongTimeout",
   "unavailableTimeout",
 ];
+
+/** The `rewind` of the `_rewind` trait (`{count}` or `{seconds}`, from `history=`), or null. */
+export function initialRewind(value) {
+  const out = {};
+  if (Number.isInteger(value?.count) && value.count >= 0) out.count = value.count;
+  if (Number.isFinite(value?.seconds) && value.seconds >= 0) out.seconds = value.seconds;
+  return Object.keys(out).length ? out : null;
+}
 
 /** The endpoint could not be reached at all (as opposed to answering with an error). */
 class Unreachable extends Error {}
@@ -176,13 +197,16 @@ export class Connection extends Emitter {
     this.state = "connecting";
     this.error = ""; // a connection-level problem to show (empty when none)
     this.socketId = null;
-    /** name -> {state: subscribing|authorizing|subscribed|error, error, members, handler} */
+    /** name -> {state: subscribing|authorizing|subscribed|error, error, members, handler, history:
+     * undefined (not known yet) | "available" | "unavailable", position: {serial, stream_id}?} */
     this.channels = new Map();
     this.pusher = null;
     this._pending = new Map(); // comm authorization requests: id -> {resolve, reject, timer, channel}
     this._late = new Map(); // timed-out comm requests: id -> channel, resubscribed if answered later
     this._seq = 0;
     this._lastRow = null; // the row just emitted, for the user_id that bind_global does not pass
+    this._held = null; // a row waiting for its raw frame (its position), see _onRaw
+    this._rawTransport = null; // the pusher-js transport whose raw frames we read
     this._closed = false;
     this._bound = null; // our callbacks on pusher.connection, unbound on close
     this._onChannels = () => this.syncChannels();
@@ -277,11 +301,15 @@ export class Connection extends Emitter {
       this._fail(`cannot start pusher-js: ${messageOf(err)}`);
       return;
     }
+    this._hookRewind(this.pusher);
     const connection = this.pusher.connection;
     this._bound = {
       state_change: ({ current }) => {
-        if (current === "connected") this._confirm(candidate);
-        else if ((current === "unavailable" || current === "failed") && !this.route && !this._isLast()) {
+        if (current !== "connected") this._flushHeld();
+        if (current === "connected") {
+          this._attachRaw();
+          this._confirm(candidate);
+        } else if ((current === "unavailable" || current === "failed") && !this.route && !this._isLast()) {
           this._giveUp();
           return;
         }
@@ -306,7 +334,10 @@ export class Connection extends Emitter {
         if (!this.route) this._giveUp();
       }, this.deps.routeTrialMs ?? ROUTE_TRIAL_MS);
     }
-    if (connection.state === "connected") this._confirm(candidate);
+    if (connection.state === "connected") {
+      this._attachRaw();
+      this._confirm(candidate);
+    }
     this._setState(connection.state);
     this.syncChannels();
   }
@@ -408,7 +439,8 @@ export class Connection extends Emitter {
   }
 
   _subscribe(name) {
-    const info = { state: "subscribing", error: "", members: null, handler: null, channel: null };
+    // history fields (issue 13), unset until known: history, position, replaying, resuming, rewound, asked
+    const info = { name, state: "subscribing", error: "", members: null, handler: null, channel: null };
     this.channels.set(name, info);
     info.handler = (event, data) => this._onChannelEvent(name, info, event, data);
     info.channel = this.pusher.subscribe(name);
@@ -429,9 +461,141 @@ export class Connection extends Emitter {
       this._onInternal(info, event, data);
       return;
     }
+    this._flushHeld();
     const row = { t: this.now(), channel: name, event, data, user_id: null };
     this._lastRow = row;
-    this.emit("event", row);
+    const transport = this.pusher?.connection?.connection?.transport;
+    if (transport && transport === this._rawTransport) this._held = { row, info };
+    else this.emit("event", row);
+  }
+
+  // ------------------------------------------------------------------ channel history (issue 13)
+
+  /** Add `rewind` to each pusher:subscribe pusher-js sends (its own resubscriptions included). */
+  _hookRewind(pusher) {
+    if (typeof pusher.send_event !== "function") return;
+    const send = pusher.send_event.bind(pusher);
+    pusher.send_event = (name, data, channel) => {
+      if (name === "pusher:subscribe" && data && typeof data.channel === "string") {
+        const rewind = this._rewindFor(data.channel);
+        if (rewind) data = { ...data, rewind };
+      }
+      return send(name, data, channel);
+    };
+  }
+
+  /** What to ask for when (re)subscribing to `name`: after the last position, else the first rewind. */
+  _rewindFor(name) {
+    const info = this.channels.get(name);
+    if (!info || info.history === "unavailable") return null;
+    const initial = initialRewind(this.model.get("_rewind"));
+    info.replaying = false;
+    info.resuming = false;
+    info.asked = true;
+    if (info.position) {
+      info.resuming = true;
+      return { ...(initial || {}), serial: info.position.serial, stream_id: info.position.stream_id };
+    }
+    if (!initial) return null;
+    info.replaying = !info.rewound;
+    return initial;
+  }
+
+  /** Read the raw frames of the current transport (pusher-js drops `serial`/`stream_id` decoding them). */
+  _attachRaw() {
+    const transport = this.pusher?.connection?.connection?.transport;
+    if (!transport || transport === this._rawTransport || typeof transport.bind !== "function") return;
+    this._rawTransport = transport;
+    transport.bind("message", (ev) => {
+      if (this._rawTransport === transport) this._onRaw(ev?.data);
+    });
+  }
+
+  /** The raw frame of the event whose row is held (the transport emits it after pusher-js is done). */
+  _onRaw(text) {
+    const held = this._held;
+    if (!held) return;
+    this._held = null;
+    const msg = this._frameFields(text);
+    const { row, info } = held;
+    // the raw frame is the held row's own (same task); a decoded one also names it
+    const same = msg && (msg.tail || (msg.channel === row.channel && msg.event === row.event));
+    if (same && !this._position(info, row, msg)) return;
+    if (this.channels.get(row.channel) === info) this.emit("event", row);
+  }
+
+  /** `{channel, event, serial, stream_id}` of a raw frame, or null. */
+  _frameFields(text) {
+    if (typeof text !== "string") return null;
+    // The embedded server ends each frame with its position: read it without decoding the data again.
+    const tail = POSITION_TAIL.exec(text.length > 200 ? text.slice(-200) : text);
+    if (tail) return { tail: true, serial: Number(tail[1]), stream_id: tail[2] };
+    if (!text.includes('"serial"')) return { tail: true }; // no position: a server without history
+    try {
+      return JSON.parse(text); // another server's field order
+    } catch {
+      return null; // nested too deep to decode again: the row goes on without its position
+    }
+  }
+
+  _flushHeld() {
+    const held = this._held;
+    this._held = null;
+    if (held && this.channels.get(held.row.channel) === held.info) this.emit("event", held.row);
+  }
+
+  /** Take the event's position; false when it was heard already (a duplicate, dropped). */
+  _position(info, row, msg) {
+    const { serial, stream_id: streamId } = msg;
+    if (!Number.isInteger(serial) || typeof streamId !== "string") {
+      if (info.history !== "unavailable") {
+        info.history = "unavailable"; // events without positions: this server keeps no history
+        info.replaying = false;
+        this.emit("change");
+      }
+      return true;
+    }
+    const known = info.position;
+    if (known && known.stream_id === streamId && serial <= known.serial) return false;
+    info.position = { serial, stream_id: streamId };
+    row.serial = serial;
+    row.stream_id = streamId;
+    if (info.replaying) {
+      row.history = true;
+      row.rewound = true;
+    }
+    return true;
+  }
+
+  _rewindComplete(info, data) {
+    const d = data && typeof data === "object" ? data : {};
+    info.replaying = false;
+    info.rewound = true;
+    info.history = "available";
+    const known = info.position;
+    if (Number.isInteger(d.serial) && typeof d.stream_id === "string") {
+      if (!known || known.stream_id !== d.stream_id || d.serial > known.serial) {
+        info.position = { serial: d.serial, stream_id: d.stream_id }; // a new stream: go on from there
+      }
+    }
+    if (info.resuming && d.complete === false) {
+      // shown with the channel's problems, until it subscribes again
+      info.error = `events sent while offline may be missing (${d.reason})`;
+    }
+    info.resuming = false;
+  }
+
+  /** "unavailable" when no subscribed channel's server keeps history, "available", or "" (not known yet). */
+  historyState() {
+    let seen = "";
+    const now = this.now();
+    for (const info of this.channels.values()) {
+      if (info.history === "available") return "available";
+      // a server with history answers the rewind right after subscription_succeeded; others never do
+      const silent = info.asked && info.state === "subscribed" && now - info.subscribedAt >= REWIND_WAIT_MS;
+      if (info.history === "unavailable" || (!info.history && silent)) seen = "unavailable";
+    }
+    return seen;
   }
 
   _onInternal(info, event, data) {
@@ -441,6 +605,11 @@ export class Connection extends Emitter {
         info.state = "subscribed";
         info.error = "";
         if (members && typeof members.count === "number") info.members = members.count;
+        info.subscribedAt = this.now(); // for historyState: a rewind is answered right away, or never
+        break;
+      case "pusher:rewind_complete":
+        this._rewindComplete(info, data);
+        this.emit("rewound", { channel: info.name, ...(data && typeof data === "object" ? data : {}) });
         break;
       case "pusher:subscription_error":
         info.state = "error";

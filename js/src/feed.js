@@ -18,6 +18,8 @@ import {
   RateMeter,
   RingBuffer,
   StoreBase,
+  stateLabel,
+  historyTitle,
   truncate,
   ViewBase,
 } from "./util.js";
@@ -41,6 +43,11 @@ const KEY_CHARS = 4000; // data in a row's identity (rowKey)
 function rowKey(row) {
   // Bounded text, not JSON.stringify: data nested thousands deep would throw (and a huge value cost).
   return `${row.channel}\u0001${row.event}\u0001${formatJson(row.data ?? null, { maxChars: KEY_CHARS })}`;
+}
+
+/** A row's position in its channel (servers with history): the same event has the same key everywhere. */
+function positionKey(row) {
+  return `${row.channel}\u0001${row.stream_id}\u0001${row.serial}`;
 }
 
 /** The index in `rows` where the live events (`live`: their keys, in order) begin, or -1. */
@@ -93,6 +100,7 @@ export class FeedStore extends StoreBase {
     this.liveSince = null; // receive time of the first live event
     this.firstLive = []; // keys of the first live events (rowKey), at most LIVE_KEYS
     this.historyUntil = Number.NEGATIVE_INFINITY; // kernel time of the newest history row taken
+    this._seededAt = new Set(); // positions (positionKey) of the rows taken from `_history`
     this._seq = 0;
     this._filter = new Set();
   }
@@ -114,10 +122,19 @@ export class FeedStore extends StoreBase {
     return this._filter.size === 0 || this._filter.has(event);
   }
 
-  /** A live event from the connection: `{t, channel, event, data, user_id}`. */
+  /**
+   * An event from the connection: `{t, channel, event, data, user_id}`, with `serial`/`stream_id` and
+   * `history`/`rewound` for those the server's channel history replayed. The first live row after
+   * history rows carries `liveStart` (the view marks where history ends and live begins).
+   */
   add(event) {
     if (!this.accepts(event.event)) return;
+    // replayed by the server's rewind, and already shown from the kernel's `_history`: the same position
+    if (event.serial !== undefined && this._seededAt.has(positionKey(event))) return;
+    let after = this.log.newest(0)?.history === true;
     for (const row of unpackRows(event)) {
+      if (after && !row.history) row.liveStart = true;
+      after = row.history === true;
       row.seq = ++this._seq;
       this.log.push(row);
       if (this.firstLive.length < LIVE_KEYS) this.firstLive.push(rowKey(row));
@@ -149,11 +166,16 @@ export class FeedStore extends StoreBase {
         history: true,
         seq: 0,
       });
+      if (Number.isInteger(item.serial) && typeof item.stream_id === "string") {
+        rows[rows.length - 1].serial = item.serial;
+        rows[rows.length - 1].stream_id = item.stream_id;
+      }
     }
     if (this.liveSince === null) {
       if (rows.length === 0 && this.log.size === 0) return;
       for (const row of rows) row.seq = ++this._seq;
       this.log.reset(rows);
+      this._seededAt = new Set(rows.filter((r) => r.serial !== undefined).map(positionKey));
       this.seeded = Math.min(rows.length, this.log.capacity);
       this.historyUntil = rows.length ? rows[rows.length - 1].t : this.historyUntil;
       this.generation += 1;
@@ -162,13 +184,19 @@ export class FeedStore extends StoreBase {
     }
     const start = liveStart(rows, this.firstLive);
     if (start < 0) return; // the history does not show the live events yet: a later refresh will
-    const missed = rows.slice(0, start).filter((row) => row.t > this.historyUntil);
+    // rows this view has already (the server's rewind replayed them too): the same position
+    const have = new Set();
+    for (const row of this.log.toArray()) if (row.serial !== undefined) have.add(positionKey(row));
+    const missed = rows
+      .slice(0, start)
+      .filter((row) => row.t > this.historyUntil && (row.serial === undefined || !have.has(positionKey(row))));
     if (missed.length === 0) return;
     this.historyUntil = missed[missed.length - 1].t;
     const all = this.log.toArray();
-    const firstLive = all.findIndex((row) => !row.history);
+    const firstLive = all.findIndex((row) => !row.history || row.rewound); // rewound: this view's own
     const at = firstLive < 0 ? all.length : firstLive;
     const merged = [...all.slice(0, at), ...missed, ...all.slice(at)];
+    for (const row of missed) if (row.serial !== undefined) this._seededAt.add(positionKey(row));
     for (const row of merged) row.seq = ++this._seq; // the log's order, renumbered
     this.log.reset(merged);
     this.seeded += missed.length;
@@ -334,7 +362,8 @@ export class FeedView extends ViewBase {
   _paintHeader() {
     const { conn, store, model } = this;
     this._attr(this.stateEl, "data-state", conn.state);
-    this._text("state", this.stateText, conn.state);
+    this._text("state", this.stateText, stateLabel(conn));
+    this._attr(this.stateEl, "title", historyTitle(conn) || null);
     this._text("title", this.titleEl, model.get("title") || "");
     const status = model.get("status") || "";
     this._attr(this.kernelEl, "data-state", status);
@@ -459,10 +488,15 @@ export class FeedView extends ViewBase {
     el.setAttribute("data-channel", row.channel);
     el.setAttribute("data-event", row.event);
     if (row.history) el.classList.add("lw-history");
+    if (row.liveStart) {
+      el.classList.add("lw-live-start"); // where history ends and live begins
+      el.setAttribute("data-live-start", "live from here");
+    }
     const level = rowLevel(row);
     if (level) el.setAttribute("data-level", level);
     const time = h(doc, "span", "lw-time", formatTime(row.t));
-    if (row.history) time.title = "recorded by the kernel before this view connected";
+    if (row.rewound) time.title = "from the channel's history, replayed when this view subscribed";
+    else if (row.history) time.title = "recorded by the kernel before this view connected";
     const channel = h(doc, "span", "lw-ch", row.channel);
     channel.title = row.channel;
     const event = h(doc, "span", "lw-ev", row.event);

@@ -9,7 +9,7 @@
 //
 // The contract with Python is the docstring of livewidget/widgets/progress_board.py.
 
-import { h, labelText, plural, StoreBase, ViewBase } from "./util.js";
+import { h, historyTitle, labelText, plural, stateLabel, StoreBase, ViewBase } from "./util.js";
 
 export const EVENT = "progress";
 export const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -295,7 +295,9 @@ export class ProgressStore extends StoreBase {
     if (!(state.status === "done" && state.leave === false)) this.jobs.set(job, state);
     this._groups = null;
     this.generation += 1;
-    this._transition(state, before?.status);
+    // a state replayed by the server's channel history (issue 13) is shown, never notified again
+    if (row.history === true) state._history = true;
+    else this._transition(state, before?.status);
     this.emit("change");
   }
 
@@ -537,7 +539,8 @@ export class ProgressView extends ViewBase {
   _paintHeader() {
     const { conn, store, model } = this;
     this._attr(this.stateEl, "data-state", conn.state);
-    this._text(this.stateText, conn.state);
+    this._text(this.stateText, stateLabel(conn));
+    this._attr(this.stateEl, "title", historyTitle(conn) || null);
     this._text(this.titleEl, model.get("title") || "");
 
     const counts = store.counts();
@@ -750,6 +753,7 @@ export class ProgressView extends ViewBase {
       this._attr(el, "data-n", String(num(state.n) ?? 0));
       this._attr(el, "data-total", num(state.total) === null ? "" : String(state.total));
       el.classList.toggle("lw-stale", stale);
+      el.classList.toggle("lw-history", state._history === true); // replayed by the channel's history
       const name = state.desc ? String(state.desc) : state.job;
       this._text(parts.name, name);
       parts.name.title = `${name}\njob ${state.job}${state.pid ? ` · pid ${state.pid}` : ""}`;

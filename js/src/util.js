@@ -334,6 +334,16 @@ export function h(doc, tag, className, text) {
 const EAGER = -1; // ViewBase.frame while a paint waits for a microtask rather than a frame
 export const EAGER_GAP_MS = 16; // an eager view idle for about a frame paints at once
 
+/** The header's connection label: the state, and "no history" when the server keeps none (issue 13). */
+export function stateLabel(conn) {
+  return conn.historyState?.() === "unavailable" ? `${conn.state} · no history` : conn.state;
+}
+
+/** The header's tooltip about channel history: "" unless the server keeps none. */
+export function historyTitle(conn) {
+  return conn.historyState?.() === "unavailable" ? "this server keeps no channel history" : "";
+}
+
 export class ViewBase {
   /** A view of `model` painted into `el`, from the model's `session` ({conn, store}); `deps` for tests. */
   constructor(model, el, session, deps = {}) {

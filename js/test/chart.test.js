@@ -413,6 +413,32 @@ describe("ChartStore seeding", () => {
     assert.deepEqual(store.xs, [...xs, 10]);
   });
 
+  test("points the server's rewind replayed are not taken again from the kernel's record (issue 13)", () => {
+    const { store, model } = bare();
+    // The kernel subscribed long ago (rewound 1..3 then heard 4); this browser rewound 2..4 now.
+    for (const step of [2, 3, 4]) {
+      store.addEvent({ t: T0, channel: "c", event: "p", data: { step, loss: step * 10 }, history: true, rewound: true });
+    }
+    const ts = [T0 - 60_000, T0 - 60_000, T0 - 60_000, T0 - 50_000];
+    const xs = [1, 2, 3, 4];
+    model.set("_backfill", encodeColumns({ t: ts, x: xs, ys: [xs.map((x) => x * 10)], fields: ["loss"] }));
+    store.flush();
+    assert.deepEqual(store.xs, [1, 2, 3, 4]); // 1 from the record, each of 2..4 once
+
+    // the other order: the record first; the rewind replays what the kernel rewound too (its record has
+    // it, or its next refresh will): nothing is added twice, skipped points are not counted twice
+    const later = bare();
+    const record = (n) => encodeColumns({ t: ts.slice(0, n), x: xs.slice(0, n), ys: [xs.slice(0, n).map((x) => x * 10)], fields: ["loss"] });
+    later.model.set("_backfill", record(3));
+    for (const data of [{ step: 3, loss: 30 }, { nostep: 1 }, { step: 4, loss: 40 }]) {
+      later.store.addEvent({ t: T0, channel: "c", event: "p", data, history: true, rewound: true });
+    }
+    later.model.set("_backfill", record(4));
+    later.store.flush();
+    assert.deepEqual(later.store.xs, [1, 2, 3, 4]);
+    assert.equal(later.store.problems, 0);
+  });
+
   test("live points the kernel recorded well before this browser's clock says live are not doubled", () => {
     const { store, model } = bare();
     const ts = [T0 - 3000, T0 - 2500, T0 - 2000, T0 - 1500]; // a slow page: far more than the margin

@@ -45,6 +45,7 @@ async function session({ members = [{ id: "alice", info: ALICE }, KERNEL, BOB], 
     room: "team",
     me: ALICE,
     title: "# team",
+    _rewind: { count: 50 }, // as Chat's default history=50
     ...(history ? { _history: history } : {}),
   });
   const timers = new ManualTimers();
@@ -585,5 +586,22 @@ describe("ChatView", () => {
     assert.equal(el.querySelector(".lw-chat"), null);
     cleanup();
     assert.equal(FakePusher.last().disconnected, true);
+  });
+});
+
+describe("channel history (issue 13)", () => {
+  test("messages replayed by the server's rewind are marked history; past requests are not answered", async () => {
+    const s = await session();
+    const pos = (serial) => ({ serial, stream_id: "s1" });
+    s.pusher.deliverRaw(ROOM, EVENTS.message, piece("old", "before"), { user_id: "bob", ...pos(1) });
+    s.pusher.deliverRaw(ROOM, EVENTS.historyRequest, { req: "r-old", since: 0, limit: 10 }, { user_id: "bob", ...pos(2) });
+    s.pusher.deliver(ROOM, "pusher:rewind_complete", { complete: true, historical_count: 2, ...pos(2) });
+    s.pusher.deliverRaw(ROOM, EVENTS.message, piece("new", "now"), { user_id: "bob", ...pos(3) });
+    s.run();
+    s.timers.advance(5_000);
+    s.run();
+    assert.equal(s.store.messages.get("old").history, true);
+    assert.equal(s.store.messages.get("new").history, false);
+    assert.equal(s.sent.filter((m) => m.event === EVENTS.history && m.data.req === "r-old").length, 0);
   });
 });

@@ -354,6 +354,38 @@ describe("FeedView", () => {
     assert.deepEqual(shown(), ["nothing-like-this-either"], "live rows are filtered too");
   });
 
+  test("rows the server's rewind replayed are marked, and where live begins (issue 13)", () => {
+    const s = session({ _rewind: { count: 100 } });
+    const { root, frames } = view(s);
+    s.pusher.deliverRaw("sensors", "old", { n: 1 }, { serial: 1, stream_id: "s" });
+    s.pusher.deliver("sensors", "pusher:rewind_complete", { complete: true, historical_count: 1, serial: 1, stream_id: "s" });
+    s.pusher.deliverRaw("sensors", "new", { n: 2 }, { serial: 2, stream_id: "s" });
+    frames.frame();
+    const [live, old] = root.querySelectorAll(".lw-row"); // newest first
+    assert.equal(old.getAttribute("data-event"), "old");
+    assert.ok(old.classList.contains("lw-history"));
+    assert.match(old.querySelector(".lw-time").title, /channel's history/);
+    assert.ok(live.classList.contains("lw-live-start") && !live.classList.contains("lw-history"));
+    assert.equal(root.querySelector(".lw-state-text").textContent, "connected");
+  });
+
+  test("rows both in the kernel's _history and the rewind are shown once, whichever comes first", () => {
+    const item = (n) => ({ t: T0 - 100 + n, channel: "sensors", event: "e", data: { n }, serial: n, stream_id: "s" });
+    const s = session({ _rewind: { count: 100 }, _history: historyBytes([item(1), item(2)]) });
+    for (const n of [1, 2, 3]) s.pusher.deliverRaw("sensors", "e", { n }, { serial: n, stream_id: "s" });
+    assert.deepEqual(s.store.log.toArray().map((r) => r.data.n), [1, 2, 3]);
+    assert.equal(s.store.received, 1);
+  });
+
+  test("a server without history: the header says so", () => {
+    const s = session({ _rewind: { count: 100 } });
+    const { root, frames } = view(s);
+    s.pusher.deliverRaw("sensors", "e", { n: 1 }); // no position
+    frames.frame();
+    assert.equal(root.querySelector(".lw-state-text").textContent, "connected · no history");
+    assert.match(root.querySelector(".lw-state").title, /keeps no channel history/);
+  });
+
   test("paints the history rows it is seeded with", () => {
     const s = session({ _history: historyBytes([{ t: T0, channel: "sensors", event: "boot", data: { ok: true } }]) });
     const { root } = view(s);

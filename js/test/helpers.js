@@ -169,6 +169,7 @@ class FakeChannel extends Dispatcher {
   subscribe() {
     if (this.pusher.connection.state !== "connected") return;
     if (!/^(private|presence)-/.test(this.name)) {
+      this.pusher.send_event("pusher:subscribe", { auth: "", channel: this.name });
       this.succeed();
       return;
     }
@@ -179,6 +180,7 @@ class FakeChannel extends Dispatcher {
         return;
       }
       this.authData = data;
+      this.pusher.send_event("pusher:subscribe", { auth: data.auth, channel: this.name });
       this.succeed();
     });
   }
@@ -202,7 +204,20 @@ export class FakePusher {
     this.subscribes = [];
     this.unsubscribes = [];
     this.disconnected = false;
+    this.sent = []; // frames sent with send_event: {name, data, channel}
     FakePusher.instances.push(this);
+  }
+
+  /** As pusher-js: what channels send (pusher:subscribe); connection wrappers may replace it. */
+  send_event(name, data, channel) {
+    this.sent.push({ name, data, channel });
+    return true;
+  }
+
+  /** An event as a server with channel history sends it: delivered, then the raw frame on the transport
+   * (pusher-js decodes frames without `serial`/`stream_id`; the transport emits the raw frame after). */
+  deliverRaw(channel, event, data, extra = {}) {
+    this.deliver(channel, event, data, extra.user_id, extra);
   }
 
   subscribe(name) {
@@ -226,17 +241,26 @@ export class FakePusher {
   /** The server accepted the connection: subscribe what was asked before, as pusher-js does. */
   connect(socketId = "1234.5678") {
     this.connection.socket_id = socketId;
+    this.connection.connection = { transport: new Dispatcher() }; // a new socket each time, as pusher-js
     this.connection.setState("connected");
     for (const channel of this.channels.values()) channel.subscribe();
   }
 
   /** An event from the server, delivered the way pusher-js does (channel first, then "message"). */
-  deliver(channel, event, data, userId) {
+  deliver(channel, event, data, userId, extra = {}) {
     const ch = this.channels.get(channel);
     if (ch) ch.emit(event, data, userId ? { user_id: userId } : {});
     const message = { event, channel, data };
     if (userId) message.user_id = userId;
     this.connection.emit("message", message);
+    // then the transport's raw frame, as pusher-js's transport emits it after its own listener ran
+    let text = "";
+    try {
+      text = JSON.stringify({ ...message, data: JSON.stringify(data), ...extra });
+    } catch {
+      text = JSON.stringify({ event, channel, data: "(too deep for the fake)", ...extra });
+    }
+    this.connection.connection?.transport?.emit("message", { data: text });
   }
 
   static reset() {

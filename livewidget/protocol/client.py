@@ -11,6 +11,15 @@ event whose data cannot be decoded (nested deeper than ``MAX_DEPTH``) keeps its 
 ``error`` saying why, and a malformed ``pusher:connection_established`` is a
 ``livewidget:protocol_error`` (the transport should close and reconnect). All are counted in
 ``ClientProtocol.undecodable``.
+
+Channel history (README "Channel history"): a channel subscribed with ``rewind`` sends it in
+``pusher:subscribe``; the events the server replays before ``pusher:rewind_complete`` come back with
+``history=True``. Every event's position (``serial``/``stream_id``) is remembered per channel, so a
+resubscription after a reconnection asks for everything after it (no gap), and an event at or before
+it is dropped (no duplicate). A resumption the server could not make complete comes back as a
+``livewidget:history_gap`` event (its data is the ``pusher:rewind_complete`` data). A server without
+history (hosted Pusher, Soketi) ignores ``rewind`` and sends events without positions: then
+``history_available[channel]`` is False and everything is as without history.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from .channels import ChannelKind, channel_kind, is_valid_channel_name
 
 __all__ = [
     "BAD_FRAME",
+    "HISTORY_GAP",
     "MAX_DEPTH",
     "PROTOCOL_ERROR",
     "ClientEvent",
@@ -40,6 +50,7 @@ __all__ = [
 MAX_DEPTH = 100
 BAD_FRAME = "livewidget:bad_frame"  # a frame that is not a Pusher message
 PROTOCOL_ERROR = "livewidget:protocol_error"  # the server broke the protocol: reconnect
+HISTORY_GAP = "livewidget:history_gap"  # a resumption could not be complete: events were missed
 
 # (socket_id, channel) -> {"auth": ..., "channel_data"?: ...}; raises to refuse
 Authorizer = Callable[[str, str], dict[str, str]]
@@ -67,6 +78,9 @@ class ClientEvent:
     raw: str | None
     user_id: str | None = None
     error: str | None = None  # why ``data`` could not be decoded (then it is the raw text)
+    serial: int | None = None  # the event's position in its channel (servers with history)
+    stream_id: str | None = None
+    history: bool = False  # replayed by the first rewind of the subscription, not heard live
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -160,6 +174,12 @@ class ClientProtocol:
         self.activity_timeout = 120.0
         self.channels: dict[str, bool] = {}  # wanted channel -> subscribed (succeeded)
         self.undecodable = 0  # frames and events that could not be decoded (see the module docstring)
+        self.rewinds: dict[str, dict[str, Any]] = {}  # channel -> rewind of its first subscription
+        self.positions: dict[str, tuple[int, str]] = {}  # channel -> (serial, stream_id) last heard
+        self.history_available: dict[str, bool] = {}  # channel -> whether its server keeps history
+        self._replaying: set[str] = set()  # channels whose first replay is arriving (history=True)
+        self._resuming: set[str] = set()  # channels resubscribed from a position, until rewind_complete
+        self._rewound: set[str] = set()  # channels whose first rewind is done
         self._out: list[str] = []
         self._last_heard = 0.0
         self._ping_sent: float | None = None
@@ -260,20 +280,66 @@ class ClientProtocol:
             if event == "pusher_internal:subscription_succeeded" and channel in self.channels:
                 self.channels[channel] = True
             return [ClientEvent(public, channel, data, raw, error=error)]
+        if event == "pusher:rewind_complete" and channel is not None:
+            return self._rewind_complete(channel, data, raw)
         user_id = message.get("user_id")
         if (user_id is not None and not isinstance(user_id, (str, int))) or isinstance(user_id, bool):
             user_id = None  # the server stamps a string; anything else is not a user id
-        return [ClientEvent(event, channel, data, raw, None if user_id is None else str(user_id), error)]
+        serial, stream_id = message.get("serial"), message.get("stream_id")
+        history = False
+        if channel is not None and channel in self.channels:
+            if isinstance(serial, int) and not isinstance(serial, bool) and isinstance(stream_id, str):
+                known = self.positions.get(channel)
+                if known is not None and known[1] == stream_id and serial <= known[0]:
+                    return []  # heard already (a replay overlapping what came live): exactly once
+                self.positions[channel] = (serial, stream_id)
+                history = channel in self._replaying
+            else:
+                serial = stream_id = None
+                if not event.startswith("pusher:"):
+                    # Events without positions: this server keeps no history (hosted Pusher, Soketi).
+                    self.history_available[channel] = False
+                    self._replaying.discard(channel)
+        else:
+            serial = stream_id = None
+        uid = None if user_id is None else str(user_id)
+        return [ClientEvent(event, channel, data, raw, uid, error, serial, stream_id, history)]
+
+    def _rewind_complete(self, channel: str, data: Any, raw: str | None) -> list[ClientEvent]:
+        """The end of a replay: live events follow; remember where the stream is."""
+        self._replaying.discard(channel)
+        resumed = channel in self._resuming
+        self._resuming.discard(channel)
+        if channel not in self.channels:
+            return []
+        self._rewound.add(channel)
+        self.history_available[channel] = True
+        info = data if isinstance(data, dict) else {}
+        serial, stream_id = info.get("serial"), info.get("stream_id")
+        if isinstance(serial, int) and not isinstance(serial, bool) and isinstance(stream_id, str):
+            known = self.positions.get(channel)
+            if known is None or known[1] != stream_id or serial > known[0]:
+                self.positions[channel] = (serial, stream_id)  # a new stream: go on from there
+        out = [ClientEvent("pusher:rewind_complete", channel, data, raw)]
+        if resumed and info.get("complete") is False:
+            out.append(ClientEvent(HISTORY_GAP, channel, data, raw))
+        return out
 
     # ------------------------------------------------------------------ application side
 
-    def subscribe(self, channel: str) -> list[ClientEvent]:
-        """Subscribe now if connected, else on connection. Returns local errors as events."""
+    def subscribe(self, channel: str, rewind: dict[str, Any] | None = None) -> list[ClientEvent]:
+        """Subscribe now if connected, else on connection. Returns local errors as events.
+
+        ``rewind`` (``{"count": n}`` or ``{"seconds": s}``): replay that much history first (servers
+        with history; others ignore it). Resubscriptions resume from the last position either way.
+        """
         if not is_valid_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}: use up to 200 of a-z A-Z 0-9 _ - = @ , . ;")
         if channel in self.channels:
             return []
         self.channels[channel] = False
+        if rewind is not None:
+            self.rewinds[channel] = dict(rewind)
         if self.state is ClientState.CONNECTED:
             return self._send_subscribe(channel)
         return []
@@ -282,6 +348,30 @@ class ClientProtocol:
         """Leave ``channel``."""
         if self.channels.pop(channel, None) is not None and self.state is ClientState.CONNECTED:
             self._out.append(json.dumps({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
+        for table in (self.rewinds, self.positions, self.history_available):
+            table.pop(channel, None)
+        for names in (self._replaying, self._resuming, self._rewound):
+            names.discard(channel)
+
+    def _rewind_for(self, channel: str) -> dict[str, Any] | None:
+        """What to ask for in ``pusher:subscribe``: after the last position (a resubscription), else
+        the first rewind; ``None`` for a channel without either, or on a server without history."""
+        self._replaying.discard(channel)
+        self._resuming.discard(channel)
+        if self.history_available.get(channel) is False:
+            return None
+        initial = self.rewinds.get(channel)
+        known = self.positions.get(channel)
+        if known is not None:
+            self._resuming.add(channel)
+            # The first rewind is the fallback when the position cannot be resumed (history lost).
+            fallback = {k: v for k, v in (initial or {}).items() if k in ("count", "seconds")}
+            return {**fallback, "serial": known[0], "stream_id": known[1]}
+        if initial is None:
+            return None
+        if channel not in self._rewound:
+            self._replaying.add(channel)
+        return initial
 
     def _send_subscribe(self, channel: str) -> list[ClientEvent]:
         assert self.socket_id is not None
@@ -294,6 +384,9 @@ class ClientProtocol:
                 # As pusher-js does when its authorizer fails (channel.ts): a local subscription_error.
                 err = {"type": "AuthError", "error": str(exc), "status": 0}
                 return [ClientEvent("pusher:subscription_error", channel, err, json.dumps(err))]
+        rewind = self._rewind_for(channel)
+        if rewind is not None:
+            data["rewind"] = rewind
         self._out.append(json.dumps({"event": "pusher:subscribe", "data": data}))
         return []
 

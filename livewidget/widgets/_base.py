@@ -26,11 +26,16 @@ Synced traits, kernel → browser
                      kernel-side events per second
     ``last``         the last event recorded: ``{time, channel, event, data, user_id}``
     ``_history``     bytes: the last ``max_log`` recorded rows, one JSON object per line
-                     ``{"t": ms since epoch, "channel", "event", "data", "user_id"}``; refreshed at
+                     ``{"t": ms since epoch, "channel", "event", "data", "user_id", "serial"?,
+                     "stream_id"?, "history"?}`` (position, rewound mark: servers with history); refreshed at
                      most every ``HISTORY_EVERY`` seconds, so a view opened later shows what was
                      recorded before it (then continues live from its own pusher-js connection)
     ``max_log``      rows the view keeps and shows
     ``title``        heading
+    ``_rewind``      the rewind the view sends in ``pusher:subscribe`` (``{"count"}`` or ``{"seconds"}``,
+                     from ``history=``; README "Channel history"): rewound rows are marked, the log
+                     shows where history ends and live begins, and resubscriptions resume from the
+                     last position (deduplicated by serial with ``_history``)
 
 Synced trait, browser → kernel
     ``route``        the route the browser's connection took once the server confirmed it:
@@ -48,6 +53,7 @@ messages per second per widget whatever the event rate), far under Jupyter's 100
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import getpass
 import json
 import logging
@@ -89,6 +95,29 @@ def _front_end(kind: str) -> tuple[Path, Path]:
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
 _BROWSER_ROUTES = ("", "direct", "jupyter", "relay")
+MAX_HISTORY = 1000  # events a rewind may ask for (the server's default limit, history_max_rewind)
+History = int | _dt.timedelta
+
+
+def rewind_for(history: Any) -> dict[str, Any]:
+    """The ``rewind`` of ``pusher:subscribe`` for ``history=``: a number of events (0 to
+    ``MAX_HISTORY``; 0: none) or a :class:`~datetime.timedelta`. Raises naming the problem."""
+    if isinstance(history, _dt.timedelta):
+        seconds = history.total_seconds()
+        if seconds < 0:
+            raise ValueError(f"history must not be a negative time span, got {history!r}")
+        return {"seconds": seconds}
+    if isinstance(history, bool) or not isinstance(history, int):
+        raise TypeError(
+            f"history must be a number of events (0 to {MAX_HISTORY}) or a datetime.timedelta, "
+            f"not {type(history).__name__}"
+        )
+    if not 0 <= history <= MAX_HISTORY:
+        raise ValueError(
+            f"history must be between 0 (none) and {MAX_HISTORY} events, got {history}; "
+            "for more, give a time span (datetime.timedelta)"
+        )
+    return {"count": history}
 
 
 def _default_user() -> dict[str, Any]:
@@ -119,6 +148,8 @@ class LiveWidget(anywidget.AnyWidget):
     max_log = traitlets.Int(500).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     route = traitlets.Unicode("").tag(sync=True)
+    _rewind = traitlets.Dict().tag(sync=True)
+    _default_history: History = 100  # each class sets its own (see history=)
 
     @traitlets.validate("route")
     def _valid_route(self, proposal: Any) -> str:
@@ -147,6 +178,7 @@ class LiveWidget(anywidget.AnyWidget):
         port: int | None = None,
         use_tls: bool | None = None,
         as_member: bool = False,
+        history: History | None = None,
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until fully started: close() (also from __del__) has nothing to free
@@ -167,6 +199,7 @@ class LiveWidget(anywidget.AnyWidget):
         _check.check_bool(record, "record")
         _check.check_callable(authorize, "authorize")
         _check.check_str(title, "title", allow_none=True)
+        rewind = rewind_for(self._default_history if history is None else history)
         user_value: Any = user  # typed dict, checked: callers may pass anything
         if user_value is not None and (
             not isinstance(user_value, dict) or user_value.get("id") in (None, "")
@@ -213,6 +246,7 @@ class LiveWidget(anywidget.AnyWidget):
             _auth=token_url,
             max_log=max_log,
             title=title or ", ".join(names),
+            _rewind=rewind,
             **kwargs,
         )
         self.on_msg(self._on_custom_msg)
@@ -226,6 +260,7 @@ class LiveWidget(anywidget.AnyWidget):
                 self._on_status,
                 user=self._kernel_member(),
                 on_internal=self._on_internal,
+                rewind=rewind,
             ).start()
         else:
             self.status = "disabled"
@@ -308,9 +343,13 @@ class LiveWidget(anywidget.AnyWidget):
             return
         now = time.time()
         for data in unpack(event.data):
-            self._store.append(now, event.channel, event.event, data, event.user_id)
+            self._store.append(now, event.channel, event.event, data, event.user_id, event.history)
             row = {"time": now, "channel": event.channel, "event": event.event, "data": data}
             row["user_id"] = event.user_id
+            if event.serial is not None:
+                row["serial"], row["stream_id"] = event.serial, event.stream_id
+            if event.history:
+                row["history"] = True
             self._recent.append(row)
             for name in (event.event, "*"):
                 for callback in self._callbacks.get(name, ()):
@@ -488,5 +527,8 @@ def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
         item = {"t": int(r["time"] * 1000), "channel": r["channel"], "event": r["event"], "data": r["data"]}
         if r["user_id"] is not None:
             item["user_id"] = r["user_id"]
+        for name in ("serial", "stream_id", "history"):  # views deduplicate by serial and mark rewound rows
+            if name in r:
+                item[name] = r[name]
         lines.append(_dumps(item))
     return ("\n".join(lines)).encode()

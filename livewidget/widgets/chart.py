@@ -58,7 +58,7 @@ from .. import _check
 from .._frames import records
 from ..protocol.client import ClientEvent
 from . import _base
-from ._base import LiveWidget, _front_end
+from ._base import MAX_HISTORY, LiveWidget, _front_end
 
 __all__ = ["LiveChart"]
 
@@ -231,6 +231,13 @@ class LiveChart(LiveWidget):
         Points the browser and the kernel's window keep at most, whatever ``window``.
     max_rows:
         Points kept in the kernel's record (``chart.df``); ``None``: all.
+    history:
+        Events the server's channel history replays when subscribing, so a chart opened later (a
+        new kernel, a second browser) starts with its window: a number of events or a
+        ``datetime.timedelta``; default: the window's points (at most 1000 events) when ``x`` is
+        given, none on a receive-time axis (``x=None``: replayed events carry no publish time, so
+        they would all be drawn at the moment of subscribing); ``0``: none. Rewound rows are marked
+        (``chart.df["history"]``).
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``, ``host``...),
         ``authorize``, ``user``, ``record``...
@@ -327,6 +334,10 @@ class LiveChart(LiveWidget):
         # got the record first ignores the `points` messages it already covers (they race).
         self._extend_seq = 0
         default_title = f"{', '.join(fields)} · {', '.join(names)}"
+        if kwargs.get("history") is None:  # the window's points
+            # Not on a receive-time axis (x=None): a replayed event carries no publish time, so its
+            # points would all land at the moment of subscribing.
+            kwargs["history"] = 0 if x is None else min(points, MAX_HISTORY) if points else MAX_HISTORY
         super().__init__(
             channel,
             event,
@@ -407,7 +418,7 @@ class LiveChart(LiveWidget):
         items = data if isinstance(data, list) else [data]
         with self._lock_points:
             for point in items:
-                self._store.append(now, event.channel, event.event, point, event.user_id)
+                self._store.append(now, event.channel, event.event, point, event.user_id, event.history)
                 parsed = self._parse(point, now)
                 if parsed is not None:
                     self._window.append(parsed)

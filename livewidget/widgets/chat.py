@@ -204,6 +204,11 @@ class Chat(LiveWidget):
         Messages the kernel keeps for views opened later and answers to members who join.
     max_rows:
         Messages kept in ``chat.df`` (the oldest go first).
+    history:
+        Events of the room the server's channel history replays when subscribing (a number, or a
+        ``datetime.timedelta``; default 50; ``0``: none), so the last messages show even when no
+        member holds them; marked ``history`` like those members send. Servers without history
+        (hosted Pusher) ignore it.
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``,
         ``host``, ...), ``title``, ``authorize``; ``as_member=True`` for a bot that no browser shows:
@@ -223,6 +228,7 @@ class Chat(LiveWidget):
     """
 
     _kind = traitlets.Unicode("chat").tag(sync=True)
+    _default_history = 50
     _esm, _css = _front_end("chat")
     room = traitlets.Unicode("").tag(sync=True)
     me = traitlets.Dict().tag(sync=True)
@@ -310,7 +316,9 @@ class Chat(LiveWidget):
                 stamped = event.user_id if via == "browser" else None
                 if via == "browser" and stamped is None:
                     return  # a client event always carries the sender the server stamped
-                self._take_piece(data, via, stamped, history=False)
+                self._take_piece(data, via, stamped, history=event.history)
+            elif event.history:
+                return  # a past request or answer, replayed by the server's history: long settled
             elif event.event == HISTORY_REQUEST:
                 self._history_requested(data)
             elif event.event == HISTORY:
@@ -404,7 +412,8 @@ class Chat(LiveWidget):
                 del self._msgs[oldest["id"]]
             self._chat_dirty = self._dirty = True
             tell = not msg["history"] and msg["id"] not in self._mine
-        self._store.append(msg["t"] / 1000, self.channel, SERVER_MESSAGE, _piece_of(msg), msg["user_id"])
+        piece, t = _piece_of(msg), msg["t"] / 1000
+        self._store.append(t, self.channel, SERVER_MESSAGE, piece, msg["user_id"], msg["history"])
         self._rate_window.append(time.time())
         if tell:
             for listener in list(self._listeners):

@@ -30,6 +30,13 @@ class Feed(LiveWidget):
     ``authorize=lambda channel: ...`` may refuse a channel; ``user={"id": ..., "info": {...}}`` is
     who the browser is on presence channels (default: the login name).
 
+    ``history=`` (default 100; ``0``: none) replays that many of the channel's past events when
+    subscribing, or those of a ``datetime.timedelta``, on servers that keep channel history (the
+    embedded one, ``livewidget serve``; not hosted Pusher or Soketi, where the header says so):
+    ``Feed("jobs", history=100)`` in a new kernel shows the last 100 events, marked in the log up to
+    where live begins and in ``feed.df["history"]``. After a network drop or a server restart the
+    kernel and the view resume from the last event heard: no gap, no duplicate.
+
     Connection keywords (``url``, ``app_id``, ``key``, ``secret``, ``cluster``, ``host``, ``port``,
     ``use_tls``) override :func:`livewidget.connect` and the environment; with none, the embedded
     server is used (started on first use).

@@ -45,6 +45,10 @@ class ProgressBoard(LiveWidget):
         Ask the browser for desktop notifications when a job ends (``done``/``failed``).
     max_rows:
         Progress events kept in the raw record (``board.events``); the jobs table is separate.
+    history:
+        Progress events the server's channel history replays when subscribing (default 1000, the
+        most it gives; or a ``datetime.timedelta``; ``0``: none), so a board opened after the jobs'
+        kernel ended shows their final states.
     **kwargs:
         As for :class:`~livewidget.Feed`: connection keywords (``url``, ``key``, ``secret``, ``host``,
         ...), ``title``, ``authorize``, ``user``, ``record``...
@@ -94,6 +98,7 @@ class ProgressBoard(LiveWidget):
     jobs = traitlets.Dict().tag(sync=True)
     _groups = traitlets.Dict().tag(sync=True)
     notify = traitlets.Bool(False).tag(sync=True)
+    _default_history = 1000  # the most a rewind gives: enough for the current jobs' latest states
 
     def __init__(
         self,

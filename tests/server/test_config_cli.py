@@ -51,6 +51,8 @@ def clean_env(**variables: str) -> dict[str, str]:
     """This process's environment without any LIVEWIDGET_* variable (but a runtime folder of the
     test's own), plus ``variables``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEWIDGET_")}
+    # channel history goes to this run's data folder (tests/conftest.py), never the user's own
+    env["LIVEWIDGET_DATA_DIR"] = os.environ["LIVEWIDGET_DATA_DIR"]
     if _runtime:
         env["LIVEWIDGET_RUNTIME_DIR"] = str(_runtime[0])
     env.update(variables)

@@ -252,6 +252,7 @@ def test_serve_fails_clearly_when_redis_is_unreachable(tmp_path: Path) -> None:
 def test_conformance_suite_passes_against_a_two_process_cluster(cluster: Cluster) -> None:
     """tests/conformance against two processes, each new WebSocket and REST call on the next one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEWIDGET_")}
+    env["LIVEWIDGET_DATA_DIR"] = os.environ["LIVEWIDGET_DATA_DIR"]  # never the user's own
     env.update(cluster.env())
     cmd = [sys.executable, "-m", "pytest", "tests/conformance", "-q", "-p", "no:cacheprovider", "-x"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=360, cwd=ROOT, env=env, check=False)

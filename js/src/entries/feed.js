@@ -4,6 +4,7 @@
 import Pusher from "pusher-js";
 import "../theme.css";
 import "../widget.css";
+import "../feed.css";
 import { initializeFeed, renderFeed } from "../feed.js";
 import { createWidget } from "../widget.js";
 
