@@ -53,6 +53,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,6 +68,8 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
+from .._relay import data_text
+from .._relay import session as relay_session
 from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
@@ -206,10 +209,14 @@ class LiveWidget(anywidget.AnyWidget):
             token_url = {"url": ep.url, "token": self._token, "id": ep.id}
         else:
             self._token = ""
+        # relayId names this widget in the kernel's relay stream (livewidget/_relay.py); not a secret
+        self._relay_id = uuid.uuid4().hex
+        self._relaying = False
+        self._relay_members: dict[str, dict[str, Any]] = {}
         super().__init__(
             channels=names,
             event_filter=filt,
-            _connection=self._settings.browser_config(),
+            _connection={**self._settings.browser_config(), "relayId": self._relay_id},
             _auth=token_url,
             max_log=max_log,
             title=title or ", ".join(names),
@@ -225,8 +232,11 @@ class LiveWidget(anywidget.AnyWidget):
                 self._on_event,
                 self._on_status,
                 user=self._kernel_member(),
-                on_internal=self._on_internal,
+                on_internal=self._internal,
             ).start()
+            if self._settings.route in ("auto", "relay"):
+                # with auto too: the browser's request would wait for the running cell (see _relay)
+                self._relay_on()
         else:
             self.status = "disabled"
         io_loop().call_soon_threadsafe(self._schedule_flush)
@@ -262,6 +272,9 @@ class LiveWidget(anywidget.AnyWidget):
         return {"auth": signatures.channel_auth(key, secret, socket_id, channel)}
 
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") in ("relay", "relay_trigger"):
+            self._on_relay_msg(content)
+            return
         if not isinstance(content, dict) or content.get("type") != "auth":
             return
         reply: dict[str, Any] = {"type": "auth", "id": content.get("id")}
@@ -277,7 +290,80 @@ class LiveWidget(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ receiving
 
+    # ------------------------------------------------------------------ the relay route (_relay)
+
+    def _relay_on(self) -> None:
+        if self._closed or self._receiver is None:
+            return
+        self._relaying = True
+        relay_session().add(self._relay_id, self)
+        relay_session().state(self._relay_id, self._relay_state())
+
+    def _relay_off(self) -> None:
+        self._relaying = False
+        relay_session().remove(self._relay_id)
+
+    def _relay_state(self) -> dict[str, Any]:
+        """What the browser's relay connection shows: the kernel receiver's state, channels, members."""
+        r = self._receiver
+        return {
+            "status": r.state if r is not None else "disabled",
+            "error": self.error,
+            "channels": dict(r.protocol.channels) if r is not None else {},
+            "members": {ch: [{"id": k, "info": v} for k, v in m.items()] for ch, m in self._relay_members.items()},
+        }
+
+    @traitlets.observe("route")
+    def _route_reported(self, change: Any) -> None:
+        # the browser took another route: stop relaying (unless forced); it asks again if it falls back
+        if change["new"] in ("direct", "jupyter") and self._settings.route == "auto" and self._relaying:
+            self._relay_off()
+
+    def _on_relay_msg(self, content: dict[str, Any]) -> None:
+        """From the browser's relay connection (they arrive once the running cell ends)."""
+        if content.get("type") == "relay":
+            if content.get("on") and self._settings.route != "direct" and self._settings.route != "jupyter":
+                self._relay_on()
+            return
+        # relay_trigger: a client event the browser could not send itself; the kernel's own connection
+        # sends it (the server stamps the kernel's user id), and acknowledges it in the relay stream
+        channel, event = content.get("channel"), content.get("event")
+        ack = content.get("id")
+        ok = (
+            self._receiver is not None
+            and isinstance(channel, str)
+            and channel in self._channel_names
+            and isinstance(event, str)
+            and event.startswith("client-")
+            and channel_kind(channel) in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
+        )
+        if ok and self._receiver is not None:
+            self._receiver.trigger(str(channel), str(event), content.get("data"))
+        if self._relaying and isinstance(ack, str):
+            relay_session().ack(self._relay_id, ack[:64], "" if ok else f"cannot send {event!r} on {channel!r}")
+
+    def _internal(self, event: ClientEvent) -> None:
+        """Presence bookkeeping for the relay, then the widget's own (_on_internal)."""
+        if self._relaying and event.channel:
+            data = event.data if isinstance(event.data, dict) else {}
+            members = self._relay_members.setdefault(event.channel, {})
+            if event.event == "pusher:subscription_succeeded":
+                hash_ = (data.get("presence") or {}).get("hash") if isinstance(data.get("presence"), dict) else None
+                members.clear()
+                if isinstance(hash_, dict):
+                    members.update({str(k): v for k, v in hash_.items()})
+                elif not data.get("presence"):
+                    self._relay_members.pop(event.channel, None)
+            elif event.event == "pusher:member_added" and data.get("user_id") is not None:
+                members[str(data["user_id"])] = data.get("user_info")
+            elif event.event == "pusher:member_removed" and data.get("user_id") is not None:
+                members.pop(str(data["user_id"]), None)
+            relay_session().state(self._relay_id, self._relay_state())
+        self._on_internal(event)
+
     def _on_status(self, state: str, detail: str) -> None:
+        if self._relaying:
+            relay_session().state(self._relay_id, {**self._relay_state(), "status": state, "detail": detail})
         if state in ("error", "warning"):  # warning: an undecodable event (the receiver says it once)
             self._set_error(detail)
             return
@@ -304,9 +390,12 @@ class LiveWidget(anywidget.AnyWidget):
         :class:`~livewidget.ChartPublisher` and :class:`~livewidget.LogHandler`): each becomes its own
         row, in ``df``, ``events``, the history and the callbacks, as if published one by one.
         """
+        now = time.time()
+        if self._relaying:
+            row = [int(now * 1000), event.channel, event.event, data_text(event.raw, event.data), event.user_id]
+            relay_session().row(self._relay_id, row)
         if not self._accepts(event):
             return
-        now = time.time()
         for data in unpack(event.data):
             self._store.append(now, event.channel, event.event, data, event.user_id)
             row = {"time": now, "channel": event.channel, "event": event.event, "data": data}
@@ -430,6 +519,8 @@ class LiveWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):
             return
         self._closed = True
+        if self._relaying:
+            self._relay_off()
         if self._receiver is not None:
             self._receiver.stop()
         if self._token:
