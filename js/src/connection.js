@@ -15,7 +15,13 @@
 //            (the livewidget server extension; its `info` must name the kernel's `serverId` first),
 //            then jupyter-server-proxy's `{baseUrl}proxy/{port}`. `baseUrl` comes from the page's
 //            `#jupyter-config-data` (JupyterLab, Notebook 7 and Voila), never from `location`'s path;
-//   relay    through the kernel (not in this version; forcing it says so).
+//   relay    through the kernel (livewidget/_relay.py): the kernel's receivers hear every event and
+//            the kernel sends them on, one coalesced stream per kernel (at most 10 messages/s, the rows
+//            in a binary buffer) on one widget's comm; `relayHub` hands each part to the connection of
+//            the model it names (`relayId`), whichever bundle that model's front end came from.
+//            Kernel-to-browser messages flow while a cell runs; browser-to-server actions (client
+//            events, `trigger`) go to the kernel over the comm and wait for it to be idle (`note`).
+//            Last in the plan whenever the kernel offers it (`relayId`), so any page falls back to it.
 // A route counts only once the server confirms it: `pusher:connection_established` on `/app/{key}`
 // (a server without this app key refuses with 4001). A candidate that does not connect within
 // ROUTE_TRIAL_MS gives way to the next; the last one keeps retrying (pusher-js's own backoff).
@@ -29,6 +35,7 @@ export const CONNECTION_STATES = ["connecting", "connected", "unavailable", "fai
 const AUTH_TIMEOUT_MS = 30_000; // waiting for the kernel's comm answer (it comes when the cell ends)
 const FETCH_TIMEOUT_MS = 10_000; // waiting for the kernel's HTTP endpoint before trying the comm
 const ROUTE_TRIAL_MS = 8_000; // a candidate route that is not confirmed by then gives way to the next
+const HUB_KEY = Symbol.for("livewidget.relay.hub"); // page-wide: each widget class has its own bundle
 
 // pusher-js options that may come through `_connection` (see LiveWidget._connection).
 const PASSED_OPTIONS = [
@@ -128,12 +135,70 @@ export function planRoutes(conn, page) {
       out.push({ route: "jupyter", via: "jupyter-server-proxy", options });
     }
   }
+  if (conn.relayId) out.push({ route: "relay", via: "kernel", options: {} });
   return forced ? out.filter((c) => c.route === forced) : out;
+}
+
+/** The page-wide relay hub: `listeners` relayId -> Set of callbacks (the connections showing that model). */
+export function relayHub(scope = globalThis) {
+  if (!scope[HUB_KEY]) scope[HUB_KEY] = { listeners: new Map() };
+  return scope[HUB_KEY];
+}
+
+/** A relay message's parts (`[{id, rows, state?, lost?, acks?}]`, livewidget/_relay.py), or []. */
+export function relayParts(buffers) {
+  const buffer = buffers?.[0];
+  if (!buffer) return [];
+  try {
+    const parts = JSON.parse(new TextDecoder().decode(buffer));
+    return Array.isArray(parts) ? parts : [];
+  } catch {
+    return [];
+  }
+}
+
+/** An event's payload text decoded as pusher-js does (JSON when it parses, else the text). */
+function decodeData(text) {
+  if (typeof text !== "string") return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+const RELAY_STATES = { closed: "disconnected", disabled: "failed", idle: "connecting" };
+
+/** What a relayed channel offers the stores in place of a pusher-js channel: members and trigger. */
+class RelayChannel {
+  constructor(conn, name) {
+    this.name = name;
+    this._conn = conn;
+    this._members = [];
+    this.members = name.startsWith("presence-") ? this._membersView() : undefined;
+  }
+
+  _membersView() {
+    const self = this;
+    return {
+      get count() {
+        return self._members.length;
+      },
+      each(fn) {
+        for (const m of self._members) fn({ id: m.id, info: m.info });
+      },
+    };
+  }
+
+  /** A client event: sent by the kernel's connection once the kernel is idle; never dropped. */
+  trigger(event, data) {
+    return this._conn._relayTrigger(this.name, event, data);
+  }
 }
 
 /** Why no route can be tried, for the error line. */
 function noRouteReason(conn, page) {
-  if (conn.route === "relay") return "the relay route (through the kernel) is not available in this version";
+  if (conn.route === "relay") return "route relay forced, but this kernel's livewidget does not offer it";
   if (conn.route === "jupyter" && !page?.baseUrl) return "route jupyter forced, but this page has no Jupyter config";
   return "no route to the server from this page";
 }
@@ -186,7 +251,7 @@ export class Connection extends Emitter {
     this._closed = false;
     this._bound = null; // our callbacks on pusher.connection, unbound on close
     this._onChannels = () => this.syncChannels();
-    this._onCustom = (msg) => this._handleCustom(msg);
+    this._onCustom = (msg, buffers) => this._handleCustom(msg, buffers);
     this.route = ""; // the confirmed route ("direct", "jupyter"), empty until the server confirms one
     this.via = ""; // how ("direct", "livewidget extension", "jupyter-server-proxy")
     this.trying = ""; // the candidate being tried
@@ -195,6 +260,8 @@ export class Connection extends Emitter {
     this._trialTimer = null;
     this._options = {}; // the pusher-js options in use (for messages)
     this._page = null;
+    this.relay = null; // relay route: {id, candidate, pending: Map(action id -> label), seq}
+    this.note = ""; // something to show that is not an error (relay: actions waiting for the kernel)
   }
 
   /** Choose a route, create the pusher-js client and subscribe. Never throws: failures are the state. */
@@ -268,6 +335,10 @@ export class Connection extends Emitter {
 
   /** Open pusher-js along `candidate`; confirmed on "connected", else the next candidate is tried. */
   _open(candidate) {
+    if (candidate.route === "relay") {
+      this._openRelay(candidate);
+      return;
+    }
     const conn = this.model.get("_connection") || {};
     this._options = { ...conn, ...candidate.options };
     try {
@@ -343,6 +414,16 @@ export class Connection extends Emitter {
     this._next();
   }
 
+  _dropRelay() {
+    const relay = this.relay;
+    this.relay = null;
+    if (!relay) return;
+    const listeners = relayHub(this.deps.scope).listeners;
+    const set = listeners.get(relay.id);
+    set?.delete(relay.listener);
+    if (set && !set.size) listeners.delete(relay.id);
+  }
+
   _dropPusher() {
     const pusher = this.pusher;
     this.pusher = null;
@@ -368,7 +449,9 @@ export class Connection extends Emitter {
       for (const info of this.channels.values()) {
         if (info.state === "subscribed") info.state = "subscribing";
       }
-      if (state === "unavailable" && !this.error) {
+      if (state === "unavailable" && !this.error && this.relay) {
+        this.error = "the kernel cannot reach the Pusher server; retrying";
+      } else if (state === "unavailable" && !this.error) {
         const o = this._options;
         const where = o.wsHost ? `${o.wsHost}:${o.forceTLS ? o.wssPort : o.wsPort}${o.wsPath || ""}` : "Pusher";
         this.error = `cannot reach ${where}; retrying`;
@@ -394,8 +477,100 @@ export class Connection extends Emitter {
     }
   }
 
+  // ------------------------------------------------------------------ the relay route
+
+  /** Listen to the kernel's relay stream for this model; confirmed by the first part naming it. */
+  _openRelay(candidate) {
+    const conn = this.model.get("_connection") || {};
+    const listener = (part) => this._onRelayPart(part);
+    this.relay = { id: conn.relayId, candidate, pending: new Map(), listener };
+    const listeners = relayHub(this.deps.scope).listeners;
+    if (!listeners.has(conn.relayId)) listeners.set(conn.relayId, new Set());
+    listeners.get(conn.relayId).add(listener);
+    // The kernel relays unasked unless it heard of another route; ask anyway (arrives when idle).
+    this.model.send({ type: "relay", on: true });
+    const status = this.model.get("status");
+    this._setState(status === "connected" ? "connecting" : RELAY_STATES[status] || status || "connecting");
+    this.syncChannels();
+  }
+
+  /** Any model's comm may carry the kernel's one stream: hand each part to its model's connection. */
+  _deliverRelay(msg, buffers) {
+    const listeners = relayHub(this.deps.scope).listeners;
+    for (const part of relayParts(buffers)) {
+      for (const listener of (part && listeners.get(part.id)) || []) {
+        try {
+          listener(part);
+        } catch (err) {
+          console.error("livewidget: relay part failed", err);
+        }
+      }
+    }
+  }
+
+  _onRelayPart(part) {
+    const relay = this.relay;
+    if (!relay || this._closed) return;
+    if (this.route !== "relay") this._confirm(relay.candidate);
+    const state = part.state;
+    if (state && typeof state === "object") {
+      const channels = state.channels && typeof state.channels === "object" ? state.channels : {};
+      const members = state.members && typeof state.members === "object" ? state.members : {};
+      for (const [name, info] of this.channels) {
+        info.state = channels[name] ? "subscribed" : "subscribing";
+        if (Array.isArray(members[name])) {
+          info.channel._members = members[name];
+          info.members = members[name].length;
+        }
+      }
+      const status = String(state.status || "");
+      this.error = status === "disabled" ? "this widget does not record (record=False): nothing to relay" : "";
+      if (state.detail && (status === "unavailable" || status === "failed")) this.error = `kernel: ${state.detail}`;
+      this._setState(RELAY_STATES[status] || status || "connecting");
+    }
+    if (part.lost) {
+      this.error = `the kernel dropped ${part.lost} relayed event(s) (too many at once); its record has them`;
+    }
+    for (const [id, error] of Array.isArray(part.acks) ? part.acks : []) {
+      relay.pending.delete(id);
+      if (error) this.error = `kernel: ${error}`;
+    }
+    this._relayNote();
+    for (const row of Array.isArray(part.rows) ? part.rows : []) {
+      if (!Array.isArray(row)) continue;
+      const [t, channel, event, text, userId] = row;
+      if (!this.channels.has(channel) || typeof event !== "string" || isInternal(event)) continue;
+      const data = decodeData(text);
+      this.emit("event", { t: Number(t) || this.now(), channel, event, data, user_id: userId ?? null });
+    }
+    this.emit("change");
+  }
+
+  _relayTrigger(channel, event, data) {
+    const relay = this.relay;
+    if (!relay || this._closed) return false;
+    const id = `${++this._seq}-${Math.random().toString(36).slice(2, 10)}`;
+    relay.pending.set(id, event);
+    this.model.send({ type: "relay_trigger", id, channel, event, data });
+    this._relayNote();
+    this.emit("change");
+    return true;
+  }
+
+  _relayNote() {
+    const n = this.relay?.pending.size || 0;
+    this.note = n
+      ? `${n} action${n === 1 ? "" : "s"} sent through the kernel: ` +
+        "carried out when the kernel is idle (a running cell delays them)"
+      : "";
+  }
+
   /** Subscribe to the `channels` trait and unsubscribe from channels no longer in it. */
   syncChannels() {
+    if (this.relay) {
+      this._syncRelayChannels();
+      return;
+    }
     if (!this.pusher) return;
     const wanted = new Set(this.model.get("channels") || []);
     for (const name of [...this.channels.keys()]) {
@@ -403,6 +578,18 @@ export class Connection extends Emitter {
     }
     for (const name of wanted) {
       if (!this.channels.has(name)) this._subscribe(name);
+    }
+    this.emit("change");
+  }
+
+  _syncRelayChannels() {
+    const wanted = new Set(this.model.get("channels") || []);
+    for (const name of [...this.channels.keys()]) if (!wanted.has(name)) this.channels.delete(name);
+    for (const name of wanted) {
+      if (!this.channels.has(name)) {
+        const channel = new RelayChannel(this, name);
+        this.channels.set(name, { state: "subscribing", error: "", members: null, handler: null, channel });
+      }
     }
     this.emit("change");
   }
@@ -580,7 +767,11 @@ export class Connection extends Emitter {
     });
   }
 
-  _handleCustom(msg) {
+  _handleCustom(msg, buffers) {
+    if (msg?.type === "relay") {
+      this._deliverRelay(msg, buffers);
+      return;
+    }
     if (!msg || msg.type !== "auth") return;
     const pending = this._pending.get(msg.id);
     if (!pending) {
@@ -615,6 +806,7 @@ export class Connection extends Emitter {
     this._late.clear();
     this._clearTrial();
     this._dropPusher();
+    this._dropRelay();
     this.channels.clear();
     this.state = "disconnected";
     this.removeAll();

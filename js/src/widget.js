@@ -29,9 +29,14 @@ function paintRoute(el, conn) {
   if (!header || !conn) return () => {};
   const doc = el.ownerDocument || globalThis.document;
   const label = h(doc, "span", "lw-route");
-  header.append(label);
+  const note = h(doc, "span", "lw-route-note"); // e.g. relay: actions waiting for the kernel
+  note.setAttribute("role", "status");
+  note.hidden = true;
+  header.append(label, note);
   let shown = null;
   const paint = () => {
+    if (note.textContent !== (conn.note || "")) note.textContent = conn.note || "";
+    note.hidden = !conn.note;
     const text = conn.route || (conn.trying ? `${conn.trying}?` : "");
     const key = `${text}|${conn.via}`;
     if (key === shown) return;
@@ -48,6 +53,7 @@ function paintRoute(el, conn) {
   return () => {
     off();
     label.remove();
+    note.remove();
   };
 }
 
