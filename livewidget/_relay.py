@@ -14,9 +14,11 @@ The message (``type`` ``relay``), sent on one open widget's comm (the "carrier":
 end of every livewidget model hands it to a page-wide hub, which routes each part by ``relayId``)::
 
     content  {"type": "relay", "seq": n, "ids": [relayId, ...]}
-    buffers  [UTF-8 JSON: [{"id": relayId, "rows": [[t_ms, channel, event, data_text, user_id], ...],
-                            "lost": n?, "acks"?: [[action id, error]], "state"?: {"status", "error", "channels": {name: bool},
-                            "members": {channel: [{"id", "info"}]}}}, ...]]
+    buffers  [UTF-8 JSON: [{"id": relayId,
+                            "rows": [[t_ms, channel, event, data_text, user_id], ...],
+                            "lost"?: n, "acks"?: [[action id, error]],
+                            "state"?: {"status", "detail"?, "error", "channels": {name: subscribed},
+                                       "members": {channel: [{"id", "info"}]}}}, ...]]
 
 ``data_text`` is the event's payload text as the server sent it (the browser decodes it as pusher-js
 does: JSON when it parses, else the string). ``state`` comes only when it changed. ``seq`` grows by

@@ -7,7 +7,8 @@ Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
                      enabledTransports?}`` and the route hints ``{route, serverId?, appId?}``
-                     (``Settings.browser_config``). Never the secret.
+                     (``Settings.browser_config``), and ``relayId``: this widget's name in the
+                     kernel's relay stream (random, not a secret). Never the secret.
     ``channels``     channels to subscribe to. The kernel keeps its own copy: what it signs, records
                      and publishes to never follows a change made to a synced trait by the browser
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
@@ -40,9 +41,21 @@ Synced trait, browser → kernel
 Custom messages
     browser → kernel ``{"type": "auth", "id", "socket_id", "channel_name"}``;
     kernel → browser ``{"type": "auth", "id", "auth"?, "channel_data"?, "error"?}``.
+    The relay route (:mod:`livewidget._relay`):
+    kernel → browser ``{"type": "relay", "seq", "ids"}`` + one binary buffer: the kernel's ONE stream,
+    every relayed widget's new events (``[t_ms, channel, event, data_text, user_id]``), receiver
+    state, presence members and acknowledgements, keyed by ``relayId``; sent on one open widget's
+    comm (any), at most every ``_relay.RELAY_EVERY`` seconds (10/s) however many widgets and events.
+    The browser's front end of any livewidget model hands each part to the model it names.
+    browser → kernel ``{"type": "relay", "on": true}`` (relay me: the browser fell back to it) and
+    ``{"type": "relay_trigger", "id", "channel", "event", "data"}``: a client event the kernel's own
+    connection sends (it arrives once the running cell ends; acknowledged in the stream's ``acks``).
+    The kernel relays a widget whose route is ``relay``, or ``auto`` until the browser reports
+    ``direct`` or ``jupyter`` (it cannot wait to be asked: the request would wait for the cell).
 
 Kernel → browser traffic is coalesced: traits change at most ``FLUSH_EVERY`` seconds apart (a few
-messages per second per widget whatever the event rate), far under Jupyter's 1000 messages/s limit.
+messages per second per widget whatever the event rate), and the relay stream is at most 10 messages
+a second per kernel: far under Jupyter's 1000 messages/s limit.
 """
 
 from __future__ import annotations
@@ -68,8 +81,7 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
-from .._relay import data_text
-from .._relay import session as relay_session
+from .._relay import data_text, session as relay_session
 from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
@@ -310,7 +322,9 @@ class LiveWidget(anywidget.AnyWidget):
             "status": r.state if r is not None else "disabled",
             "error": self.error,
             "channels": dict(r.protocol.channels) if r is not None else {},
-            "members": {ch: [{"id": k, "info": v} for k, v in m.items()] for ch, m in self._relay_members.items()},
+            "members": {
+                ch: [{"id": k, "info": v} for k, v in m.items()] for ch, m in self._relay_members.items()
+            },
         }
 
     @traitlets.observe("route")
@@ -340,7 +354,9 @@ class LiveWidget(anywidget.AnyWidget):
         if ok and self._receiver is not None:
             self._receiver.trigger(str(channel), str(event), content.get("data"))
         if self._relaying and isinstance(ack, str):
-            relay_session().ack(self._relay_id, ack[:64], "" if ok else f"cannot send {event!r} on {channel!r}")
+            relay_session().ack(
+                self._relay_id, ack[:64], "" if ok else f"cannot send {event!r} on {channel!r}"
+            )
 
     def _internal(self, event: ClientEvent) -> None:
         """Presence bookkeeping for the relay, then the widget's own (_on_internal)."""
@@ -348,7 +364,11 @@ class LiveWidget(anywidget.AnyWidget):
             data = event.data if isinstance(event.data, dict) else {}
             members = self._relay_members.setdefault(event.channel, {})
             if event.event == "pusher:subscription_succeeded":
-                hash_ = (data.get("presence") or {}).get("hash") if isinstance(data.get("presence"), dict) else None
+                hash_ = (
+                    (data.get("presence") or {}).get("hash")
+                    if isinstance(data.get("presence"), dict)
+                    else None
+                )
                 members.clear()
                 if isinstance(hash_, dict):
                     members.update({str(k): v for k, v in hash_.items()})
@@ -391,9 +411,15 @@ class LiveWidget(anywidget.AnyWidget):
         row, in ``df``, ``events``, the history and the callbacks, as if published one by one.
         """
         now = time.time()
-        if self._relaying:
-            row = [int(now * 1000), event.channel, event.event, data_text(event.raw, event.data), event.user_id]
-            relay_session().row(self._relay_id, row)
+        if self._relaying:  # every event, as the browser's own connection would get them
+            relayed = [
+                int(now * 1000),
+                event.channel,
+                event.event,
+                data_text(event.raw, event.data),
+                event.user_id,
+            ]
+            relay_session().row(self._relay_id, relayed)
         if not self._accepts(event):
             return
         for data in unpack(event.data):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -28,7 +29,13 @@ def relay_messages(comms: list[Any]) -> list[tuple[float, dict[str, Any], list[d
 
 
 def relayed_rows(comms: list[Any], relay_id: str) -> list[list[Any]]:
-    return [row for _, _, parts in relay_messages(comms) for p in parts if p["id"] == relay_id for row in p["rows"]]
+    return [
+        row
+        for _, _, parts in relay_messages(comms)
+        for p in parts
+        if p["id"] == relay_id
+        for row in p["rows"]
+    ]
 
 
 def drained(comms: list[Any], relay_id: str, n: int) -> bool:
@@ -77,10 +84,12 @@ def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(m
     # one stream: messages carry several widgets' events, never closer together than RELAY_EVERY
     assert max(len(parts) for _, _, parts in msgs) == 3
     during = [at for at, _, _ in msgs if start <= at <= end]
-    gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
     assert min(gaps) >= _relay.RELAY_EVERY * 0.9, min(gaps)
     seconds = end - start
-    assert len(during) / seconds <= 1 / _relay.RELAY_EVERY + 1, f"{len(during)} relay messages in {seconds:.1f} s"
+    assert len(during) / seconds <= 1 / _relay.RELAY_EVERY + 1, (
+        f"{len(during)} relay messages in {seconds:.1f} s"
+    )
     everything = [m for m in comms if m[1] == "comm_msg" and start <= m[0] <= end]
     assert len(everything) / seconds <= 30, f"{len(everything)} comm messages in {seconds:.1f} s"
     # bulk data in a binary buffer, the JSON content stays small
@@ -94,26 +103,55 @@ def test_relay_state_members_and_client_events_through_the_kernel(make_feed, ser
     other = make_feed(["presence-relay-room"], user={"id": "bob", "info": {"name": "Bob"}})
 
     def last_state() -> dict[str, Any] | None:
-        states = [p["state"] for _, _, ps in relay_messages(comms) for p in ps if p["id"] == feed._relay_id and "state" in p]
+        states = [
+            p["state"]
+            for _, _, ps in relay_messages(comms)
+            for p in ps
+            if p["id"] == feed._relay_id and "state" in p
+        ]
         return states[-1] if states else None
 
     wait_for(lambda: (last_state() or {}).get("status") == "connected", timeout=10)
-    wait_for(lambda: len((last_state() or {}).get("members", {}).get("presence-relay-room", [])) == 2, timeout=10)
+    wait_for(
+        lambda: len((last_state() or {}).get("members", {}).get("presence-relay-room", [])) == 2, timeout=10
+    )
     assert last_state()["channels"] == {"presence-relay-room": True}  # type: ignore[index]
     ids = {m["id"] for m in last_state()["members"]["presence-relay-room"]}  # type: ignore[index]
     assert ids == {"ann:kernel", "bob:kernel"}
 
-    simulate_custom(feed, {"type": "relay_trigger", "id": "a1", "channel": "presence-relay-room",
-                           "event": "client-hello", "data": {"text": "hi"}})
+    simulate_custom(
+        feed,
+        {
+            "type": "relay_trigger",
+            "id": "a1",
+            "channel": "presence-relay-room",
+            "event": "client-hello",
+            "data": {"text": "hi"},
+        },
+    )
     other.wait(1, timeout=10)
     assert other.events[-1]["event"] == "client-hello"
     assert other.events[-1]["data"] == {"text": "hi"}
     assert other.events[-1]["user_id"] == "ann:kernel"
-    simulate_custom(feed, {"type": "relay_trigger", "id": "a2", "channel": "presence-elsewhere",
-                           "event": "client-x", "data": {}})
+    simulate_custom(
+        feed,
+        {
+            "type": "relay_trigger",
+            "id": "a2",
+            "channel": "presence-elsewhere",
+            "event": "client-x",
+            "data": {},
+        },
+    )
 
     def acks() -> list[list[str]]:
-        return [a for _, _, ps in relay_messages(comms) for p in ps if p["id"] == feed._relay_id for a in p.get("acks", [])]
+        return [
+            a
+            for _, _, ps in relay_messages(comms)
+            for p in ps
+            if p["id"] == feed._relay_id
+            for a in p.get("acks", [])
+        ]
 
     wait_for(lambda: len(acks()) == 2, timeout=5)
     assert acks()[0] == ["a1", ""]
