@@ -16,6 +16,7 @@ from .conftest import creds, simulate_custom, wait_for
 
 FLOOD_RATE = 10_000  # events per second, over all widgets
 FLOOD_SECONDS = 2.0
+WIDGETS = 8  # more than 30/s / FLUSH_EVERY's 4/s: the kernel-wide flush budget must hold them
 
 
 def relay_messages(comms: list[Any]) -> list[tuple[float, dict[str, Any], list[dict[str, Any]]]]:
@@ -43,9 +44,9 @@ def drained(comms: list[Any], relay_id: str, n: int) -> bool:
 
 
 def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(make_feed, server, comms):
-    """10,000 events/s for 2 s over three widgets: every event relayed, in order, in <= 10 messages/s,
+    """10,000 events/s for 2 s over eight widgets: every event relayed, in order, in <= 10 messages/s,
     and all comm messages of the kernel (relay plus the widgets' coalesced traits) under 30/s."""
-    channels = [f"relay-flood-{i}" for i in range(3)]
+    channels = [f"relay-flood-{i}" for i in range(WIDGETS)]
     feeds = [make_feed(ch, max_log=20) for ch in channels]
     hub = server.server.apps.by_key[server.key]
     batch = 100  # events per call on the server's loop (a Python loop of single calls cannot reach 10k/s)
@@ -54,7 +55,7 @@ def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(m
         actions = []
         for i in range(start, start + batch):
             data = json.dumps({"i": i})
-            actions += hub.trigger("tick", data, [channels[i % 3]], time.time())
+            actions += hub.trigger("tick", data, [channels[i % WIDGETS]], time.time())
         server.server._run(hub, actions)
 
     start = time.monotonic()
@@ -68,21 +69,21 @@ def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(m
     flood_end = time.monotonic()
     assert sent / (flood_end - start) > FLOOD_RATE * 0.6, f"only {sent / (flood_end - start):.0f} events/s"
     for n, feed in enumerate(feeds):
-        feed.wait(len(range(n, sent, 3)), timeout=30)
+        feed.wait(len(range(n, sent, WIDGETS)), timeout=30)
     for n, feed in enumerate(feeds):
-        wait_for(lambda f=feed, n=n: drained(comms, f._relay_id, len(range(n, sent, 3))), timeout=15)
+        wait_for(lambda f=feed, n=n: drained(comms, f._relay_id, len(range(n, sent, WIDGETS))), timeout=15)
     end = time.monotonic()
 
     # nothing lost, nothing twice, in order, per widget
     for n, feed in enumerate(feeds):
         rows = relayed_rows(comms, feed._relay_id)
-        assert [json.loads(r[3])["i"] for r in rows] == list(range(n, sent, 3))
+        assert [json.loads(r[3])["i"] for r in rows] == list(range(n, sent, WIDGETS))
         assert {(r[1], r[2]) for r in rows} == {(channels[n], "tick")}
     msgs = relay_messages(comms)
     assert [c["seq"] for _, c, _ in msgs] == sorted(c["seq"] for _, c, _ in msgs)
     assert not [p for _, _, parts in msgs for p in parts if p.get("lost")]
     # one stream: messages carry several widgets' events, never closer together than RELAY_EVERY
-    assert max(len(parts) for _, _, parts in msgs) == 3
+    assert max(len(parts) for _, _, parts in msgs) == WIDGETS
     during = [at for at, _, _ in msgs if start <= at <= end]
     gaps = [b - a for a, b in itertools.pairwise(during)]
     assert min(gaps) >= _relay.RELAY_EVERY * 0.9, min(gaps)
@@ -93,7 +94,7 @@ def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(m
     everything = [m for m in comms if m[1] == "comm_msg" and start <= m[0] <= end]
     assert len(everything) / seconds <= 30, f"{len(everything)} comm messages in {seconds:.1f} s"
     # bulk data in a binary buffer, the JSON content stays small
-    assert all(len(json.dumps(c)) < 300 for _, c, _ in msgs)
+    assert all(set(c) == {"type", "seq", "ids"} for _, c, _ in msgs)
 
 
 def test_relay_state_members_and_client_events_through_the_kernel(make_feed, server, comms):
