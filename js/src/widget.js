@@ -25,7 +25,7 @@ const ROUTE_TITLES = {
  * it is trying. Added here rather than in each kind's view, so every kind shows it the same way.
  */
 function paintRoute(el, conn) {
-  const header = el.querySelector?.(".lw-header");
+  const header = el.querySelector?.(".lw-header, .lw-chat-header");
   if (!header || !conn) return () => {};
   const doc = el.ownerDocument || globalThis.document;
   const label = h(doc, "span", "lw-route");

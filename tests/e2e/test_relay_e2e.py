@@ -189,3 +189,72 @@ def test_a_forced_relay_is_taken_even_where_direct_would_work(
             context.close()
         with contextlib.suppress(Exception):
             bare_lab.shutdown_notebook_kernel(name)
+
+
+def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
+    bare_lab: JupyterLab, browser: Any, pusher_server: LocalServer, frontend: str
+) -> None:
+    """A message typed while the kernel is busy goes through the kernel (the only route here): the
+    header says it waits, and once the cell ends the kernel's connection sends it, in order."""
+    from livewidget._config import resolve
+    from livewidget.receiver import Receiver
+
+    room = f"relay-{uuid.uuid4().hex[:6]}"
+    channel = f"presence-chat-{room}"
+    s = pusher_server
+    heard: list[Any] = []
+    other = Receiver(
+        resolve(host=s.host, port=s.port, app_id=s.app_id, key=s.key, secret=s.secret),
+        [channel],
+        heard.append,
+        user={"id": "bob", "info": {"name": "Bob"}},
+    ).start()
+    name = write_notebook(
+        bare_lab.root,
+        "relay_chat.ipynb",
+        [
+            "import time\nimport livewidget\n"
+            f'chat = livewidget.Chat("{room}", user={{"id": "ann", "name": "Ann"}})\nchat',
+            'print("SLEEPING", flush=True)\ntime.sleep(20)\nprint("WOKE")',
+        ],
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    chat = ".jp-NotebookPanel:visible .lw-chat"
+    try:
+        nb = NotebookPage(bare_lab, context.new_page(), name)
+        try:
+            nb.open()
+            nb.run_all()
+            nb.widget(".lw-chat", timeout=30)
+            nb.wait_output(1, "SLEEPING", timeout=30)
+            nb.page.locator(f'{chat} .lw-route[data-route="relay"]').first.wait_for(timeout=15_000)
+            box = nb.page.locator(f"{chat} .lw-chat-input").first
+            for text in ("first through the kernel", "second through the kernel"):
+                box.fill(text)
+                box.press("Enter")
+            note = nb.page.locator(f"{chat} .lw-route-note").first
+            note.wait_for(state="visible", timeout=5000)
+            assert "carried out when the kernel is idle" in note.inner_text()
+            assert nb.is_running(1)
+            assert not [e for e in heard if e.event == "client-chat-message"], "sent before the cell ended?"
+            nb.screenshot("relay-chat-waiting", chat)
+            nb.wait_cell_done(1, timeout=60)
+            wait_until(
+                lambda: len([e for e in heard if e.event == "client-chat-message"]) >= 2,
+                20,
+                "both messages from the kernel's connection",
+            )
+            said = [e.data.get("text") for e in heard if e.event == "client-chat-message"]
+            assert said == ["first through the kernel", "second through the kernel"], said
+            assert {e.user_id for e in heard if e.event == "client-chat-message"} == {"ann:kernel"}
+            note.wait_for(state="hidden", timeout=10_000)
+        except BaseException:
+            nb.save_failure_artifacts("relay-chat")
+            raise
+    finally:
+        other.stop()
+        with contextlib.suppress(Exception):
+            context.close()
+        with contextlib.suppress(Exception):
+            bare_lab.shutdown_notebook_kernel(name)
