@@ -15,16 +15,18 @@ end of every livewidget model hands it to a page-wide hub, which routes each par
 
     content  {"type": "relay", "seq": n, "ids": [relayId, ...]}
     buffers  [UTF-8 JSON: [{"id": relayId,
-                            "rows": [[t_ms, channel, event, data_text, user_id], ...],
+                            "rows": [[t_ms, channel, event, data_text, user_id, serial?, stream_id?]],
                             "lost"?: n, "acks"?: [[action id, error]],
                             "state"?: {"status", "detail"?, "error", "channels": {name: subscribed},
                                        "members": {channel: [{"id", "info"}]}}}, ...]]
 
-``data_text`` is the event's payload text as the server sent it (the browser decodes it as pusher-js
-does: JSON when it parses, else the string). ``state`` comes only when it changed. ``seq`` grows by
-one per message, so the browser can tell a gap (it never happens on a healthy comm). Rows wait in a
-bounded queue (``MAX_PENDING``); beyond it the oldest are dropped and counted in ``lost`` (the
-kernel's own record, ``widget.df``, still has them).
+``serial`` and ``stream_id`` come when the server stamps positions (README "Channel history"): the
+browser uses them to show no event twice when it switches between the relay and a direct or jupyter
+connection. ``data_text`` is the event's payload text as the server sent it (the browser decodes
+it as pusher-js does: JSON when it parses, else the string). ``state`` comes only when it changed.
+``seq`` grows by one per message, so the browser can tell a gap (it never happens on a healthy
+comm). Rows wait in a bounded queue (``MAX_PENDING``); beyond it the oldest are dropped and counted
+in ``lost`` (the kernel's own record, ``widget.df``, still has them).
 
 Which widgets are relayed: those whose route is forced to ``relay``, and, with ``auto``, every widget
 until its browser reports another route (``route`` trait): the kernel cannot wait to be asked, since

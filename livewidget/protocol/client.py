@@ -67,6 +67,8 @@ class ClientEvent:
     raw: str | None
     user_id: str | None = None
     error: str | None = None  # why ``data`` could not be decoded (then it is the raw text)
+    serial: int | None = None  # the event's position on its channel, when the server stamps one
+    stream_id: str | None = None  # the stream that position belongs to (README "Channel history")
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -263,7 +265,13 @@ class ClientProtocol:
         user_id = message.get("user_id")
         if (user_id is not None and not isinstance(user_id, (str, int))) or isinstance(user_id, bool):
             user_id = None  # the server stamps a string; anything else is not a user id
-        return [ClientEvent(event, channel, data, raw, None if user_id is None else str(user_id), error)]
+        serial, stream_id = message.get("serial"), message.get("stream_id")
+        if not isinstance(serial, int) or isinstance(serial, bool) or not isinstance(stream_id, str):
+            serial, stream_id = None, None  # positions only as the server stamps them
+        uid = None if user_id is None else str(user_id)
+        return [
+            ClientEvent(event, channel, data, raw, uid, error, serial, stream_id[:64] if stream_id else None)
+        ]
 
     # ------------------------------------------------------------------ application side
 

@@ -428,13 +428,10 @@ class LiveWidget(anywidget.AnyWidget):
         """
         now = time.time()
         if self._relaying:  # every event, as the browser's own connection would get them
-            relayed = [
-                int(now * 1000),
-                event.channel,
-                event.event,
-                data_text(event.raw, event.data),
-                event.user_id,
-            ]
+            text = data_text(event.raw, event.data)
+            relayed = [int(now * 1000), event.channel, event.event, text, event.user_id]
+            if event.serial is not None:  # the browser dedupes by it across a route switch
+                relayed += [event.serial, event.stream_id]
             relay_session().row(self._relay_id, relayed)
         if not self._accepts(event):
             return

@@ -79,6 +79,9 @@ def test_a_flood_across_widgets_is_one_stream_of_at_most_ten_messages_a_second(m
         rows = relayed_rows(comms, feed._relay_id)
         assert [json.loads(r[3])["i"] for r in rows] == list(range(n, sent, WIDGETS))
         assert {(r[1], r[2]) for r in rows} == {(channels[n], "tick")}
+        # the server's positions travel along, for the browser's dedupe across a route switch
+        serials = [r[5] for r in rows]
+        assert serials == sorted(set(serials)) and len({r[6] for r in rows}) == 1, serials[:5]
     msgs = relay_messages(comms)
     assert [c["seq"] for _, c, _ in msgs] == sorted(c["seq"] for _, c, _ in msgs)
     assert not [p for _, _, parts in msgs for p in parts if p.get("lost")]
