@@ -25,6 +25,11 @@
 // A route counts only once the server confirms it: `pusher:connection_established` on `/app/{key}`
 // (a server without this app key refuses with 4001). A candidate that does not connect within
 // ROUTE_TRIAL_MS gives way to the next; the last one keeps retrying (pusher-js's own backoff).
+// A confirmed direct or jupyter route that fails later (pusher-js `unavailable`) falls back to the
+// relay while pusher-js keeps retrying it in the background; once pusher-js is connected and every
+// channel subscribed again, the relay is dropped. No event is shown twice across either switch: each
+// side remembers the last position (`serial` per `stream_id`, README "Channel history") it showed per
+// channel, and the other side skips what is not newer. A forced route never falls back.
 // The route taken is `conn.route`, reported to the kernel as the `route` trait.
 
 import { Emitter } from "./util.js";
@@ -262,6 +267,10 @@ export class Connection extends Emitter {
     this._page = null;
     this.relay = null; // relay route: {id, candidate, pending: Map(action id -> label), seq}
     this.note = ""; // something to show that is not an error (relay: actions waiting for the kernel)
+    this._fallback = null; // {from, channels}: the relay stands in for a confirmed route that failed
+    this._held = null; // a pusher-js event waiting for its raw message (its position) to be shown
+    this._pusherMax = new Map(); // channel -> {stream, serial}: the last position shown from pusher-js
+    this._relayMax = new Map(); // the same from the relay
   }
 
   /** Choose a route, create the pusher-js client and subscribe. Never throws: failures are the state. */
@@ -351,9 +360,17 @@ export class Connection extends Emitter {
     const connection = this.pusher.connection;
     this._bound = {
       state_change: ({ current }) => {
+        if (this._fallback) {
+          // on the relay meanwhile: pusher-js keeps retrying its route; back once it is subscribed again
+          if (current === "connected") this._maybeEndFallback();
+          return;
+        }
         if (current === "connected") this._confirm(candidate);
         else if ((current === "unavailable" || current === "failed") && !this.route && !this._isLast()) {
           this._giveUp();
+          return;
+        } else if ((current === "unavailable" || current === "failed") && this._mayFallBack()) {
+          this._startFallback(candidate);
           return;
         }
         this._setState(current);
@@ -364,9 +381,14 @@ export class Connection extends Emitter {
       message: (msg) => {
         const row = this._lastRow;
         this._lastRow = null;
-        if (row && msg && msg.user_id != null && msg.channel === row.channel && msg.event === row.event) {
-          row.user_id = String(msg.user_id);
-        }
+        if (!row || !msg || msg.channel !== row.channel || msg.event !== row.event) return;
+        if (msg.user_id != null) row.user_id = String(msg.user_id);
+        const serial = Number.isInteger(msg.serial) ? msg.serial : null;
+        const held = this._held === row;
+        this._held = null;
+        // while the relay stood in, an event it already showed is not shown again (README "Channel history")
+        if (held && !this._duplicate(this._relayMax, row.channel, serial, msg.stream_id)) this.emit("event", row);
+        this._notePosition(this._pusherMax, row.channel, serial, msg.stream_id);
       },
     };
     for (const [name, fn] of Object.entries(this._bound)) connection.bind(name, fn);
@@ -538,8 +560,11 @@ export class Connection extends Emitter {
     this._relayNote();
     for (const row of Array.isArray(part.rows) ? part.rows : []) {
       if (!Array.isArray(row)) continue;
-      const [t, channel, event, text, userId] = row;
+      const [t, channel, event, text, userId, serial, stream] = row;
       if (!this.channels.has(channel) || typeof event !== "string" || isInternal(event)) continue;
+      const position = Number.isInteger(serial) ? serial : null;
+      if (this._duplicate(this._pusherMax, channel, position, stream)) continue; // shown by pusher-js already
+      this._notePosition(this._relayMax, channel, position, stream);
       const data = decodeData(text);
       this.emit("event", { t: Number(t) || this.now(), channel, event, data, user_id: userId ?? null });
     }
@@ -611,14 +636,67 @@ export class Connection extends Emitter {
   }
 
   _onChannelEvent(name, info, event, data) {
-    if (this.channels.get(name) !== info) return; // unsubscribed meanwhile
+    const channels = this._fallback ? this._fallback.channels : this.channels;
+    if (channels.get(name) !== info) return; // unsubscribed meanwhile
     if (isInternal(event)) {
       this._onInternal(info, event, data);
+      if (this._fallback && event === "pusher:subscription_succeeded") this._maybeEndFallback();
       return;
     }
     const row = { t: this.now(), channel: name, event, data, user_id: null };
+    if (this._held) this.emit("event", this._held); // its raw message never came: show it all the same
+    this._held = null;
     this._lastRow = row;
+    if (this._fallback || this._relayMax.size) {
+      this._held = row; // shown from the raw message, once its position is known (dedupe)
+      return;
+    }
     this.emit("event", row);
+  }
+
+  // ------------------------------------------------------------------ falling back to the relay
+
+  /** A confirmed direct or jupyter route failed: the relay can stand in (when the kernel offers it). */
+  _mayFallBack() {
+    return Boolean(this.route) && this.route !== "relay" && this._plan.some((c) => c.route === "relay");
+  }
+
+  /** Show the relay meanwhile; pusher-js keeps retrying the better route in the background. */
+  _startFallback(candidate) {
+    const channels = this.channels;
+    for (const info of channels.values()) if (info.state === "subscribed") info.state = "subscribing";
+    this._fallback = { from: candidate, channels };
+    this.channels = new Map();
+    this.route = "";
+    this.via = "";
+    this.trying = "relay";
+    this._openRelay(this._plan.find((c) => c.route === "relay"));
+  }
+
+  /** pusher-js is connected and subscribed again: back to its route, the relay dropped. */
+  _maybeEndFallback() {
+    const fallback = this._fallback;
+    if (!fallback || this.pusher?.connection?.state !== "connected") return;
+    for (const info of fallback.channels.values()) if (info.state !== "subscribed") return;
+    this._fallback = null;
+    this._dropRelay();
+    this.channels = fallback.channels;
+    this.note = "";
+    this.error = "";
+    this._confirm(fallback.from);
+    this._setState("connected");
+  }
+
+  _duplicate(seen, channel, serial, stream) {
+    if (serial === null || serial === undefined) return false;
+    const last = seen.get(channel);
+    return Boolean(last) && last.stream === stream && serial <= last.serial;
+  }
+
+  _notePosition(seen, channel, serial, stream) {
+    if (serial === null || serial === undefined) return;
+    const last = seen.get(channel);
+    if (!last || last.stream !== stream || serial > last.serial) seen.set(channel, { stream, serial });
   }
 
   _onInternal(info, event, data) {
@@ -805,6 +883,8 @@ export class Connection extends Emitter {
     this._pending.clear();
     this._late.clear();
     this._clearTrial();
+    if (this._fallback) this.channels = this._fallback.channels; // pusher-js's, to unbind
+    this._fallback = null;
     this._dropPusher();
     this._dropRelay();
     this.channels.clear();

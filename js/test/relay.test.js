@@ -176,3 +176,62 @@ describe("relay route", () => {
     conn.close();
   });
 });
+
+/** An event with its position, delivered as pusher-js does (channel first, then the raw "message"). */
+function deliverAt(pusher, channel, event, data, serial, stream = "s1") {
+  pusher.channels.get(channel)?.emit(event, data, {});
+  pusher.connection.emit("message", { event, channel, data, serial, stream_id: stream });
+}
+
+describe("falling back to the relay when a confirmed route fails", () => {
+  test("relay meanwhile, back when pusher-js is subscribed again; no event twice or lost", () => {
+    const local = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+    const { model, conn } = open("r1", { channels: ["news"] }, { location: local, document: null });
+    const pusher = FakePusher.last();
+    pusher.connect();
+    assert.equal(conn.route, "direct");
+    const rows = [];
+    conn.on("event", (row) => rows.push(row.data.n));
+    deliverAt(pusher, "news", "tick", { n: 1 }, 1);
+    deliverAt(pusher, "news", "tick", { n: 2 }, 2);
+    assert.deepEqual(rows, [1, 2]);
+
+    pusher.connection.setState("unavailable"); // the confirmed route fails later
+    assert.equal(conn.trying, "relay");
+    assert.deepEqual(model.sent, [{ type: "relay", on: true }]);
+    assert.equal(pusher.disconnected, false, "pusher-js keeps retrying in the background");
+    const rowsOf = (...ns) => ns.map((n) => [1000 + n, "news", "tick", JSON.stringify({ n }), null, n, "s1"]);
+    model.receive(...relayMessage(1, [{ id: "r1", rows: rowsOf(2, 3, 4), state: CONNECTED({ news: true }) }]));
+    assert.equal(conn.route, "relay");
+    assert.equal(model.get("route"), "relay");
+    assert.equal(conn.state, "connected");
+    assert.deepEqual(rows, [1, 2, 3, 4], "2 was shown by pusher-js already");
+
+    pusher.connect(); // back: resubscribed, then the relay is dropped
+    assert.equal(conn.route, "direct");
+    assert.equal(model.get("route"), "direct");
+    assert.equal(conn.channels.get("news").state, "subscribed");
+    assert.equal(relayHub(scope).listeners.size, 0);
+    deliverAt(pusher, "news", "tick", { n: 4 }, 4); // the relay showed it
+    deliverAt(pusher, "news", "tick", { n: 5 }, 5);
+    model.receive(...relayMessage(2, [{ id: "r1", rows: rowsOf(5, 6) }])); // late relay traffic: ignored
+    assert.deepEqual(rows, [1, 2, 3, 4, 5]);
+    // a new stream (the server restarted): positions start again, nothing is taken for a duplicate
+    deliverAt(pusher, "news", "tick", { n: 6 }, 1, "s2");
+    assert.deepEqual(rows, [1, 2, 3, 4, 5, 6]);
+    conn.close();
+    assert.equal(pusher.disconnected, true);
+  });
+
+  test("a route forced to direct or jupyter never falls back", () => {
+    const local = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+    const { model, conn } = open("r1", { _connection: { route: "direct" } }, { location: local, document: null });
+    const pusher = FakePusher.last();
+    pusher.connect();
+    pusher.connection.setState("unavailable");
+    assert.equal(conn.route, "direct");
+    assert.equal(conn.state, "unavailable");
+    assert.deepEqual(model.sent, []);
+    conn.close();
+  });
+});
