@@ -151,54 +151,29 @@ export function relayHub(scope = globalThis) {
 }
 
 /** A relay message's parts (`[{id, rows, state?, lost?, acks?}]`, livewidget/_relay.py), or []. */
-export function relayParts(buffers) {
-  const buffer = buffers?.[0];
-  if (!buffer) return [];
+function relayParts(buffers) {
   try {
-    const parts = JSON.parse(new TextDecoder().decode(buffer));
+    const parts = JSON.parse(new TextDecoder().decode(buffers[0]));
     return Array.isArray(parts) ? parts : [];
   } catch {
     return [];
   }
 }
 
-/** An event's payload text decoded as pusher-js does (JSON when it parses, else the text). */
-function decodeData(text) {
-  if (typeof text !== "string") return text;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
-
 const RELAY_STATES = { closed: "disconnected", disabled: "failed", idle: "connecting" };
 
 /** What a relayed channel offers the stores in place of a pusher-js channel: members and trigger. */
-class RelayChannel {
-  constructor(conn, name) {
-    this.name = name;
-    this._conn = conn;
-    this._members = [];
-    this.members = name.startsWith("presence-") ? this._membersView() : undefined;
-  }
-
-  _membersView() {
-    const self = this;
-    return {
+function relayChannel(conn, name) {
+  const channel = { list: [], trigger: (event, data) => conn._relayTrigger(name, event, data) };
+  if (name.startsWith("presence-")) {
+    channel.members = {
       get count() {
-        return self._members.length;
+        return channel.list.length;
       },
-      each(fn) {
-        for (const m of self._members) fn({ id: m.id, info: m.info });
-      },
+      each: (fn) => channel.list.forEach((m) => fn({ id: m.id, info: m.info })),
     };
   }
-
-  /** A client event: sent by the kernel's connection once the kernel is idle; never dropped. */
-  trigger(event, data) {
-    return this._conn._relayTrigger(this.name, event, data);
-  }
+  return channel;
 }
 
 /** Why no route can be tried, for the error line. */
@@ -387,8 +362,9 @@ export class Connection extends Emitter {
         const held = this._held === row;
         this._held = null;
         // while the relay stood in, an event it already showed is not shown again (README "Channel history")
-        if (held && !this._duplicate(this._relayMax, row.channel, serial, msg.stream_id)) this.emit("event", row);
-        this._notePosition(this._pusherMax, row.channel, serial, msg.stream_id);
+        if (!this._seen(this._pusherMax, this._relayMax, row.channel, serial, msg.stream_id) && held) {
+          this.emit("event", row);
+        }
       },
     };
     for (const [name, fn] of Object.entries(this._bound)) connection.bind(name, fn);
@@ -472,7 +448,7 @@ export class Connection extends Emitter {
         if (info.state === "subscribed") info.state = "subscribing";
       }
       if (state === "unavailable" && !this.error && this.relay) {
-        this.error = "the kernel cannot reach the Pusher server; retrying";
+        this.error = "the kernel cannot reach the server; retrying";
       } else if (state === "unavailable" && !this.error) {
         const o = this._options;
         const where = o.wsHost ? `${o.wsHost}:${o.forceTLS ? o.wssPort : o.wsPort}${o.wsPath || ""}` : "Pusher";
@@ -521,11 +497,7 @@ export class Connection extends Emitter {
     const listeners = relayHub(this.deps.scope).listeners;
     for (const part of relayParts(buffers)) {
       for (const listener of (part && listeners.get(part.id)) || []) {
-        try {
-          listener(part);
-        } catch (err) {
-          console.error("livewidget: relay part failed", err);
-        }
+        listener(part);
       }
     }
   }
@@ -541,17 +513,17 @@ export class Connection extends Emitter {
       for (const [name, info] of this.channels) {
         info.state = channels[name] ? "subscribed" : "subscribing";
         if (Array.isArray(members[name])) {
-          info.channel._members = members[name];
+          info.channel.list = members[name];
           info.members = members[name].length;
         }
       }
       const status = String(state.status || "");
-      this.error = status === "disabled" ? "this widget does not record (record=False): nothing to relay" : "";
+      this.error = status === "disabled" ? "record=False: nothing to relay" : "";
       if (state.detail && (status === "unavailable" || status === "failed")) this.error = `kernel: ${state.detail}`;
       this._setState(RELAY_STATES[status] || status || "connecting");
     }
     if (part.lost) {
-      this.error = `the kernel dropped ${part.lost} relayed event(s) (too many at once); its record has them`;
+      this.error = `the kernel dropped ${part.lost} relayed events (its record has them)`;
     }
     for (const [id, error] of Array.isArray(part.acks) ? part.acks : []) {
       relay.pending.delete(id);
@@ -563,9 +535,11 @@ export class Connection extends Emitter {
       const [t, channel, event, text, userId, serial, stream] = row;
       if (!this.channels.has(channel) || typeof event !== "string" || isInternal(event)) continue;
       const position = Number.isInteger(serial) ? serial : null;
-      if (this._duplicate(this._pusherMax, channel, position, stream)) continue; // shown by pusher-js already
-      this._notePosition(this._relayMax, channel, position, stream);
-      const data = decodeData(text);
+      if (this._seen(this._relayMax, this._pusherMax, channel, position, stream)) continue; // pusher-js showed it
+      let data = text;
+      try {
+        data = JSON.parse(text); // as pusher-js decodes: JSON when it parses, else the text
+      } catch {}
       this.emit("event", { t: Number(t) || this.now(), channel, event, data, user_id: userId ?? null });
     }
     this.emit("change");
@@ -584,10 +558,7 @@ export class Connection extends Emitter {
 
   _relayNote() {
     const n = this.relay?.pending.size || 0;
-    this.note = n
-      ? `${n} action${n === 1 ? "" : "s"} sent through the kernel: ` +
-        "carried out when the kernel is idle (a running cell delays them)"
-      : "";
+    this.note = n ? `${n} sent through the kernel: done when it is idle (a running cell delays it)` : "";
   }
 
   /** Subscribe to the `channels` trait and unsubscribe from channels no longer in it. */
@@ -612,7 +583,7 @@ export class Connection extends Emitter {
     for (const name of [...this.channels.keys()]) if (!wanted.has(name)) this.channels.delete(name);
     for (const name of wanted) {
       if (!this.channels.has(name)) {
-        const channel = new RelayChannel(this, name);
+        const channel = relayChannel(this, name);
         this.channels.set(name, { state: "subscribing", error: "", members: null, handler: null, channel });
       }
     }
@@ -687,16 +658,13 @@ export class Connection extends Emitter {
     this._setState("connected");
   }
 
-  _duplicate(seen, channel, serial, stream) {
-    if (serial === null || serial === undefined) return false;
-    const last = seen.get(channel);
-    return Boolean(last) && last.stream === stream && serial <= last.serial;
-  }
-
-  _notePosition(seen, channel, serial, stream) {
-    if (serial === null || serial === undefined) return;
-    const last = seen.get(channel);
-    if (!last || last.stream !== stream || serial > last.serial) seen.set(channel, { stream, serial });
+  /** Note `serial` as shown from one side (`mine`); whether the other side showed it already. */
+  _seen(mine, other, channel, serial, stream) {
+    if (serial === null) return false;
+    const last = mine.get(channel);
+    if (!last || last.stream !== stream || serial > last.serial) mine.set(channel, { stream, serial });
+    const shown = other.get(channel);
+    return Boolean(shown) && shown.stream === stream && serial <= shown.serial;
   }
 
   _onInternal(info, event, data) {

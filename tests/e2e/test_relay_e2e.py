@@ -235,7 +235,7 @@ def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
                 box.press("Enter")
             note = nb.page.locator(f"{chat} .lw-route-note").first
             note.wait_for(state="visible", timeout=5000)
-            assert "carried out when the kernel is idle" in note.inner_text()
+            assert "sent through the kernel: done when it is idle" in note.inner_text()
             assert nb.is_running(1)
             assert not [e for e in heard if e.event == "client-chat-message"], "sent before the cell ended?"
             nb.screenshot("relay-chat-waiting", chat)
