@@ -334,13 +334,20 @@ class LiveWidget(anywidget.AnyWidget):
     def _relay_state(self) -> dict[str, Any]:
         """What the browser's relay connection shows: the kernel receiver's state, channels, members."""
         r = self._receiver
+        me, person = self._kernel_member()["id"], str(self._user["id"])
+        members = {}
+        for ch, m in self._relay_members.items():
+            members[ch] = [{"id": k, "info": v} for k, v in m.items()]
+            if me in m and me != person and person not in m:
+                # the person at this browser is present through the kernel (their view has no socket)
+                members[ch].append(
+                    {"id": person, "info": {**(self._user.get("info") or {}), "via": "kernel"}}
+                )
         return {
             "status": r.state if r is not None else "disabled",
             "error": self.error,
             "channels": dict(r.protocol.channels) if r is not None else {},
-            "members": {
-                ch: [{"id": k, "info": v} for k, v in m.items()] for ch, m in self._relay_members.items()
-            },
+            "members": members,
         }
 
     @traitlets.observe("route")

@@ -229,6 +229,16 @@ def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
             nb.widget(".lw-chat", timeout=30)
             nb.wait_output(1, "SLEEPING", timeout=30)
             nb.page.locator(f'{chat} .lw-route[data-route="relay"]').first.wait_for(timeout=15_000)
+            # Ann is online in her own view (present through her kernel), and sees Bob
+            online = nb.page.locator(f"{chat} .lw-chat-members .lw-member")
+            wait_until(
+                lambda: (
+                    online.evaluate_all("(els) => els.map((e) => e.getAttribute('data-user-id'))")
+                    == ["ann", "bob"]
+                ),
+                15,
+                "Ann and Bob online",
+            )
             box = nb.page.locator(f"{chat} .lw-chat-input").first
             for text in ("first through the kernel", "second through the kernel"):
                 box.fill(text)
