@@ -191,3 +191,35 @@ def test_the_route_decides_whether_the_kernel_relays(server, comms, monkeypatch:
         assert forced._relaying
     finally:
         forced.close()
+
+
+def test_bad_relay_messages_from_the_browser_are_refused_not_fatal(make_feed, comms):
+    """Malformed relay requests change nothing and never stop the widget: a client event on a channel
+    the widget did not ask for, a non-client event, wrong types; an acknowledgement says why."""
+    feed = make_feed(["private-relay-bad"])
+    bad: list[dict[str, Any]] = [
+        {"type": "relay_trigger", "id": "b1", "channel": "private-other", "event": "client-x", "data": {}},
+        {
+            "type": "relay_trigger",
+            "id": "b2",
+            "channel": "private-relay-bad",
+            "event": "not-client",
+            "data": 1,
+        },
+        {"type": "relay_trigger", "id": "b3", "channel": 5, "event": None},
+        {"type": "relay_trigger", "id": ["not", "a", "string"], "channel": "private-relay-bad"},
+        {"type": "relay_trigger", "id": "x" * 10_000, "channel": None, "event": "client-x"},
+        {"type": "relay", "on": "yes please"},
+        {"type": "relay"},
+    ]
+    for content in bad:
+        simulate_custom(feed, content)
+
+    def acks() -> list[list[str]]:
+        parts = [p for _, _, ps in relay_messages(comms) for p in ps if p["id"] == feed._relay_id]
+        return [a for p in parts for a in p.get("acks", [])]
+
+    wait_for(lambda: len(acks()) == 4, timeout=5)
+    assert [a[0] for a in acks()] == ["b1", "b2", "b3", "x" * 64]
+    assert all("cannot send" in a[1] for a in acks())
+    assert feed._relaying and feed._receiver.state == "connected"
