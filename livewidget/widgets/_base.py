@@ -382,8 +382,11 @@ class LiveWidget(anywidget.AnyWidget):
             )
 
     def _internal(self, event: ClientEvent) -> None:
-        """Presence bookkeeping for the relay, then the widget's own (_on_internal)."""
-        if self._relaying and event.channel:
+        """Presence bookkeeping for the relay, then the widget's own (_on_internal).
+
+        Kept whether or not the widget is relayed now: the first subscription may come before the
+        relay starts (or the browser may fall back to it later), and members arrive only once."""
+        if event.channel:
             data = event.data if isinstance(event.data, dict) else {}
             members = self._relay_members.setdefault(event.channel, {})
             if event.event == "pusher:subscription_succeeded":
@@ -401,7 +404,8 @@ class LiveWidget(anywidget.AnyWidget):
                 members[str(data["user_id"])] = data.get("user_info")
             elif event.event == "pusher:member_removed" and data.get("user_id") is not None:
                 members.pop(str(data["user_id"]), None)
-            relay_session().state(self._relay_id, self._relay_state())
+            if self._relaying:
+                relay_session().state(self._relay_id, self._relay_state())
         self._on_internal(event)
 
     def _on_status(self, state: str, detail: str) -> None:
