@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-import livewidget
 from livewidget import _relay
 
-from .conftest import creds, simulate_custom, wait_for
+from .conftest import simulate_custom, wait_for
 
 FLOOD_RATE = 10_000  # events per second, over all widgets
 FLOOD_SECONDS = 2.0
@@ -163,34 +162,26 @@ def test_relay_state_members_and_client_events_through_the_kernel(make_feed, ser
     assert acks()[1][0] == "a2" and "cannot send" in acks()[1][1]
 
 
-def test_the_route_decides_whether_the_kernel_relays(server, comms, monkeypatch: pytest.MonkeyPatch):
+def test_the_route_decides_whether_the_kernel_relays(make_feed, monkeypatch: pytest.MonkeyPatch):
     """auto: relayed until the browser reports another route; direct: never; relay: always, even when
     the browser says otherwise; a browser falling back asks again ({"type": "relay", "on": true})."""
-    auto = livewidget.Feed("relay-route-a", **creds(server))
-    try:
-        assert auto._relaying and auto._connection["relayId"] == auto._relay_id
-        auto.route = "direct"
-        assert not auto._relaying
-        simulate_custom(auto, {"type": "relay", "on": True})
-        assert auto._relaying
-    finally:
-        auto.close()
+    auto = make_feed("relay-route-a")  # connected before it is closed (as every widget of these tests)
+    assert auto._relaying and auto._connection["relayId"] == auto._relay_id
+    auto.route = "direct"
+    assert not auto._relaying
+    simulate_custom(auto, {"type": "relay", "on": True})
+    assert auto._relaying
+    auto.close()
     assert auto._relay_id not in _relay.session()._widgets
     monkeypatch.setenv("LIVEWIDGET_ROUTE", "direct")
-    direct = livewidget.Feed("relay-route-d", **creds(server))
-    try:
-        assert not direct._relaying
-        simulate_custom(direct, {"type": "relay", "on": True})
-        assert not direct._relaying
-    finally:
-        direct.close()
+    direct = make_feed("relay-route-d")
+    assert not direct._relaying
+    simulate_custom(direct, {"type": "relay", "on": True})
+    assert not direct._relaying
     monkeypatch.setenv("LIVEWIDGET_ROUTE", "relay")
-    forced = livewidget.Feed("relay-route-r", **creds(server))
-    try:
-        forced.route = "jupyter"
-        assert forced._relaying
-    finally:
-        forced.close()
+    forced = make_feed("relay-route-r")
+    forced.route = "jupyter"
+    assert forced._relaying
 
 
 def test_bad_relay_messages_from_the_browser_are_refused_not_fatal(make_feed, comms):
