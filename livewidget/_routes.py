@@ -11,7 +11,9 @@ A widget's browser side picks one route per model (``js/src/connection.js``, iss
     served by :mod:`livewidget.jupyter` (or jupyter-server-proxy's ``{base_url}proxy/{port}/`` when the
     extension is absent).
 ``relay``
-    through the kernel's comm (not built yet; the name is reserved so it can be forced and listed).
+    through the kernel's comm (:mod:`livewidget._relay`): the kernel forwards what its receivers hear,
+    one coalesced stream per kernel; the browser's last resort (and the only route in Colab and VS Code
+    remote, which the environment hints below recognise).
 
 The registry. The extension forwards only to servers registered by this user, never to a host or port
 taken from a URL. It reads two kinds of file in :func:`runtime_dir` (mode 0700, files 0600, checked to
@@ -326,7 +328,14 @@ def routes_for(host: str | None, forced: str, env: dict[str, str] | None = None)
                 "when the page comes from a Jupyter server on this machine",
             )
         )
-    out.append(RouteInfo("relay", False, "through the kernel's comm: not available in this version"))
+    out.append(
+        RouteInfo(
+            "relay",
+            True,
+            "through the kernel's comm (livewidget._relay): the fallback for any page; views stay live "
+            "while a cell runs, browser actions wait until the kernel is idle",
+        )
+    )
     if forced != "auto":
         out = [
             r if r.name == forced else RouteInfo(r.name, False, f"not used: the route is forced to {forced}")

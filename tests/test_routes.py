@@ -69,9 +69,9 @@ def test_connection_lists_routes_and_why(monkeypatch: pytest.MonkeyPatch) -> Non
     routes = {r.name: r for r in livewidget.connection().routes()}
     assert set(routes) == {"direct", "jupyter", "relay"}
     assert routes["jupyter"].available and "extension" in routes["jupyter"].why
-    assert not routes["relay"].available
+    assert routes["relay"].available and "kernel" in routes["relay"].why
     text = repr(livewidget.connection())
-    assert "jupyter: yes" in text and "relay: no" in text and "s1" not in text.replace("s1…", "")
+    assert "jupyter: yes" in text and "relay: yes" in text and "s1" not in text.replace("s1…", "")
     monkeypatch.setenv("VSCODE_PID", "123")  # VS Code's webview is not a page of this Jupyter server
     routes = {r.name: r for r in livewidget.connection().routes()}
     assert not routes["direct"].available and "VSCODE_PID" in routes["direct"].why

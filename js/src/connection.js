@@ -15,10 +15,21 @@
 //            (the livewidget server extension; its `info` must name the kernel's `serverId` first),
 //            then jupyter-server-proxy's `{baseUrl}proxy/{port}`. `baseUrl` comes from the page's
 //            `#jupyter-config-data` (JupyterLab, Notebook 7 and Voila), never from `location`'s path;
-//   relay    through the kernel (not in this version; forcing it says so).
+//   relay    through the kernel (livewidget/_relay.py): the kernel's receivers hear every event and
+//            the kernel sends them on, one coalesced stream per kernel (at most 10 messages/s, the rows
+//            in a binary buffer) on one widget's comm; `relayHub` hands each part to the connection of
+//            the model it names (`relayId`), whichever bundle that model's front end came from.
+//            Kernel-to-browser messages flow while a cell runs; browser-to-server actions (client
+//            events, `trigger`) go to the kernel over the comm and wait for it to be idle (`note`).
+//            Last in the plan whenever the kernel offers it (`relayId`), so any page falls back to it.
 // A route counts only once the server confirms it: `pusher:connection_established` on `/app/{key}`
 // (a server without this app key refuses with 4001). A candidate that does not connect within
 // ROUTE_TRIAL_MS gives way to the next; the last one keeps retrying (pusher-js's own backoff).
+// A confirmed direct or jupyter route that fails later (pusher-js `unavailable`) falls back to the
+// relay while pusher-js keeps retrying it in the background; once pusher-js is connected and every
+// channel subscribed again, the relay is dropped. No event is shown twice across either switch: each
+// side remembers the last position (`serial` per `stream_id`, README "Channel history") it showed per
+// channel, and the other side skips what is not newer. A forced route never falls back.
 // The route taken is `conn.route`, reported to the kernel as the `route` trait.
 //
 // Channel history (issue 13; README "Channel history"). pusher-js stays unmodified: its
@@ -42,6 +53,7 @@ const FETCH_TIMEOUT_MS = 10_000; // waiting for the kernel's HTTP endpoint befor
 const ROUTE_TRIAL_MS = 8_000; // a candidate route that is not confirmed by then gives way to the next
 const REWIND_WAIT_MS = 3_000; // no pusher:rewind_complete by then after subscribing: no history there
 const POSITION_TAIL = /,"serial":(\d{1,15}),"stream_id":"([^"\\]{1,64})"\}$/;
+const HUB_KEY = Symbol.for("livewidget.relay.hub"); // page-wide: each widget class has its own bundle
 
 // pusher-js options that may come through `_connection` (see LiveWidget._connection).
 const PASSED_OPTIONS = [
@@ -149,12 +161,45 @@ export function planRoutes(conn, page) {
       out.push({ route: "jupyter", via: "jupyter-server-proxy", options });
     }
   }
+  if (conn.relayId) out.push({ route: "relay", via: "kernel", options: {} });
   return forced ? out.filter((c) => c.route === forced) : out;
+}
+
+/** The page-wide relay hub: `listeners` relayId -> Set of callbacks (the connections showing that model). */
+export function relayHub(scope = globalThis) {
+  if (!scope[HUB_KEY]) scope[HUB_KEY] = { listeners: new Map() };
+  return scope[HUB_KEY];
+}
+
+/** A relay message's parts (`[{id, rows, state?, lost?, acks?}]`, livewidget/_relay.py), or []. */
+function relayParts(buffers) {
+  try {
+    const parts = JSON.parse(new TextDecoder().decode(buffers[0]));
+    return Array.isArray(parts) ? parts : [];
+  } catch {
+    return [];
+  }
+}
+
+const RELAY_STATES = { closed: "disconnected", disabled: "failed", idle: "connecting" };
+
+/** What a relayed channel offers the stores in place of a pusher-js channel: members and trigger. */
+function relayChannel(conn, name) {
+  const channel = { list: [], trigger: (event, data) => conn._relayTrigger(name, event, data) };
+  if (name.startsWith("presence-")) {
+    channel.members = {
+      get count() {
+        return channel.list.length;
+      },
+      each: (fn) => channel.list.forEach((m) => fn({ id: m.id, info: m.info })),
+    };
+  }
+  return channel;
 }
 
 /** Why no route can be tried, for the error line. */
 function noRouteReason(conn, page) {
-  if (conn.route === "relay") return "the relay route (through the kernel) is not available in this version";
+  if (conn.route === "relay") return "route relay forced, but this kernel's livewidget does not offer it";
   if (conn.route === "jupyter" && !page?.baseUrl) return "route jupyter forced, but this page has no Jupyter config";
   return "no route to the server from this page";
 }
@@ -210,7 +255,7 @@ export class Connection extends Emitter {
     this._closed = false;
     this._bound = null; // our callbacks on pusher.connection, unbound on close
     this._onChannels = () => this.syncChannels();
-    this._onCustom = (msg) => this._handleCustom(msg);
+    this._onCustom = (msg, buffers) => this._handleCustom(msg, buffers);
     this.route = ""; // the confirmed route ("direct", "jupyter"), empty until the server confirms one
     this.via = ""; // how ("direct", "livewidget extension", "jupyter-server-proxy")
     this.trying = ""; // the candidate being tried
@@ -219,6 +264,11 @@ export class Connection extends Emitter {
     this._trialTimer = null;
     this._options = {}; // the pusher-js options in use (for messages)
     this._page = null;
+    this.relay = null; // relay route: {id, candidate, pending: Map(action id -> label), seq}
+    this.note = ""; // something to show that is not an error (relay: actions waiting for the kernel)
+    this._fallback = null; // {from, channels}: the relay stands in for a confirmed route that failed
+    this._pusherMax = new Map(); // channel -> {stream, serial}: the last position shown from pusher-js
+    this._relayMax = new Map(); // the same from the relay
   }
 
   /** Choose a route, create the pusher-js client and subscribe. Never throws: failures are the state. */
@@ -292,6 +342,10 @@ export class Connection extends Emitter {
 
   /** Open pusher-js along `candidate`; confirmed on "connected", else the next candidate is tried. */
   _open(candidate) {
+    if (candidate.route === "relay") {
+      this._openRelay(candidate);
+      return;
+    }
     const conn = this.model.get("_connection") || {};
     this._options = { ...conn, ...candidate.options };
     try {
@@ -306,11 +360,22 @@ export class Connection extends Emitter {
     this._bound = {
       state_change: ({ current }) => {
         if (current !== "connected") this._flushHeld();
+        if (this._fallback) {
+          // on the relay meanwhile: pusher-js keeps retrying its route; back once it is subscribed again
+          if (current === "connected") {
+            this._attachRaw();
+            this._maybeEndFallback();
+          }
+          return;
+        }
         if (current === "connected") {
           this._attachRaw();
           this._confirm(candidate);
         } else if ((current === "unavailable" || current === "failed") && !this.route && !this._isLast()) {
           this._giveUp();
+          return;
+        } else if ((current === "unavailable" || current === "failed") && this._mayFallBack()) {
+          this._startFallback(candidate);
           return;
         }
         this._setState(current);
@@ -374,6 +439,16 @@ export class Connection extends Emitter {
     this._next();
   }
 
+  _dropRelay() {
+    const relay = this.relay;
+    this.relay = null;
+    if (!relay) return;
+    const listeners = relayHub(this.deps.scope).listeners;
+    const set = listeners.get(relay.id);
+    set?.delete(relay.listener);
+    if (set && !set.size) listeners.delete(relay.id);
+  }
+
   _dropPusher() {
     const pusher = this.pusher;
     this.pusher = null;
@@ -399,7 +474,9 @@ export class Connection extends Emitter {
       for (const info of this.channels.values()) {
         if (info.state === "subscribed") info.state = "subscribing";
       }
-      if (state === "unavailable" && !this.error) {
+      if (state === "unavailable" && !this.error && this.relay) {
+        this.error = "the kernel cannot reach the server; retrying";
+      } else if (state === "unavailable" && !this.error) {
         const o = this._options;
         const where = o.wsHost ? `${o.wsHost}:${o.forceTLS ? o.wssPort : o.wsPort}${o.wsPath || ""}` : "Pusher";
         this.error = `cannot reach ${where}; retrying`;
@@ -425,8 +502,103 @@ export class Connection extends Emitter {
     }
   }
 
+  // ------------------------------------------------------------------ the relay route
+
+  /** Listen to the kernel's relay stream for this model; confirmed by the first part naming it. */
+  _openRelay(candidate) {
+    const conn = this.model.get("_connection") || {};
+    const listener = (part) => this._onRelayPart(part);
+    this.relay = { id: conn.relayId, candidate, pending: new Map(), listener };
+    const listeners = relayHub(this.deps.scope).listeners;
+    if (!listeners.has(conn.relayId)) listeners.set(conn.relayId, new Set());
+    listeners.get(conn.relayId).add(listener);
+    // The kernel relays unasked unless it heard of another route; ask anyway (arrives when idle).
+    this.model.send({ type: "relay", on: true });
+    const status = this.model.get("status");
+    this._setState(status === "connected" ? "connecting" : RELAY_STATES[status] || status || "connecting");
+    this.syncChannels();
+  }
+
+  /** Any model's comm may carry the kernel's one stream: hand each part to its model's connection. */
+  _deliverRelay(msg, buffers) {
+    const listeners = relayHub(this.deps.scope).listeners;
+    for (const part of relayParts(buffers)) {
+      for (const listener of (part && listeners.get(part.id)) || []) {
+        listener(part);
+      }
+    }
+  }
+
+  _onRelayPart(part) {
+    const relay = this.relay;
+    if (!relay || this._closed) return;
+    if (this.route !== "relay") this._confirm(relay.candidate);
+    const state = part.state;
+    if (state && typeof state === "object") {
+      const channels = state.channels && typeof state.channels === "object" ? state.channels : {};
+      const members = state.members && typeof state.members === "object" ? state.members : {};
+      for (const [name, info] of this.channels) {
+        info.state = channels[name] ? "subscribed" : "subscribing";
+        if (Array.isArray(members[name])) {
+          info.channel.list = members[name];
+          info.members = members[name].length;
+        }
+      }
+      const status = String(state.status || "");
+      this.error = status === "disabled" ? "record=False: nothing to relay" : "";
+      if (state.detail && (status === "unavailable" || status === "failed")) this.error = `kernel: ${state.detail}`;
+      this._setState(RELAY_STATES[status] || status || "connecting");
+    }
+    if (part.lost) {
+      this.error = `the kernel dropped ${part.lost} relayed events (its record has them)`;
+    }
+    for (const [id, error] of Array.isArray(part.acks) ? part.acks : []) {
+      relay.pending.delete(id);
+      if (error) this.error = `kernel: ${error}`;
+    }
+    this._relayNote();
+    for (const row of Array.isArray(part.rows) ? part.rows : []) {
+      if (!Array.isArray(row)) continue;
+      const [t, channel, event, text, userId, serial, stream] = row;
+      if (!this.channels.has(channel) || typeof event !== "string" || isInternal(event)) continue;
+      const position = Number.isInteger(serial) ? serial : null;
+      if (this._seen(this._relayMax, this._pusherMax, channel, position, stream)) continue; // pusher-js showed it
+      let data = text;
+      try {
+        data = JSON.parse(text); // as pusher-js decodes: JSON when it parses, else the text
+      } catch {}
+      const out = { t: Number(t) || this.now(), channel, event, data, user_id: userId ?? null };
+      if (position !== null && typeof stream === "string") {
+        out.serial = position; // as pusher-js rows carry it (the stores dedupe rewound rows by it)
+        out.stream_id = stream;
+      }
+      this.emit("event", out);
+    }
+    this.emit("change");
+  }
+
+  _relayTrigger(channel, event, data) {
+    const relay = this.relay;
+    if (!relay || this._closed) return false;
+    const id = `${++this._seq}-${Math.random().toString(36).slice(2, 10)}`;
+    relay.pending.set(id, event);
+    this.model.send({ type: "relay_trigger", id, channel, event, data });
+    this._relayNote();
+    this.emit("change");
+    return true;
+  }
+
+  _relayNote() {
+    const n = this.relay?.pending.size || 0;
+    this.note = n ? `${n} sent through the kernel: done when it is idle (a running cell delays it)` : "";
+  }
+
   /** Subscribe to the `channels` trait and unsubscribe from channels no longer in it. */
   syncChannels() {
+    if (this.relay) {
+      this._syncRelayChannels();
+      return;
+    }
     if (!this.pusher) return;
     const wanted = new Set(this.model.get("channels") || []);
     for (const name of [...this.channels.keys()]) {
@@ -434,6 +606,18 @@ export class Connection extends Emitter {
     }
     for (const name of wanted) {
       if (!this.channels.has(name)) this._subscribe(name);
+    }
+    this.emit("change");
+  }
+
+  _syncRelayChannels() {
+    const wanted = new Set(this.model.get("channels") || []);
+    for (const name of [...this.channels.keys()]) if (!wanted.has(name)) this.channels.delete(name);
+    for (const name of wanted) {
+      if (!this.channels.has(name)) {
+        const channel = relayChannel(this, name);
+        this.channels.set(name, { state: "subscribing", error: "", members: null, handler: null, channel });
+      }
     }
     this.emit("change");
   }
@@ -456,9 +640,10 @@ export class Connection extends Emitter {
   }
 
   _onChannelEvent(name, info, event, data) {
-    if (this.channels.get(name) !== info) return; // unsubscribed meanwhile
+    if (this._pusherChannels().get(name) !== info) return; // unsubscribed meanwhile
     if (isInternal(event)) {
       this._onInternal(info, event, data);
+      if (this._fallback && event === "pusher:subscription_succeeded") this._maybeEndFallback();
       return;
     }
     this._flushHeld();
@@ -466,7 +651,7 @@ export class Connection extends Emitter {
     this._lastRow = row;
     const transport = this.pusher?.connection?.connection?.transport;
     if (transport && transport === this._rawTransport) this._held = { row, info };
-    else this.emit("event", row);
+    else this._emitPusher(row);
   }
 
   // ------------------------------------------------------------------ channel history (issue 13)
@@ -486,7 +671,7 @@ export class Connection extends Emitter {
 
   /** What to ask for when (re)subscribing to `name`: after the last position, else the first rewind. */
   _rewindFor(name) {
-    const info = this.channels.get(name);
+    const info = this._pusherChannels().get(name);
     if (!info || info.history === "unavailable") return null;
     const initial = initialRewind(this.model.get("_rewind"));
     info.replaying = false;
@@ -521,7 +706,7 @@ export class Connection extends Emitter {
     // the raw frame is the held row's own (same task); a decoded one also names it
     const same = msg && (msg.tail || (msg.channel === row.channel && msg.event === row.event));
     if (same && !this._position(info, row, msg)) return;
-    if (this.channels.get(row.channel) === info) this.emit("event", row);
+    if (this._pusherChannels().get(row.channel) === info) this._emitPusher(row);
   }
 
   /** `{channel, event, serial, stream_id}` of a raw frame, or null. */
@@ -541,7 +726,19 @@ export class Connection extends Emitter {
   _flushHeld() {
     const held = this._held;
     this._held = null;
-    if (held && this.channels.get(held.row.channel) === held.info) this.emit("event", held.row);
+    if (held && this._pusherChannels().get(held.row.channel) === held.info) this._emitPusher(held.row);
+  }
+
+  /** pusher-js's channels: kept aside while the relay stands in for its route (`_fallback`). */
+  _pusherChannels() {
+    return this._fallback ? this._fallback.channels : this.channels;
+  }
+
+  /** Show a row heard through pusher-js, unless the relay showed it already (across a route switch). */
+  _emitPusher(row) {
+    const serial = Number.isInteger(row.serial) ? row.serial : null;
+    if (this._seen(this._pusherMax, this._relayMax, row.channel, serial, row.stream_id)) return;
+    this.emit("event", row);
   }
 
   /** Take the event's position; false when it was heard already (a duplicate, dropped). */
@@ -596,6 +793,48 @@ export class Connection extends Emitter {
       if (info.history === "unavailable" || (!info.history && silent)) seen = "unavailable";
     }
     return seen;
+  }
+
+  // ------------------------------------------------------------------ falling back to the relay
+
+  /** A confirmed direct or jupyter route failed: the relay can stand in (when the kernel offers it). */
+  _mayFallBack() {
+    return Boolean(this.route) && this.route !== "relay" && this._plan.some((c) => c.route === "relay");
+  }
+
+  /** Show the relay meanwhile; pusher-js keeps retrying the better route in the background. */
+  _startFallback(candidate) {
+    const channels = this.channels;
+    for (const info of channels.values()) if (info.state === "subscribed") info.state = "subscribing";
+    this._fallback = { from: candidate, channels };
+    this.channels = new Map();
+    this.route = "";
+    this.via = "";
+    this.trying = "relay";
+    this._openRelay(this._plan.find((c) => c.route === "relay"));
+  }
+
+  /** pusher-js is connected and subscribed again: back to its route, the relay dropped. */
+  _maybeEndFallback() {
+    const fallback = this._fallback;
+    if (!fallback || this.pusher?.connection?.state !== "connected") return;
+    for (const info of fallback.channels.values()) if (info.state !== "subscribed") return;
+    this._fallback = null;
+    this._dropRelay();
+    this.channels = fallback.channels;
+    this.note = "";
+    this.error = "";
+    this._confirm(fallback.from);
+    this._setState("connected");
+  }
+
+  /** Note `serial` as shown from one side (`mine`); whether the other side showed it already. */
+  _seen(mine, other, channel, serial, stream) {
+    if (serial === null) return false;
+    const last = mine.get(channel);
+    if (!last || last.stream !== stream || serial > last.serial) mine.set(channel, { stream, serial });
+    const shown = other.get(channel);
+    return Boolean(shown) && shown.stream === stream && serial <= shown.serial;
   }
 
   _onInternal(info, event, data) {
@@ -749,7 +988,11 @@ export class Connection extends Emitter {
     });
   }
 
-  _handleCustom(msg) {
+  _handleCustom(msg, buffers) {
+    if (msg?.type === "relay") {
+      this._deliverRelay(msg, buffers);
+      return;
+    }
     if (!msg || msg.type !== "auth") return;
     const pending = this._pending.get(msg.id);
     if (!pending) {
@@ -783,7 +1026,10 @@ export class Connection extends Emitter {
     this._pending.clear();
     this._late.clear();
     this._clearTrial();
+    if (this._fallback) this.channels = this._fallback.channels; // pusher-js's, to unbind
+    this._fallback = null;
     this._dropPusher();
+    this._dropRelay();
     this.channels.clear();
     this.state = "disconnected";
     this.removeAll();

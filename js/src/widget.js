@@ -25,13 +25,18 @@ const ROUTE_TITLES = {
  * it is trying. Added here rather than in each kind's view, so every kind shows it the same way.
  */
 function paintRoute(el, conn) {
-  const header = el.querySelector?.(".lw-header");
+  const header = el.querySelector?.(".lw-header, .lw-chat-header");
   if (!header || !conn) return () => {};
   const doc = el.ownerDocument || globalThis.document;
   const label = h(doc, "span", "lw-route");
-  header.append(label);
+  const note = h(doc, "span", "lw-route-note"); // e.g. relay: actions waiting for the kernel
+  note.setAttribute("role", "status");
+  note.hidden = true;
+  header.append(label, note);
   let shown = null;
   const paint = () => {
+    if (note.textContent !== (conn.note || "")) note.textContent = conn.note || "";
+    note.hidden = !conn.note;
     const text = conn.route || (conn.trying ? `${conn.trying}?` : "");
     const key = `${text}|${conn.via}`;
     if (key === shown) return;
@@ -48,6 +53,7 @@ function paintRoute(el, conn) {
   return () => {
     off();
     label.remove();
+    note.remove();
   };
 }
 

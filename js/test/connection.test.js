@@ -396,11 +396,11 @@ describe("routes", () => {
     conn.close();
   });
 
-  test("forcing relay (not in this version) fails with a reason instead of connecting", () => {
+  test("forcing relay with a kernel that does not offer it fails with a reason instead of connecting", () => {
     const { conn } = openAt(null, null, { ...LOOP, route: "relay" });
     assert.equal(FakePusher.instances.length, 0);
     assert.equal(conn.state, "failed");
-    assert.match(conn.error, /relay route/);
+    assert.match(conn.error, /route relay forced, but this kernel's livewidget does not offer it/);
   });
 
   test("from a remote page the kernel's loopback auth endpoint is not fetched: the comm signs", async () => {

@@ -7,7 +7,8 @@ Synced traits, kernel → browser
     ``_kind``        which front end ("feed", ...)
     ``_connection``  pusher-js options: ``{key, cluster, forceTLS, wsHost?, wsPort?, wssPort?,
                      enabledTransports?}`` and the route hints ``{route, serverId?, appId?}``
-                     (``Settings.browser_config``). Never the secret.
+                     (``Settings.browser_config``), and ``relayId``: this widget's name in the
+                     kernel's relay stream (random, not a secret). Never the secret.
     ``channels``     channels to subscribe to. The kernel keeps its own copy: what it signs, records
                      and publishes to never follows a change made to a synced trait by the browser
     ``event_filter`` event names to show (empty: all but ``pusher:`` ones)
@@ -45,9 +46,23 @@ Synced trait, browser → kernel
 Custom messages
     browser → kernel ``{"type": "auth", "id", "socket_id", "channel_name"}``;
     kernel → browser ``{"type": "auth", "id", "auth"?, "channel_data"?, "error"?}``.
+    The relay route (:mod:`livewidget._relay`):
+    kernel → browser ``{"type": "relay", "seq", "ids"}`` + one binary buffer: the kernel's ONE stream,
+    every relayed widget's new events (``[t_ms, channel, event, data_text, user_id]``), receiver
+    state, presence members and acknowledgements, keyed by ``relayId``; sent on one open widget's
+    comm (any), at most every ``_relay.RELAY_EVERY`` seconds (10/s) however many widgets and events.
+    The browser's front end of any livewidget model hands each part to the model it names.
+    browser → kernel ``{"type": "relay", "on": true}`` (relay me: the browser fell back to it) and
+    ``{"type": "relay_trigger", "id", "channel", "event", "data"}``: a client event the kernel's own
+    connection sends (it arrives once the running cell ends; acknowledged in the stream's ``acks``).
+    The kernel relays a widget whose route is ``relay``, or ``auto`` until the browser reports
+    ``direct`` or ``jupyter`` (it cannot wait to be asked: the request would wait for the cell).
 
 Kernel → browser traffic is coalesced: traits change at most ``FLUSH_EVERY`` seconds apart (a few
-messages per second per widget whatever the event rate), far under Jupyter's 1000 messages/s limit.
+messages per second per widget whatever the event rate; with more than a few live widgets each
+flushes less often, ``KERNEL_FLUSHES_PER_SECOND`` for the whole kernel), and the relay stream is at
+most 10 messages a second per kernel: about 26 a second in all, however many widgets, far under
+Jupyter's 1000 messages/s limit.
 """
 
 from __future__ import annotations
@@ -59,7 +74,9 @@ import json
 import logging
 import threading
 import time
+import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,6 +90,7 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
+from .._relay import data_text, session as relay_session
 from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
@@ -93,6 +111,18 @@ def _front_end(kind: str) -> tuple[Path, Path]:
 
 
 FLUSH_EVERY = 0.25  # seconds between coalesced trait updates
+# Trait flushes per second for the whole kernel: with more than 4 live widgets each flushes less often,
+# so widgets' traits plus the relay stream (_relay, <= 10/s) stay under ~30 comm messages a second
+# however many widgets there are (Jupyter's iopub limit is 1000/s, shared with print).
+KERNEL_FLUSHES_PER_SECOND = 16
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _flush_period() -> float:
+    """Seconds between one widget's flushes: FLUSH_EVERY, longer when many widgets share the budget."""
+    return max(FLUSH_EVERY, len(_live) / KERNEL_FLUSHES_PER_SECOND)
+
+
 HISTORY_EVERY = 2.0  # seconds between _history refreshes
 _BROWSER_ROUTES = ("", "direct", "jupyter", "relay")
 MAX_HISTORY = 1000  # events a rewind may ask for (the server's default limit, history_max_rewind)
@@ -239,10 +269,14 @@ class LiveWidget(anywidget.AnyWidget):
             token_url = {"url": ep.url, "token": self._token, "id": ep.id}
         else:
             self._token = ""
+        # relayId names this widget in the kernel's relay stream (livewidget/_relay.py); not a secret
+        self._relay_id = uuid.uuid4().hex
+        self._relaying = False
+        self._relay_members: dict[str, dict[str, Any]] = {}
         super().__init__(
             channels=names,
             event_filter=filt,
-            _connection=self._settings.browser_config(),
+            _connection={**self._settings.browser_config(), "relayId": self._relay_id},
             _auth=token_url,
             max_log=max_log,
             title=title or ", ".join(names),
@@ -251,6 +285,7 @@ class LiveWidget(anywidget.AnyWidget):
         )
         self.on_msg(self._on_custom_msg)
         self._closed = False
+        _live.add(self)
         self._receiver: Receiver | None = None
         if record:
             self._receiver = Receiver(
@@ -259,9 +294,12 @@ class LiveWidget(anywidget.AnyWidget):
                 self._on_event,
                 self._on_status,
                 user=self._kernel_member(),
-                on_internal=self._on_internal,
+                on_internal=self._internal,
                 rewind=rewind,
             ).start()
+            if self._settings.route in ("auto", "relay"):
+                # with auto too: the browser's request would wait for the running cell (see _relay)
+                self._relay_on()
         else:
             self.status = "disabled"
         io_loop().call_soon_threadsafe(self._schedule_flush)
@@ -297,6 +335,9 @@ class LiveWidget(anywidget.AnyWidget):
         return {"auth": signatures.channel_auth(key, secret, socket_id, channel)}
 
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") in ("relay", "relay_trigger"):
+            self._on_relay_msg(content)
+            return
         if not isinstance(content, dict) or content.get("type") != "auth":
             return
         reply: dict[str, Any] = {"type": "auth", "id": content.get("id")}
@@ -312,7 +353,99 @@ class LiveWidget(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ receiving
 
+    # ------------------------------------------------------------------ the relay route (_relay)
+
+    def _relay_on(self) -> None:
+        if self._closed or self._receiver is None:
+            return
+        self._relaying = True
+        relay_session().add(self._relay_id, self)
+        relay_session().state(self._relay_id, self._relay_state())
+
+    def _relay_off(self) -> None:
+        self._relaying = False
+        relay_session().remove(self._relay_id)
+
+    def _relay_state(self) -> dict[str, Any]:
+        """What the browser's relay connection shows: the kernel receiver's state, channels, members."""
+        r = self._receiver
+        me, person = self._kernel_member()["id"], str(self._user["id"])
+        members = {}
+        for ch, m in self._relay_members.items():
+            members[ch] = [{"id": k, "info": v} for k, v in m.items()]
+            if me in m and me != person and person not in m:
+                # the person at this browser is present through the kernel (their view has no socket)
+                members[ch].append(
+                    {"id": person, "info": {**(self._user.get("info") or {}), "via": "kernel"}}
+                )
+        return {
+            "status": r.state if r is not None else "disabled",
+            "error": self.error,
+            "channels": dict(r.protocol.channels) if r is not None else {},
+            "members": members,
+        }
+
+    @traitlets.observe("route")
+    def _route_reported(self, change: Any) -> None:
+        # the browser took another route: stop relaying (unless forced); it asks again if it falls back
+        if change["new"] in ("direct", "jupyter") and self._settings.route == "auto" and self._relaying:
+            self._relay_off()
+
+    def _on_relay_msg(self, content: dict[str, Any]) -> None:
+        """From the browser's relay connection (they arrive once the running cell ends)."""
+        if content.get("type") == "relay":
+            if content.get("on") and self._settings.route != "direct" and self._settings.route != "jupyter":
+                self._relay_on()
+            return
+        # relay_trigger: a client event the browser could not send itself; the kernel's own connection
+        # sends it (the server stamps the kernel's user id), and acknowledges it in the relay stream
+        channel, event = content.get("channel"), content.get("event")
+        ack = content.get("id")
+        ok = (
+            self._receiver is not None
+            and isinstance(channel, str)
+            and channel in self._channel_names
+            and isinstance(event, str)
+            and event.startswith("client-")
+            and channel_kind(channel) in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
+        )
+        if ok and self._receiver is not None:
+            self._receiver.trigger(str(channel), str(event), content.get("data"))
+        if self._relaying and isinstance(ack, str):
+            relay_session().ack(
+                self._relay_id, ack[:64], "" if ok else f"cannot send {event!r} on {channel!r}"
+            )
+
+    def _internal(self, event: ClientEvent) -> None:
+        """Presence bookkeeping for the relay, then the widget's own (_on_internal).
+
+        Kept whether or not the widget is relayed now: the first subscription may come before the
+        relay starts (or the browser may fall back to it later), and members arrive only once."""
+        if event.channel:
+            data = event.data if isinstance(event.data, dict) else {}
+            members = self._relay_members.setdefault(event.channel, {})
+            if event.event == "pusher:subscription_succeeded":
+                hash_ = (
+                    (data.get("presence") or {}).get("hash")
+                    if isinstance(data.get("presence"), dict)
+                    else None
+                )
+                members.clear()
+                if isinstance(hash_, dict):
+                    members.update({str(k): v for k, v in hash_.items()})
+                elif not data.get("presence"):
+                    self._relay_members.pop(event.channel, None)
+            elif event.event == "pusher:member_added" and data.get("user_id") is not None:
+                members[str(data["user_id"])] = data.get("user_info")
+            elif event.event == "pusher:member_removed" and data.get("user_id") is not None:
+                members.pop(str(data["user_id"]), None)
+            if self._relaying:
+                relay_session().state(self._relay_id, self._relay_state())
+        self._on_internal(event)
+
     def _on_status(self, state: str, detail: str) -> None:
+        if self._relaying:
+            relay_session().state(self._relay_id, {**self._relay_state(), "status": state, "detail": detail})
         if state in ("error", "warning"):  # warning: an undecodable event (the receiver says it once)
             self._set_error(detail)
             return
@@ -339,9 +472,15 @@ class LiveWidget(anywidget.AnyWidget):
         :class:`~livewidget.ChartPublisher` and :class:`~livewidget.LogHandler`): each becomes its own
         row, in ``df``, ``events``, the history and the callbacks, as if published one by one.
         """
+        now = time.time()
+        if self._relaying:  # every event, as the browser's own connection would get them
+            text = data_text(event.raw, event.data)
+            relayed = [int(now * 1000), event.channel, event.event, text, event.user_id]
+            if event.serial is not None:  # the browser dedupes by it across a route switch
+                relayed += [event.serial, event.stream_id]
+            relay_session().row(self._relay_id, relayed)
         if not self._accepts(event):
             return
-        now = time.time()
         for data in unpack(event.data):
             self._store.append(now, event.channel, event.event, data, event.user_id, event.history)
             row = {"time": now, "channel": event.channel, "event": event.event, "data": data}
@@ -369,7 +508,7 @@ class LiveWidget(anywidget.AnyWidget):
             self._flush()
         except Exception:
             log.exception("flush failed")
-        io_loop().call_later(FLUSH_EVERY, self._schedule_flush)
+        io_loop().call_later(_flush_period(), self._schedule_flush)
 
     def _flush(self) -> None:
         """At most every FLUSH_EVERY seconds: one message with everything that changed."""
@@ -469,6 +608,9 @@ class LiveWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):
             return
         self._closed = True
+        _live.discard(self)
+        if self._relaying:
+            self._relay_off()
         if self._receiver is not None:
             self._receiver.stop()
         if self._token:

@@ -1,0 +1,236 @@
+// The relay route (issue 12): the kernel's one coalesced stream over a comm, fanned out to the models.
+
+import assert from "node:assert/strict";
+import { beforeEach, describe, test } from "node:test";
+
+import { Connection, planRoutes, relayHub } from "../src/connection.js";
+import { FakeModel, FakePusher, jsonResponse, ManualTimers, settle } from "./helpers.js";
+
+const LOOP = {
+  key: "k",
+  cluster: "mt1",
+  forceTLS: false,
+  wsHost: "127.0.0.1",
+  wsPort: 6001,
+  wssPort: 6001,
+  serverId: "0123456789abcdef0123",
+  route: "auto",
+};
+const REMOTE = { hostname: "lab.test", port: "8888", protocol: "http:" };
+
+function configDoc(config) {
+  return { getElementById: (id) => (id === "jupyter-config-data" ? { textContent: JSON.stringify(config) } : null) };
+}
+
+let scope;
+beforeEach(() => {
+  FakePusher.reset();
+  scope = {}; // a fresh page-wide hub per test
+});
+
+/** A model and its connection, relayed (route forced, or from a page where nothing else works). */
+function open(relayId, overrides = {}, extra = {}) {
+  const { _connection, ...rest } = overrides;
+  const model = new FakeModel({ route: "", ...rest, _connection: { ...LOOP, relayId, ..._connection } });
+  const timers = new ManualTimers();
+  const conn = new Connection(model, {
+    Pusher: FakePusher,
+    setTimeout: timers.setTimeout,
+    clearTimeout: timers.clearTimeout,
+    now: () => 1_700_000_000_000 + timers.now,
+    scope,
+    location: REMOTE,
+    document: configDoc({ baseUrl: "/user/alice/" }),
+    fetch: async () => jsonResponse(404, {}),
+    ...extra,
+  }).start();
+  return { model, conn, timers };
+}
+
+/** A relay message as the kernel sends it (livewidget/_relay.py): the parts in one binary buffer. */
+function relayMessage(seq, parts) {
+  const bytes = new TextEncoder().encode(JSON.stringify(parts));
+  return [{ type: "relay", seq, ids: parts.map((p) => p.id) }, [new DataView(bytes.buffer)]];
+}
+
+const CONNECTED = (channels, members = {}) => ({ status: "connected", error: "", channels, members });
+
+describe("relay route", () => {
+  test("planned last whenever the kernel offers it; forcing keeps only it", () => {
+    const page = { hostname: "lab.test", port: 8888, https: false, baseUrl: "/user/alice/" };
+    const conn = { ...LOOP, relayId: "r1" };
+    assert.deepEqual(planRoutes(conn, page).map((c) => c.route), ["jupyter", "jupyter", "relay"]);
+    assert.deepEqual(planRoutes({ ...conn, route: "relay" }, page).map((c) => c.route), ["relay"]);
+    // a page with no Jupyter config (Colab, VS Code): only the relay can work
+    assert.deepEqual(planRoutes(conn, { ...page, baseUrl: null }).map((c) => c.route), ["relay"]);
+    // an older kernel without the relay: nothing to fall back to
+    assert.deepEqual(planRoutes({ ...LOOP, route: "relay" }, page), []);
+  });
+
+  test("forced: no pusher-js, asks the kernel, confirmed by the first part, reported as the route", () => {
+    const { model, conn } = open("r1", { _connection: { route: "relay" }, channels: ["news"] });
+    assert.equal(FakePusher.instances.length, 0);
+    assert.deepEqual(model.sent, [{ type: "relay", on: true }]);
+    assert.equal(conn.route, "");
+    assert.equal(conn.trying, "relay");
+    assert.equal(conn.channels.get("news").state, "subscribing");
+    model.receive(...relayMessage(1, [{ id: "r1", rows: [], state: CONNECTED({ news: true }) }]));
+    assert.equal(conn.route, "relay");
+    assert.equal(conn.via, "kernel");
+    assert.equal(conn.state, "connected");
+    assert.equal(conn.channels.get("news").state, "subscribed");
+    assert.equal(model.get("route"), "relay");
+    assert.ok(model.saved >= 1);
+    conn.close();
+  });
+
+  test("one stream for many models: each part goes to its own model's connection, in order", () => {
+    const a = open("ra", { _connection: { route: "relay" }, channels: ["a"] });
+    const b = open("rb", { _connection: { route: "relay" }, channels: ["b"] });
+    const seen = { a: [], b: [] };
+    a.conn.on("event", (row) => seen.a.push(row));
+    b.conn.on("event", (row) => seen.b.push(row));
+    // the stream comes on one model's comm (the carrier): here b's, carrying both
+    b.model.receive(
+      ...relayMessage(1, [
+        { id: "ra", rows: [[1000, "a", "tick", '{"i":0}', null], [1001, "a", "tick", '{"i":1}', null]] },
+        { id: "rb", rows: [[1002, "b", "msg", "plain text", "bob"]] },
+        { id: "r-other-kernel", rows: [[1003, "a", "tick", '{"i":99}', null]] },
+      ]),
+    );
+    assert.deepEqual(seen.a.map((r) => r.data), [{ i: 0 }, { i: 1 }]);
+    assert.deepEqual(seen.a[0], { t: 1000, channel: "a", event: "tick", data: { i: 0 }, user_id: null });
+    assert.deepEqual(seen.b, [{ t: 1002, channel: "b", event: "msg", data: "plain text", user_id: "bob" }]);
+    assert.equal(a.conn.route, "relay");
+    // a model not relayed ignores nothing it is not named in; a closed one is forgotten by the hub
+    a.conn.close();
+    assert.equal(relayHub(scope).listeners.has("ra"), false);
+    b.model.receive(...relayMessage(2, [{ id: "ra", rows: [[1004, "a", "tick", "{}", null]] }]));
+    assert.equal(seen.a.length, 2);
+    b.conn.close();
+    assert.equal(relayHub(scope).listeners.size, 0);
+  });
+
+  test("automatic fallback: jupyter routes fail (no extension), the relay takes over", async () => {
+    const { model, conn, timers } = open("r1", { channels: ["news"] }, { routeTrialMs: 5000 });
+    await settle(); // the extension's info answers 404: next is jupyter-server-proxy
+    const proxy = FakePusher.last();
+    assert.equal(proxy.options.wsPath, "/user/alice/proxy/6001");
+    assert.equal(conn.trying, "jupyter");
+    timers.advance(5000); // not confirmed in time: the relay
+    assert.equal(proxy.disconnected, true);
+    assert.equal(conn.trying, "relay");
+    assert.deepEqual(model.sent, [{ type: "relay", on: true }]);
+    const rows = [];
+    conn.on("event", (row) => rows.push(row));
+    model.receive(...relayMessage(7, [{ id: "r1", rows: [[5, "news", "h", '"x"', null]], state: CONNECTED({ news: true }) }]));
+    assert.equal(conn.route, "relay");
+    assert.deepEqual(rows.map((r) => r.data), ["x"]);
+    conn.close();
+  });
+
+  test("client events go through the kernel with a visible note until it has carried them out", () => {
+    const { model, conn } = open("r1", { _connection: { route: "relay" }, channels: ["presence-room"] });
+    const members = [
+      { id: "ann", info: { name: "Ann" } },
+      { id: "ann:kernel", info: { name: "Ann", livewidget_kernel: true } },
+    ];
+    model.receive(...relayMessage(1, [{ id: "r1", rows: [], state: CONNECTED({ "presence-room": true }, { "presence-room": members }) }]));
+    const info = conn.channels.get("presence-room");
+    assert.equal(info.members, 2);
+    const each = [];
+    info.channel.members.each((m) => each.push(m.id));
+    assert.deepEqual(each, ["ann", "ann:kernel"]);
+    assert.equal(info.channel.trigger("client-typing", { on: true }), true);
+    assert.equal(info.channel.trigger("client-chat", { text: "hi" }), true);
+    const sent = model.sent.filter((m) => m.type === "relay_trigger");
+    assert.deepEqual(
+      sent.map(({ channel, event, data }) => [channel, event, data]),
+      [
+        ["presence-room", "client-typing", { on: true }],
+        ["presence-room", "client-chat", { text: "hi" }],
+      ],
+    );
+    assert.match(conn.note, /2 sent through the kernel: done when it is idle/);
+    model.receive(...relayMessage(2, [{ id: "r1", rows: [], acks: [[sent[0].id, ""]] }]));
+    assert.match(conn.note, /^1 sent/);
+    model.receive(...relayMessage(3, [{ id: "r1", rows: [], acks: [[sent[1].id, "cannot send"]] }]));
+    assert.equal(conn.note, "");
+    assert.match(conn.error, /kernel: cannot send/);
+    conn.close();
+  });
+
+  test("kernel states and losses are shown; bad messages are ignored", () => {
+    const { model, conn } = open("r1", { _connection: { route: "relay" }, channels: ["news"] });
+    model.receive(...relayMessage(1, [{ id: "r1", rows: [], state: { status: "unavailable", detail: "cannot reach 127.0.0.1:6001", channels: {} } }]));
+    assert.equal(conn.state, "unavailable");
+    assert.match(conn.error, /kernel: cannot reach/);
+    model.receive(...relayMessage(2, [{ id: "r1", rows: [], lost: 12, state: CONNECTED({ news: true }) }]));
+    assert.equal(conn.state, "connected");
+    assert.match(conn.error, /dropped 12 relayed events/);
+    model.receive({ type: "relay", seq: 3 }, []);
+    model.receive({ type: "relay", seq: 4 }, [new DataView(new TextEncoder().encode("{not json").buffer)]);
+    model.receive(...relayMessage(5, [{ id: "r1", rows: [null, "x", [1, "elsewhere", "e", "{}", null], [2, "news", "pusher:ping", "{}", null]] }]));
+    assert.equal(conn.state, "connected");
+    conn.close();
+  });
+});
+
+/** An event with its position, delivered as pusher-js does (channel first, then the raw "message"). */
+function deliverAt(pusher, channel, event, data, serial, stream = "s1") {
+  // as a server with channel history sends it: the position is on the raw frame only (helpers.js)
+  pusher.deliverRaw(channel, event, data, { serial, stream_id: stream });
+}
+
+describe("falling back to the relay when a confirmed route fails", () => {
+  test("relay meanwhile, back when pusher-js is subscribed again; no event twice or lost", () => {
+    const local = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+    const { model, conn } = open("r1", { channels: ["news"] }, { location: local, document: null });
+    const pusher = FakePusher.last();
+    pusher.connect();
+    assert.equal(conn.route, "direct");
+    const rows = [];
+    conn.on("event", (row) => rows.push(row.data.n));
+    deliverAt(pusher, "news", "tick", { n: 1 }, 1);
+    deliverAt(pusher, "news", "tick", { n: 2 }, 2);
+    assert.deepEqual(rows, [1, 2]);
+
+    pusher.connection.setState("unavailable"); // the confirmed route fails later
+    assert.equal(conn.trying, "relay");
+    assert.deepEqual(model.sent, [{ type: "relay", on: true }]);
+    assert.equal(pusher.disconnected, false, "pusher-js keeps retrying in the background");
+    const rowsOf = (...ns) => ns.map((n) => [1000 + n, "news", "tick", JSON.stringify({ n }), null, n, "s1"]);
+    model.receive(...relayMessage(1, [{ id: "r1", rows: rowsOf(2, 3, 4), state: CONNECTED({ news: true }) }]));
+    assert.equal(conn.route, "relay");
+    assert.equal(model.get("route"), "relay");
+    assert.equal(conn.state, "connected");
+    assert.deepEqual(rows, [1, 2, 3, 4], "2 was shown by pusher-js already");
+
+    pusher.connect(); // back: resubscribed, then the relay is dropped
+    assert.equal(conn.route, "direct");
+    assert.equal(model.get("route"), "direct");
+    assert.equal(conn.channels.get("news").state, "subscribed");
+    assert.equal(relayHub(scope).listeners.size, 0);
+    deliverAt(pusher, "news", "tick", { n: 4 }, 4); // the relay showed it
+    deliverAt(pusher, "news", "tick", { n: 5 }, 5);
+    model.receive(...relayMessage(2, [{ id: "r1", rows: rowsOf(5, 6) }])); // late relay traffic: ignored
+    assert.deepEqual(rows, [1, 2, 3, 4, 5]);
+    // a new stream (the server restarted): positions start again, nothing is taken for a duplicate
+    deliverAt(pusher, "news", "tick", { n: 6 }, 1, "s2");
+    assert.deepEqual(rows, [1, 2, 3, 4, 5, 6]);
+    conn.close();
+    assert.equal(pusher.disconnected, true);
+  });
+
+  test("a route forced to direct or jupyter never falls back", () => {
+    const local = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+    const { model, conn } = open("r1", { _connection: { route: "direct" } }, { location: local, document: null });
+    const pusher = FakePusher.last();
+    pusher.connect();
+    pusher.connection.setState("unavailable");
+    assert.equal(conn.route, "direct");
+    assert.equal(conn.state, "unavailable");
+    assert.deepEqual(model.sent, []);
+    conn.close();
+  });
+});
