@@ -226,7 +226,8 @@ def _tail_parser(sub: Any) -> None:
         "tail",
         help="print the events on channels as JSON lines",
         description='Subscribe to CHANNEL(s) and print one JSON line per event: {"time", "channel", '
-        '"event", "data", "user_id"}. Status goes to stderr. Ctrl-C stops (status 0).',
+        '"event", "data", "user_id"}, plus "position" on servers that keep channel history and '
+        '"history": true for events replayed by --since. Status goes to stderr. Ctrl-C stops (status 0).',
     )
     p.add_argument("channels", metavar="CHANNEL", nargs="+")
     p.add_argument(
@@ -236,7 +237,34 @@ def _tail_parser(sub: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=None, metavar="S", help="exit after S seconds (1 if -n is not met)"
     )
+    p.add_argument(
+        "--since",
+        type=_since_arg,
+        default=None,
+        metavar="WHEN",
+        help="first print the channel's history (servers that keep it, such as the embedded one): the "
+        "last N events (a number), those of the last DURATION (90s, 5m, 2h, 1d), or those after a "
+        "POSITION (the 'position' a line printed, STREAM:SERIAL); then live events. After a drop or a "
+        "server restart it resumes from the last event printed, with nothing missed or repeated",
+    )
     _url_option(p)
+
+
+def _since_arg(text: str) -> dict[str, Any]:
+    """``--since``: the ``rewind`` of ``pusher:subscribe`` (README "Channel history")."""
+    text = text.strip()
+    if text.isdigit():
+        return {"count": int(text)}
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) > 1 and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return {"seconds": float(text[:-1]) * units[text[-1]]}
+    stream, sep, serial = text.rpartition(":")
+    if sep and stream and serial.isdigit() and len(stream) <= 64:
+        return {"serial": int(serial), "stream_id": stream}
+    raise argparse.ArgumentTypeError(
+        f"expected a number of events (100), a duration (90s, 5m, 2h, 1d) or a position "
+        f"(STREAM:SERIAL, as tail prints it), got {text!r}"
+    )
 
 
 def _demo_parser(sub: Any) -> None:
@@ -326,7 +354,13 @@ def _tail(args: argparse.Namespace) -> int:
         if not wanted or event.event in wanted:
             inbox.put(("event", event, time.time()))
 
-    receiver = Receiver(settings, list(args.channels), on_event, lambda s, d: inbox.put(("status", s, d)))
+    receiver = Receiver(
+        settings,
+        list(args.channels),
+        on_event,
+        lambda s, d: inbox.put(("status", s, d)),
+        rewind=args.since,
+    )
     receiver.start()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     count = 0
@@ -348,6 +382,10 @@ def _tail(args: argparse.Namespace) -> int:
             if kind == "event":
                 row = {"time": second, "channel": first.channel, "event": first.event, "data": first.data}
                 row["user_id"] = first.user_id
+                if first.serial is not None:  # what --since takes to resume from here
+                    row["position"] = f"{first.stream_id}:{first.serial}"
+                if first.history:
+                    row["history"] = True  # replayed by --since, not heard live
                 print(json.dumps(row, default=str), flush=True)
                 count += 1
             elif first in ("failed", "error"):

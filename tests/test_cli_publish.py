@@ -142,7 +142,8 @@ def test_tail_prints_json_lines_filters_and_stops_after_n(env):
         ("cli-t2", "b", "plain text"),
         ("cli-t1", "c", [1]),
     ]
-    assert all(set(r) == {"time", "channel", "event", "data", "user_id"} for r in rows)
+    assert all(set(r) - {"position"} == {"time", "channel", "event", "data", "user_id"} for r in rows)
+    assert all(r["position"].endswith(":" + r["position"].rsplit(":", 1)[1]) for r in rows)  # STREAM:SERIAL
     assert all(abs(r["time"] - time.time()) < 60 and r["user_id"] is None for r in rows)
 
 
@@ -192,3 +193,38 @@ def test_publish_deeply_nested_json_is_a_clear_error(env):
         [*CLI, "publish", "cli-x", "e", "-"], env=env, input=lines.encode(), capture_output=True, timeout=60
     )
     assert run.returncode == 1 and "line 2: DATA is JSON nested deeper" in run.stderr.decode()
+
+
+def test_tail_since_replays_history_then_resumes_from_a_printed_position(env):
+    """--since N prints the channel's last N events (marked history) before live ones; --since with a
+    position it printed gives exactly what came after it; --since 1h covers them all."""
+    with _publish.Publisher(_config.resolve()) as pub:
+        for n in range(1, 6):
+            pub.publish("cli-since", "tick", {"n": n}, wait=True)
+    proc = _tail(env, "cli-since", "--since", "3", "-n", "4", "--timeout", "30")
+    main(["publish", "cli-since", "tick", '{"n": 6}'])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["data"]["n"] for r in rows] == [3, 4, 5, 6]
+    assert [r.get("history", False) for r in rows] == [True, True, True, False]
+    serials = [int(r["position"].rsplit(":", 1)[1]) for r in rows]
+    assert serials == sorted(serials) and len(set(serials)) == 4
+    # resume from the position of the 4th event: exactly the 5th and 6th
+    proc = _tail(env, "cli-since", "--since", rows[1]["position"], "-n", "2", "--timeout", "30")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["data"]["n"] for line in out.splitlines()] == [5, 6]
+    proc = _tail(env, "cli-since", "--since", "1h", "-n", "6", "--timeout", "30")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["data"]["n"] for line in out.splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "-3", "5x", ":12", "s1:x"])
+def test_tail_since_refuses_what_it_cannot_read(env, capsys, bad):
+    """A --since that is no count, duration or position is a usage error naming the three forms."""
+    with pytest.raises(SystemExit) as exc:
+        main(["tail", "cli-since", "--since", bad])
+    assert exc.value.code == 2
+    assert "a number of events (100), a duration (90s, 5m, 2h, 1d) or a position" in capsys.readouterr().err
