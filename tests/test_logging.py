@@ -22,7 +22,7 @@ __all__ = ["comms", "server"]
 
 @pytest.fixture
 def feed(server: LocalServer, comms: Any) -> Iterator[Any]:
-    f = livewidget.Feed("logs", **creds(server))
+    f = livewidget.Feed("logs", history=0, **creds(server))  # each test sees its own records only
     wait_for(lambda: f._receiver.state == "connected" and all(f._receiver.protocol.channels.values()))
     yield f
     f.close()
