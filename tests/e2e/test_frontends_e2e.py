@@ -9,6 +9,9 @@ must come live through ``/user/alice/livewidget/...`` and say ``jupyter`` in the
 - Notebook 7: a Feed and a ProgressBoard update while a cell that publishes keeps running.
 - Voila: a dashboard notebook whose Feed gets events from a background thread of its kernel; the Feed in
   the Voila page gains rows after the page has loaded.
+- Standalone ``voila notebook.ipynb`` (its own server app, which loads no Jupyter server extensions)
+  under a base URL at the same hostname: no ``livewidget/`` route there, so the Feed goes live through
+  the ``relay`` route instead.
 
 Screenshots go to ``test-artifacts/`` (``frontends-*.png``).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +52,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 BASE_URL = "/user/alice/"
 STEPS = 40  # iterations of the publishing cell
 STEP = 0.3  # s each: the cell runs about 12 s
+EXTENSIONS = '{"livewidget.jupyter": True, "voila.server_extension": True}'
 
 
 class NotebookServer(JupyterLab):
@@ -71,7 +76,7 @@ class NotebookServer(JupyterLab):
                 f"--ServerApp.base_url={self.base_url}",
                 "--ServerApp.allow_remote_access=True",  # a Host other than localhost, as on a hub
                 # a source checkout has no installed config file: enable the extension as the wheel's does
-                '--ServerApp.jpserver_extensions={"livewidget.jupyter": True, "voila.server_extension": True}',
+                f"--ServerApp.jpserver_extensions={EXTENSIONS}",
                 "--JupyterNotebookApp.expose_app_in_browser=True",
             ]  # fmt: skip
             if os.geteuid() == 0:
@@ -104,7 +109,8 @@ class Notebook7Page(NotebookPage):
 
     def open(self) -> Notebook7Page:
         token = self.lab.token  # type: ignore[attr-defined]
-        self.page.goto(f"{self.lab.page_url}/notebooks/{self.path}?token={token}", wait_until="domcontentloaded")
+        url = f"{self.lab.page_url}/notebooks/{self.path}?token={token}"
+        self.page.goto(url, wait_until="domcontentloaded")
         self.page.wait_for_function(
             f"""(path) => {{
                 const panel = ({_PANEL_JS})(path);
@@ -152,12 +158,30 @@ def context(browser: Any) -> Iterator[Any]:
             context.close()
 
 
+def _voila_cells(channel: str) -> str:
+    """A dashboard: a Feed, and a bounded background publisher that keeps going after the page loads."""
+    return (
+        "import threading, time\nimport livewidget\n"
+        f"feed = livewidget.Feed({channel!r})\n"
+        "def publisher():\n"
+        "    for i in range(300):  # bounded: about 75 s\n"
+        f'        livewidget.publish({channel!r}, "tick", {{"i": i}})\n'
+        "        time.sleep(0.25)\n"
+        "threading.Thread(target=publisher, daemon=True).start()\n"
+        "feed"
+    )
+
+
 def _count(page: Any, selector: str) -> int:
     return int(page.locator(selector).count())
 
 
 def test_notebook7_feed_and_board_update_while_a_cell_runs(
-    notebook_server: NotebookServer, context: Any, sdk: pusher.Pusher, pusher_server: LocalServer, frontend: str
+    notebook_server: NotebookServer,
+    context: Any,
+    sdk: pusher.Pusher,
+    pusher_server: LocalServer,
+    frontend: str,
 ) -> None:
     mark = uuid.uuid4().hex[:8]
     channel, board_channel = f"nb7-{mark}", f"nb7-progress-{mark}"
@@ -218,23 +242,18 @@ def test_notebook7_feed_and_board_update_while_a_cell_runs(
 
 
 def test_voila_dashboard_feed_updates_from_a_background_publisher(
-    notebook_server: NotebookServer, context: Any, sdk: pusher.Pusher, pusher_server: LocalServer, frontend: str
+    notebook_server: NotebookServer,
+    context: Any,
+    sdk: pusher.Pusher,
+    pusher_server: LocalServer,
+    frontend: str,
 ) -> None:
     mark = uuid.uuid4().hex[:8]
     channel = f"voila-{mark}"
     name = write_notebook(
         notebook_server.root,
         "voila_feed.ipynb",
-        [
-            "import threading, time\nimport livewidget\n"
-            f"feed = livewidget.Feed({channel!r})\n"
-            "def publisher():\n"
-            "    for i in range(300):  # bounded: about 75 s\n"
-            f'        livewidget.publish({channel!r}, "tick", {{"i": i}})\n'
-            "        time.sleep(0.25)\n"
-            "threading.Thread(target=publisher, daemon=True).start()\n"
-            "feed",
-        ],
+        [_voila_cells(channel)],
     )
     page = context.new_page()
     nb = NotebookPage(notebook_server, page, name)  # records the page's traffic for the secret audit
@@ -266,3 +285,59 @@ def test_voila_dashboard_feed_updates_from_a_background_publisher(
     finally:
         with contextlib.suppress(Exception):
             page.close()  # Voila shuts the dashboard's kernel down when its page goes
+
+
+def test_standalone_voila_falls_back_to_the_relay_and_stays_live(
+    notebook_server: NotebookServer, context: Any, pusher_server: LocalServer, frontend: str
+) -> None:
+    mark = uuid.uuid4().hex[:8]
+    channel = f"voila-solo-{mark}"
+    name = write_notebook(notebook_server.root, "voila_solo.ipynb", [_voila_cells(channel)])
+    port = free_port()
+    prefix = "/user/bob/"
+    cmd = [
+        sys.executable, "-m", "voila", str(notebook_server.root / name), "--no-browser",
+        f"--port={port}", "--Voila.ip=127.0.0.1", f"--Voila.base_url={prefix}",
+    ]  # fmt: skip
+    log = open(notebook_server.log_path.with_name("voila.log"), "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        cmd, env=notebook_server.env, cwd=notebook_server.root, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    page = context.new_page()
+    nb = NotebookPage(notebook_server, page, name)
+    feed = ".lw-feed"
+    ticks = f'{feed} .lw-log .lw-row[data-event="tick"]'
+    try:
+        wait_until(lambda: _listening(port) and proc.poll() is None, LAB_START_TIMEOUT, "voila to listen")
+        page.goto(f"http://{PAGE_HOST}:{port}{prefix}", wait_until="domcontentloaded", timeout=PAGE_TIMEOUT)
+        page.locator(feed).first.wait_for(state="visible", timeout=60_000)
+        label = page.locator(f'{feed} .lw-route[data-route="relay"]').first
+        label.wait_for(state="visible", timeout=20_000)
+        assert label.inner_text().strip() == "relay"
+        wait_until(lambda: _count(page, ticks) >= 2, 15, "ticks in the standalone Voila page")
+        first = _count(page, ticks)
+        wait_until(lambda: _count(page, ticks) >= first + 4, 10, "more ticks after the page loaded")
+        nb.screenshot("frontends-voila-standalone")
+        assert not [u for u in nb.requests if f":{pusher_server.port}" in u.url or "127.0.0.1" in u.url]
+        leaks = nb.secret_leaks(pusher_server.secret)
+        assert not leaks, leaks
+    except BaseException:
+        nb.save_failure_artifacts("frontends-voila-standalone")
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            page.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        return True
+    return False
