@@ -734,3 +734,30 @@ def notebooks(
                 lab.shutdown_notebook_kernel(path)
     if leaks:
         pytest.fail("the app secret reached the browser:\n" + "\n".join(leaks), pytrace=False)
+
+
+@contextlib.contextmanager
+def hub_like_lab(
+    pusher_server: LocalServer, base: Path, extensions: dict[str, bool], base_url: str = "/user/alice/"
+) -> Iterator[JupyterLab]:
+    """JupyterLab under ``base_url`` opened at PAGE_HOST (not loopback), as on a hub, using
+    ``pusher_server``, with these server extensions on or off (whatever an installed wheel's config says)."""
+    s = pusher_server
+    (base / "livewidget-run").mkdir(mode=0o700)
+    server = JupyterLab(
+        base,
+        {
+            "LIVEWIDGET_URL": f"http://{s.key}:{s.secret}@{s.host}:{s.port}/apps/{s.app_id}",
+            "LIVEWIDGET_RUNTIME_DIR": str(base / "livewidget-run"),
+        },
+        base_url=base_url,
+        page_host=PAGE_HOST,
+        extra=(
+            f"--ServerApp.jpserver_extensions={extensions!r}",  # a Python literal, as traitlets reads it
+            "--ServerApp.allow_remote_access=True",  # a Host other than localhost, as on a hub
+        ),
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()

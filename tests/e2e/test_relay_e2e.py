@@ -23,7 +23,7 @@ import pytest
 
 from livewidget.server import LocalServer
 
-from .conftest import PAGE_HOST, JupyterLab, NotebookPage, wait_until, write_notebook
+from .conftest import PAGE_HOST, JupyterLab, NotebookPage, hub_like_lab, wait_until, write_notebook
 from .test_feed_e2e import subscribers, wait_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -37,27 +37,9 @@ FEED = ".jp-NotebookPanel:visible .lw-feed"
 def bare_lab(
     chromium: Any, artifacts: Any, pusher_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterLab]:
-    s = pusher_server
-    base = tmp_path_factory.mktemp("bare-lab")
-    (base / "livewidget-run").mkdir(mode=0o700)
-    server = JupyterLab(
-        base,
-        {
-            "LIVEWIDGET_URL": f"http://{s.key}:{s.secret}@{s.host}:{s.port}/apps/{s.app_id}",
-            "LIVEWIDGET_RUNTIME_DIR": str(base / "livewidget-run"),
-        },
-        base_url=BASE_URL,
-        page_host=PAGE_HOST,
-        extra=(
-            # the extension off, whatever config an installed wheel brings
-            '--ServerApp.jpserver_extensions={"livewidget.jupyter": False, "jupyter_server_proxy": False}',
-            "--ServerApp.allow_remote_access=True",
-        ),
-    )
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    extensions = {"livewidget.jupyter": False, "jupyter_server_proxy": False}
+    with hub_like_lab(pusher_server, tmp_path_factory.mktemp("bare-lab"), extensions) as lab:
+        yield lab
 
 
 def _kernel_sockets_only(nb: NotebookPage, sockets: list[str], server: LocalServer, tried: str = "") -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from livewidget.server import LocalServer
 
-from .conftest import PAGE_HOST, JupyterLab, NotebookPage, wait_until, write_notebook
+from .conftest import PAGE_HOST, JupyterLab, NotebookPage, hub_like_lab, wait_until, write_notebook
 from .test_feed_e2e import subscribers, wait_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -38,27 +38,9 @@ FEED = ".jp-NotebookPanel:visible .lw-feed"
 def alice_lab(
     chromium: Any, artifacts: Any, pusher_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterLab]:
-    s = pusher_server
-    base = tmp_path_factory.mktemp("alice-lab")
-    (base / "livewidget-run").mkdir(mode=0o700)
-    server = JupyterLab(
-        base,
-        {
-            "LIVEWIDGET_URL": f"http://{s.key}:{s.secret}@{s.host}:{s.port}/apps/{s.app_id}",
-            "LIVEWIDGET_RUNTIME_DIR": str(base / "livewidget-run"),
-        },
-        base_url=BASE_URL,
-        page_host=PAGE_HOST,
-        # a source checkout has no installed config file: enable the extension as the wheel's does
-        extra=(
-            '--ServerApp.jpserver_extensions={"livewidget.jupyter": True}',
-            "--ServerApp.allow_remote_access=True",  # a Host other than localhost, as on a hub
-        ),
-    )
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    extensions = {"livewidget.jupyter": True}
+    with hub_like_lab(pusher_server, tmp_path_factory.mktemp("alice-lab"), extensions) as lab:
+        yield lab
 
 
 def test_feed_is_live_through_the_jupyter_route_from_a_remote_hostname(
