@@ -27,7 +27,7 @@ from typing import Any
 
 from .channels import ChannelKind, is_cache
 from .history import StreamEvent
-from .hub import Channel, Connection, Hub
+from .hub import Channel, Connection, Hub, _subscribers_but
 from .messages import Action, Send, dumps, encode
 
 __all__ = ["ClusterHub", "LocalState", "Publish", "SyncChannel", "SyncMember", "SyncUser"]
@@ -294,7 +294,7 @@ class ClusterHub(Hub):
         channel = self.channels.get(name)
         if channel is None:
             return
-        targets = [c for c in channel.subscribers if c is not excluded]
+        targets = _subscribers_but(channel.subscribers, excluded)
         if targets:
             actions.append(Send(targets, entry.frame(name, stream_id)))
 

@@ -1,6 +1,7 @@
 """The conformance suite's target: the embedded server by default, or any Pusher-compatible server.
 
-Point the suite elsewhere with environment variables (e.g. Soketi from ``../shared/peers/soketi``)::
+Point the suite elsewhere with environment variables (e.g. Soketi, pinned in ``peers/soketi`` and
+installed by ``scripts/setup.sh``)::
 
     LIVEWIDGET_TARGET=127.0.0.1:6001 LIVEWIDGET_TARGET_APP_ID=4242 LIVEWIDGET_TARGET_KEY=lwkey \
     LIVEWIDGET_TARGET_SECRET=lwsecret LIVEWIDGET_TARGET_KIND=soketi .venv/bin/pytest tests/conformance

@@ -86,7 +86,7 @@ WORKER = textwrap.dedent(
     from tests.integrations.test_optuna import objective
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.RandomSampler()
-    study = optuna.load_study(study_name="shared", storage=sys.argv[1], sampler=sampler)
+    study = optuna.load_study(study_name="two-processes", storage=sys.argv[1], sampler=sampler)
     study.optimize(objective, n_trials=6, callbacks=[LiveCallback("o3", progress_channel="o3-progress")])
     """
 )
@@ -98,7 +98,7 @@ def test_two_processes_sharing_a_sqlite_storage(server: LocalServer, widgets: An
     chart = widgets(livewidget.LiveChart, "o3", x="trial", y=["value", "best_value"])
     board = widgets(livewidget.ProgressBoard, "o3-progress")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(study_name="shared", storage=storage)
+    optuna.create_study(study_name="two-processes", storage=storage)
     env = {**os.environ, "LIVEWIDGET_URL": server_url(server), "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKER, storage], env=env, cwd=ROOT, stderr=subprocess.PIPE)
@@ -109,8 +109,8 @@ def test_two_processes_sharing_a_sqlite_storage(server: LocalServer, widgets: An
         assert p.returncode == 0, err.decode()
     wait_for(lambda: len(chart.df) == 12 and len(board.df) == 12, timeout=10)
     df = chart.df
-    assert sorted(df["trial"]) == list(range(12))  # numbers from the shared storage: no clash
+    assert sorted(df["trial"]) == list(range(12))  # numbers from the one storage both use: no clash
     assert df["pid"].nunique() == 2
-    study = optuna.load_study(study_name="shared", storage=storage)
+    study = optuna.load_study(study_name="two-processes", storage=storage)
     assert df["best_value"].min() == pytest.approx(study.best_value)
     assert board.df["pid"].nunique() == 2
