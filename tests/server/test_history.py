@@ -615,3 +615,65 @@ def test_pipelined_publishes_are_answered_in_order_after_their_commits(tmp_path:
                 data += chunk
         page = history_get(sdk(server), "pipe", direction="oldest_first")
     assert [e["data"] for e in page["events"]] == ["0", "1", "2", "3", "4"]
+
+
+def test_a_damaged_history_file_is_set_aside_and_history_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A power loss with commits unsynced can damage the file (synchronous=OFF while publishing): the
+    server starts anyway, keeps the damaged file for inspection, and gives the channel a new stream id
+    so a client resuming from an old position is told history is gone rather than shown a made-up past."""
+    port = free_port()
+    first = LocalServer(port=port, history=SQLiteHistory(tmp_path)).start()
+    try:
+        client = sdk(first)
+        for i in range(3):
+            client.trigger("jobs", "ev", str(i))
+        before = history_get(client, "jobs")
+    finally:
+        first.stop()
+    path = tmp_path / f"history-{first.app_id}.sqlite3"
+    with path.open("r+b") as f:  # clobber the header and the first pages, as a torn write would
+        f.write(b"\x00" * 8192)
+    with caplog.at_level("WARNING", logger="livewidget.server.history"):
+        second = LocalServer(port=port, apps=first.apps, history=SQLiteHistory(tmp_path)).start()
+    try:
+        assert "is damaged" in caplog.text
+        aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+        assert aside and all(p.stat().st_mode & 0o077 == 0 for p in aside)
+        client = sdk(second)
+        assert history_get(client, "jobs")["events"] == []
+        client.trigger("jobs", "ev", "new")
+        after = history_get(client, "jobs")
+        assert after["stream_id"] != before["stream_id"]
+        assert [e["serial"] for e in after["events"]] == [1]
+    finally:
+        second.stop()
+
+
+def test_checkpoints_sync_once_the_history_is_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Commits are not synced (module docstring); a checkpoint with a full sync follows once publishing
+    pauses; none while idle with nothing new; a clean stop leaves every event in the database file."""
+    import livewidget.server.history.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 0.05)
+    monkeypatch.setattr(mod, "_QUIET", 0.2)
+    history = SQLiteHistory(tmp_path)
+    with LocalServer(history=history) as server:
+        client = sdk(server)
+        for i in range(20):
+            client.trigger("jobs", "ev", str(i))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = server.call(server.server.stats)["history"]
+            if stats["synced_checkpoints"] >= 1 and stats["checkpoints"] >= 1:
+                break
+            time.sleep(0.05)
+        assert stats["synced_checkpoints"] >= 1, stats
+        quiet = stats["synced_checkpoints"]
+        time.sleep(0.5)  # nothing new to copy: no more checkpoints while idle
+        assert server.call(server.server.stats)["history"]["synced_checkpoints"] == quiet
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / f"history-{server.app_id}.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM events WHERE channel = 'jobs'").fetchone() == (20,)
