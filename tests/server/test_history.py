@@ -566,7 +566,7 @@ def test_sqlite_restart_keeps_the_stream_and_its_limits(tmp_path: Path):
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(tmp_path / f"history-{first.app_id}.sqlite3")) as db:
-        assert db.execute("SELECT serial FROM events ORDER BY serial").fetchall() == [(4,), (5,)]
+        assert db.execute("SELECT serial FROM log ORDER BY serial").fetchall() == [(4,), (5,)]
     second = LocalServer(port=port, apps=first.apps, history=SQLiteHistory(tmp_path)).start()
     try:
         client = sdk(second)
@@ -676,4 +676,116 @@ def test_checkpoints_sync_once_the_history_is_quiet(tmp_path: Path, monkeypatch:
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(tmp_path / f"history-{server.app_id}.sqlite3")) as db:
-        assert db.execute("SELECT count(*) FROM events WHERE channel = 'jobs'").fetchone() == (20,)
+        assert db.execute("SELECT count(*) FROM log").fetchone() == (20,)
+
+
+def test_dropped_events_are_compacted_away_while_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Events are appended to one log; what the history drops is deleted a window at a time, so the
+    file stays near the history's size: after 2,000 events on channels keeping 5 each, 10 rows remain."""
+    import sqlite3
+
+    import livewidget.server.history.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 0.05)
+    with LocalServer(history=SQLiteHistory(tmp_path), history_max_events=5, max_batch_size=100) as server:
+        client = sdk(server)
+        for start in range(0, 2000, 100):
+            client.trigger_batch(
+                [{"channel": f"c{i % 2}", "name": "ev", "data": str(i)} for i in range(start, start + 100)]
+            )
+        hub = server.server.apps.by_id[server.app_id]
+        server.call(lambda: server.server._run(hub, hub.tick(time.time())))  # the trimmed rows: Forget
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if server.call(server.server.stats)["history"]["compacted"] >= 1990:
+                break
+            client.trigger("c0", "tick", "x")  # commits keep the checkpoints (and compactions) coming
+            server.call(lambda: server.server._run(hub, hub.tick(time.time())))
+            time.sleep(0.05)
+        assert server.call(server.server.stats)["history"]["compacted"] >= 1990
+        assert [e["data"] for e in history_get(client, "c1", direction="oldest_first")["events"]] == [
+            str(i) for i in range(1991, 2000, 2)
+        ]
+    with contextlib.closing(sqlite3.connect(tmp_path / f"history-{server.app_id}.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM log").fetchone() == (10,)
+
+
+def test_a_forgotten_stream_stays_forgotten_after_a_restart(tmp_path: Path):
+    """A channel whose history expired starts a new stream; a restart loads only the new one."""
+    port = free_port()
+    first = LocalServer(port=port, history=SQLiteHistory(tmp_path)).start()
+    try:
+        client = sdk(first)
+        for i in range(3):
+            client.trigger("jobs", "ev", f"old{i}")
+        old = history_get(client, "jobs")["stream_id"]
+        hub = first.server.apps.by_id[first.app_id]
+        first.call(lambda: first.server._run(hub, hub.tick(time.time() + 10**7)))  # everything expires
+        client.trigger("jobs", "ev", "new0")
+        new = history_get(client, "jobs")
+        assert new["stream_id"] != old and [e["serial"] for e in new["events"]] == [1]
+    finally:
+        first.stop()
+    second = LocalServer(port=port, apps=first.apps, history=SQLiteHistory(tmp_path)).start()
+    try:
+        after = history_get(sdk(second), "jobs")
+        assert after["stream_id"] == new["stream_id"]
+        assert [(e["serial"], e["data"]) for e in after["events"]] == [(1, "new0")]
+    finally:
+        second.stop()
+
+
+def test_a_history_file_of_the_previous_format_is_migrated(tmp_path: Path):
+    """Files written before the append-only log (one row per event keyed by channel and serial) keep
+    their streams, positions and events."""
+    import sqlite3
+
+    from livewidget.server import LocalServer as _LS
+
+    probe = _LS(history=MemoryHistory())  # only for its generated app credentials
+    path = tmp_path / f"history-{probe.app_id}.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            """
+            CREATE TABLE streams (channel TEXT PRIMARY KEY, stream_id TEXT NOT NULL, last INTEGER NOT NULL)
+                WITHOUT ROWID;
+            CREATE TABLE events (channel TEXT NOT NULL, serial INTEGER NOT NULL, time REAL NOT NULL,
+                event TEXT NOT NULL, data TEXT NOT NULL, user_id TEXT, PRIMARY KEY (channel, serial))
+                WITHOUT ROWID;
+            """
+        )
+        now = time.time()
+        db.executemany("INSERT INTO streams VALUES (?, ?, ?)", [("jobs", "s1", 7), ("gone", "s2", 4)])
+        db.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+            [("jobs", n, now, "ev", f'"{n}"', None) for n in (5, 6, 7)],
+        )
+        db.commit()
+    with LocalServer(apps=probe.apps, history=SQLiteHistory(tmp_path)) as server:
+        client = sdk(server)
+        jobs = history_get(client, "jobs", direction="oldest_first")
+        assert jobs["stream_id"] == "s1" and [e["serial"] for e in jobs["events"]] == [5, 6, 7]
+        client.trigger("jobs", "ev", "8")
+        assert history_get(client, "jobs", limit=1)["events"][0]["serial"] == 8
+        gone = history_get(client, "gone")
+        assert gone["events"] == [] and gone["serial"] == 4
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"streams", "log", "sqlite_sequence"}
+
+
+def test_a_history_file_from_a_newer_livewidget_is_refused_by_name(tmp_path: Path):
+    import sqlite3
+
+    probe = LocalServer(history=MemoryHistory())
+    path = tmp_path / f"history-{probe.app_id}.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+        db.commit()
+    with pytest.raises(Exception, match=r"newer livewidget .* upgrade livewidget"):
+        LocalServer(apps=probe.apps, history=SQLiteHistory(tmp_path)).start()
+    # the lock was let go: once the file is moved away, a server starts on this folder
+    path.rename(tmp_path / "kept.sqlite3")
+    with LocalServer(apps=probe.apps, history=SQLiteHistory(tmp_path)) as server:
+        assert history_get(sdk(server), "jobs")["events"] == []

@@ -52,22 +52,47 @@ _CHECKPOINT_EVERY = 1.0  # seconds between checkpoints while events are being wr
 _QUIET = 2.0  # seconds without a commit after which a synced checkpoint makes the file durable
 _SYNC_EVERY = 30.0  # seconds: a synced checkpoint at least this often, however busy
 
+# Events are appended to ``log`` (a rowid table with no index): a commit writes the last page or two
+# of one B-tree, whichever channels its events are on, instead of a leaf per channel (with 1,000 busy
+# channels that was most of a commit's WAL writes and of each checkpoint). A row belongs to a stream by
+# ``sid``; what the history has dropped is recorded in ``streams`` (``first``; a forgotten stream's row
+# goes, and its sid with it) and the dead rows are deleted a window at a time (``_compact``).
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
-    channel TEXT PRIMARY KEY,
+    sid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a dead stream's rows stay dead
+    channel TEXT NOT NULL UNIQUE,
     stream_id TEXT NOT NULL,
+    first INTEGER NOT NULL,
     last INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    channel TEXT NOT NULL,
+);
+CREATE TABLE IF NOT EXISTS log (
+    sid INTEGER NOT NULL,
     serial INTEGER NOT NULL,
     time REAL NOT NULL,
     event TEXT NOT NULL,
     data TEXT NOT NULL,
-    user_id TEXT,
-    PRIMARY KEY (channel, serial)
-) WITHOUT ROWID;
+    user_id TEXT
+);
 """
+
+# Version 1 (livewidget before 2026-12-05): one row per event keyed by (channel, serial).
+_MIGRATE_1 = (
+    """
+ALTER TABLE streams RENAME TO streams_1;
+ALTER TABLE events RENAME TO events_1;
+"""
+    + _SCHEMA
+    + """
+INSERT INTO streams (channel, stream_id, first, last)
+    SELECT channel, stream_id, coalesce((SELECT min(serial) FROM events_1 e WHERE e.channel = s.channel),
+                                        last + 1), last FROM streams_1 s;
+INSERT INTO log SELECT s.sid, e.serial, e.time, e.event, e.data, e.user_id
+    FROM events_1 e JOIN streams s ON s.channel = e.channel ORDER BY e.channel, e.serial;
+DROP TABLE events_1;
+DROP TABLE streams_1;
+"""
+)
 
 
 class _App:
@@ -102,6 +127,9 @@ class _App:
                         os.replace(str(path) + suffix, str(aside) + suffix)
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
                 self.db = self._open(path)
+        except ServerError:
+            self.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise ServerError(f"cannot open the history file {path}: {exc}") from exc
@@ -116,10 +144,20 @@ class _App:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")  # see the module docstring; checkpoints sync
             db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: SQLiteHistory._checkpoint
-            db.executescript(_SCHEMA)
             ok = db.execute("PRAGMA quick_check").fetchone()
             if not ok or ok[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {ok[0] if ok else 'no answer'}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version == 0 and "events" in tables:
+                db.executescript(f"BEGIN; {_MIGRATE_1} PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
+            elif version > _SCHEMA_VERSION:
+                raise ServerError(
+                    f"the history file {path} was written by a newer livewidget (format {version}); "
+                    "upgrade livewidget, or give this server another folder (--data DIR)"
+                )
+            else:
+                db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
         except BaseException:
             db.close()
             raise
@@ -154,7 +192,12 @@ class SQLiteHistory(HistoryDriver):
         self._stored = 0  # the last ticket committed (or failed)
         self._waiters: deque[tuple[int, Callable[[str | None], None]]] = deque()
         self._error: str | None = None  # the last write error, until a write succeeds
+        # app id -> channel -> (stream_id, sid): the stream each channel's rows are appended to
+        self._sids: dict[str, dict[str, tuple[str, int]]] = {}
+        self._compact_from: dict[str, int] = {}  # app id -> the rowid the next compaction starts at
+        self._appended = 0  # rows appended since the last compaction (how much it should look at)
         self.commits = 0
+        self.compacted = 0
         self.checkpoints = 0
         self.synced_checkpoints = 0
         self.events_written = 0
@@ -175,7 +218,7 @@ class SQLiteHistory(HistoryDriver):
                 app_id = hub.config.app_id
                 app = self._apps[app_id] = _App(self.folder / f"history-{app_id}.sqlite3")
                 if hub.history is not None:
-                    self._load(app, hub, now)
+                    self._load(app_id, app, hub, now)
         except BaseException:
             for app in self._apps.values():
                 app.close()
@@ -184,22 +227,29 @@ class SQLiteHistory(HistoryDriver):
         self._last_sync = time.monotonic()
         self._checkpoint_timer = self._loop.call_later(_CHECKPOINT_EVERY, self._checkpoint)
 
-    @staticmethod
-    def _load(app: _App, hub: Hub, now: float) -> None:
+    def _load(self, app_id: str, app: _App, hub: Hub, now: float) -> None:
         history = hub.history
         assert history is not None
         streams = {
-            ch: (sid, last)
-            for ch, sid, last in app.db.execute("SELECT channel, stream_id, last FROM streams")
+            sid: (ch, stream_id, first, last)
+            for sid, ch, stream_id, first, last in app.db.execute(
+                "SELECT sid, channel, stream_id, first, last FROM streams"
+            )
         }
-        rows: dict[str, list[Entry]] = {}
-        for ch, serial, t, event, data, user_id in app.db.execute(
-            "SELECT channel, serial, time, event, data, user_id FROM events ORDER BY channel, serial"
+        rows: dict[int, list[Entry]] = {sid: [] for sid in streams}
+        for sid, serial, t, event, data, user_id in app.db.execute(
+            "SELECT sid, serial, time, event, data, user_id FROM log ORDER BY rowid"
         ):
-            rows.setdefault(ch, []).append(Entry(serial, t, event, data, user_id))
-        for ch, (stream_id, last) in streams.items():
-            entries = rows.get(ch, [])
+            out = rows.get(sid)
+            # Dead rows (dropped by the history, not compacted yet) are skipped; appended in order, so a
+            # stream's rows come oldest first (a repeat, which nothing writes, would be skipped too).
+            if out is not None and serial >= streams[sid][2] and (not out or serial > out[-1].serial):
+                out.append(Entry(serial, t, event, data, user_id))
+        sids = self._sids.setdefault(app_id, {})
+        for sid, (ch, stream_id, _, last) in streams.items():
+            entries = rows[sid]
             history.restore(ch, stream_id, max(last, entries[-1].serial if entries else 0), entries, now)
+            sids[ch] = (stream_id, sid)
         log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
 
     async def stop(self) -> None:
@@ -208,6 +258,7 @@ class SQLiteHistory(HistoryDriver):
         if self._checkpoint_timer is not None:
             self._checkpoint_timer.cancel()
             self._checkpoint_timer = None
+        self._compact(everything=True)  # a clean stop leaves no dead rows
         for app in self._apps.values():
             with contextlib.suppress(sqlite3.Error):
                 app.db.execute("PRAGMA synchronous=FULL")
@@ -286,6 +337,8 @@ class SQLiteHistory(HistoryDriver):
         self._checkpoint_timer = None
         if not self._apps or self._loop is None:
             return
+        if self._dirty:
+            self._compact()
         now = time.monotonic()
         synced = now - self._last_commit >= _QUIET or now - self._last_sync >= _SYNC_EVERY
         if self._dirty or (synced and self._last_commit > self._last_sync):
@@ -314,9 +367,17 @@ class SQLiteHistory(HistoryDriver):
         try:
             self._write_all(batch, touched)
         except BaseException:
-            for app in touched.values():
+            for app_id, app in touched.items():
                 with contextlib.suppress(sqlite3.Error):
                     app.db.execute("ROLLBACK")
+                # Streams started in the rolled-back transaction are not in the file: ask it again.
+                with contextlib.suppress(sqlite3.Error):
+                    self._sids[app_id] = {
+                        ch: (stream_id, sid)
+                        for sid, ch, stream_id in app.db.execute(
+                            "SELECT sid, channel, stream_id FROM streams"
+                        )
+                    }
             raise
         for app in touched.values():
             app.db.execute("COMMIT")
@@ -327,19 +388,13 @@ class SQLiteHistory(HistoryDriver):
         """Consecutive Store actions of an app become one INSERT of all their rows (the usual case: a
         batch of many small publishes); a Forget is applied in its place in the order."""
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        new_streams: dict[str, list[tuple[str, str, int]]] = {}
 
         def flush(app_id: str) -> None:
-            db = self._apps[app_id].db
-            # A stream's row is written when it starts (serial 1); its last serial is the newest event
-            # stored, or, once its events are forgotten, what the Forget recorded.
-            streams = new_streams.pop(app_id, None)
-            if streams:
-                db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)", streams)
             events = rows.pop(app_id, None)
             if events:
-                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+                self._apps[app_id].db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?)", events)
                 self.events_written += len(events)
+                self._appended += len(events)
 
         for _, action, _ in batch:
             app_id = action.app_id
@@ -349,33 +404,71 @@ class SQLiteHistory(HistoryDriver):
             if app_id not in touched:
                 touched[app_id] = app
                 app.db.execute("BEGIN")
+            sids = self._sids.setdefault(app_id, {})
             if type(action) is Store:
                 out = rows.setdefault(app_id, [])
-                for ch, sid, e in action.entries:
-                    out.append((ch, e.serial, e.time, e.event, e.data, e.user_id))
-                    if e.serial == 1:
-                        new_streams.setdefault(app_id, []).append((ch, sid, 0))
+                for ch, stream_id, e in action.entries:
+                    known = sids.get(ch)
+                    if known is None or known[0] != stream_id:
+                        # A new stream (its first event, or the channel's history was lost): its row
+                        # replaces the channel's old one, whose rows are then dead.
+                        sid = app.db.execute(
+                            "INSERT OR REPLACE INTO streams (channel, stream_id, first, last) "
+                            "VALUES (?, ?, ?, ?)",
+                            (ch, stream_id, e.serial, e.serial - 1),
+                        ).lastrowid
+                        assert sid is not None
+                        known = sids[ch] = (stream_id, sid)
+                    out.append((known[1], e.serial, e.time, e.event, e.data, e.user_id))
                 continue
             assert isinstance(action, Forget)
             flush(app_id)
             db = app.db
-            whole = [(ch,) for ch, upto in action.upto.items() if upto < 0]
+            whole = [ch for ch, upto in action.upto.items() if upto < 0]
             if whole:
-                db.executemany("DELETE FROM events WHERE channel = ?", whole)
-                db.executemany("DELETE FROM streams WHERE channel = ?", whole)
-            upto = [(ch, n) for ch, n in action.upto.items() if n >= 0]
-            db.executemany("DELETE FROM events WHERE channel = ? AND serial <= ?", upto)
+                db.executemany("DELETE FROM streams WHERE channel = ?", [(ch,) for ch in whole])
+                for ch in whole:
+                    sids.pop(ch, None)
+            upto = [(n + 1, n, ch) for ch, n in action.upto.items() if n >= 0]
             db.executemany(
-                "UPDATE streams SET last = max(last, ?) WHERE channel = ?", [(n, ch) for ch, n in upto]
+                "UPDATE streams SET first = max(first, ?), last = max(last, ?) WHERE channel = ?", upto
             )
         for app_id in list(rows):
             flush(app_id)
+
+    def _compact(self, everything: bool = False) -> None:
+        """Delete dead rows (dropped from the history) in a window of the oldest rowids, on the loop:
+        a little more than was appended since the last time, so the file stays near the history's
+        size however long the server runs; one short transaction per app."""
+        window = (1 << 62) if everything else min(max(2 * self._appended, 1000), 20_000)
+        self._appended = 0
+        for app_id, app in self._apps.items():
+            start = 0 if everything else self._compact_from.get(app_id, 0)
+            try:
+                with_rows = app.db.execute(
+                    "SELECT min(rowid), max(rowid) FROM log WHERE rowid >= ?", (start,)
+                ).fetchone()
+                if with_rows[0] is None:
+                    self._compact_from[app_id] = 0  # past the end: the next round starts over
+                    continue
+                lo = with_rows[0]
+                hi = lo + window
+                cur = app.db.execute(
+                    "DELETE FROM log WHERE rowid >= ? AND rowid < ? AND NOT EXISTS (SELECT 1 FROM streams s "
+                    "WHERE s.sid = log.sid AND log.serial >= s.first)",
+                    (lo, hi),
+                )
+                self.compacted += max(cur.rowcount, 0)
+                self._compact_from[app_id] = hi if hi <= with_rows[1] else 0
+            except sqlite3.Error:  # the next round tries again
+                log.debug("history compaction skipped", exc_info=True)
 
     def stats(self) -> dict[str, Any]:
         return {
             "driver": "sqlite",
             "folder": str(self.folder),
             "commits": self.commits,
+            "compacted": self.compacted,
             "checkpoints": self.checkpoints,
             "synced_checkpoints": self.synced_checkpoints,
             "events_written": self.events_written,
