@@ -51,6 +51,7 @@ log = logging.getLogger("livewidget.server.history")
 _CHECKPOINT_EVERY = 1.0  # seconds between checkpoints while events are being written
 _QUIET = 2.0  # seconds without a commit after which a synced checkpoint makes the file durable
 _SYNC_EVERY = 30.0  # seconds: a synced checkpoint at least this often, however busy
+_COMPACT_MIN = 1000  # dead rows before a compaction pass is worth it
 
 # Events are appended to ``log`` (a rowid table with no index): a commit writes the last page or two
 # of one B-tree, whichever channels its events are on, instead of a leaf per channel (with 1,000 busy
@@ -193,9 +194,11 @@ class SQLiteHistory(HistoryDriver):
         self._waiters: deque[tuple[int, Callable[[str | None], None]]] = deque()
         self._error: str | None = None  # the last write error, until a write succeeds
         # app id -> channel -> (stream_id, sid): the stream each channel's rows are appended to
-        self._sids: dict[str, dict[str, tuple[str, int]]] = {}
+        # app id -> channel -> [stream_id, sid, first, last]: the stream each channel's rows are appended
+        # to, and the serials of its live rows (for the count of dead ones)
+        self._sids: dict[str, dict[str, list[Any]]] = {}
         self._compact_from: dict[str, int] = {}  # app id -> the rowid the next compaction starts at
-        self._appended = 0  # rows appended since the last compaction (how much it should look at)
+        self._dead = 0  # rows the history dropped that are still in the files (what _compact deletes)
         self.commits = 0
         self.compacted = 0
         self.checkpoints = 0
@@ -245,11 +248,14 @@ class SQLiteHistory(HistoryDriver):
             # stream's rows come oldest first (a repeat, which nothing writes, would be skipped too).
             if out is not None and serial >= streams[sid][2] and (not out or serial > out[-1].serial):
                 out.append(Entry(serial, t, event, data, user_id))
+            else:
+                self._dead += 1
         sids = self._sids.setdefault(app_id, {})
-        for sid, (ch, stream_id, _, last) in streams.items():
+        for sid, (ch, stream_id, first, last) in streams.items():
             entries = rows[sid]
-            history.restore(ch, stream_id, max(last, entries[-1].serial if entries else 0), entries, now)
-            sids[ch] = (stream_id, sid)
+            last = max(last, entries[-1].serial if entries else 0)
+            history.restore(ch, stream_id, last, entries, now)
+            sids[ch] = [stream_id, sid, first, last]
         log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
 
     async def stop(self) -> None:
@@ -373,9 +379,9 @@ class SQLiteHistory(HistoryDriver):
                 # Streams started in the rolled-back transaction are not in the file: ask it again.
                 with contextlib.suppress(sqlite3.Error):
                     self._sids[app_id] = {
-                        ch: (stream_id, sid)
-                        for sid, ch, stream_id in app.db.execute(
-                            "SELECT sid, channel, stream_id FROM streams"
+                        ch: [stream_id, sid, first, last]
+                        for sid, ch, stream_id, first, last in app.db.execute(
+                            "SELECT sid, channel, stream_id, first, last FROM streams"
                         )
                     }
             raise
@@ -394,7 +400,6 @@ class SQLiteHistory(HistoryDriver):
             if events:
                 self._apps[app_id].db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?)", events)
                 self.events_written += len(events)
-                self._appended += len(events)
 
         for _, action, _ in batch:
             app_id = action.app_id
@@ -412,13 +417,16 @@ class SQLiteHistory(HistoryDriver):
                     if known is None or known[0] != stream_id:
                         # A new stream (its first event, or the channel's history was lost): its row
                         # replaces the channel's old one, whose rows are then dead.
+                        if known is not None:
+                            self._dead += max(known[3] - known[2] + 1, 0)
                         sid = app.db.execute(
                             "INSERT OR REPLACE INTO streams (channel, stream_id, first, last) "
                             "VALUES (?, ?, ?, ?)",
                             (ch, stream_id, e.serial, e.serial - 1),
                         ).lastrowid
                         assert sid is not None
-                        known = sids[ch] = (stream_id, sid)
+                        known = sids[ch] = [stream_id, sid, e.serial, e.serial - 1]
+                    known[3] = e.serial
                     out.append((known[1], e.serial, e.time, e.event, e.data, e.user_id))
                 continue
             assert isinstance(action, Forget)
@@ -428,8 +436,15 @@ class SQLiteHistory(HistoryDriver):
             if whole:
                 db.executemany("DELETE FROM streams WHERE channel = ?", [(ch,) for ch in whole])
                 for ch in whole:
-                    sids.pop(ch, None)
+                    gone = sids.pop(ch, None)
+                    if gone is not None:
+                        self._dead += max(gone[3] - gone[2] + 1, 0)
             upto = [(n + 1, n, ch) for ch, n in action.upto.items() if n >= 0]
+            for _, n, ch in upto:
+                known = sids.get(ch)
+                if known is not None and n >= known[2]:
+                    self._dead += min(n, known[3]) - known[2] + 1
+                    known[2] = n + 1
             db.executemany(
                 "UPDATE streams SET first = max(first, ?), last = max(last, ?) WHERE channel = ?", upto
             )
@@ -437,11 +452,12 @@ class SQLiteHistory(HistoryDriver):
             flush(app_id)
 
     def _compact(self, everything: bool = False) -> None:
-        """Delete dead rows (dropped from the history) in a window of the oldest rowids, on the loop:
-        a little more than was appended since the last time, so the file stays near the history's
-        size however long the server runs; one short transaction per app."""
-        window = (1 << 62) if everything else min(max(2 * self._appended, 1000), 20_000)
-        self._appended = 0
+        """Delete dead rows (dropped from the history) in a window of the oldest rowids, on the loop,
+        once there are enough of them to be worth a pass: a window of about twice their number, so the
+        file stays near the history's size however long the server runs; one statement per app."""
+        if not everything and self._dead < _COMPACT_MIN:
+            return
+        window = (1 << 62) if everything else min(2 * self._dead, 20_000)
         for app_id, app in self._apps.items():
             start = 0 if everything else self._compact_from.get(app_id, 0)
             try:
@@ -459,6 +475,7 @@ class SQLiteHistory(HistoryDriver):
                     (lo, hi),
                 )
                 self.compacted += max(cur.rowcount, 0)
+                self._dead = max(self._dead - max(cur.rowcount, 0), 0)
                 self._compact_from[app_id] = hi if hi <= with_rows[1] else 0
             except sqlite3.Error:  # the next round tries again
                 log.debug("history compaction skipped", exc_info=True)
@@ -469,6 +486,7 @@ class SQLiteHistory(HistoryDriver):
             "folder": str(self.folder),
             "commits": self.commits,
             "compacted": self.compacted,
+            "dead_rows": self._dead,
             "checkpoints": self.checkpoints,
             "synced_checkpoints": self.synced_checkpoints,
             "events_written": self.events_written,
