@@ -2,11 +2,13 @@
 
 The hub (the ``jupyterhub`` package) runs with configurable-http-proxy (``js/node_modules``, under the
 project's Node), ``DummyAuthenticator`` with a password, and ``SimpleLocalProcessSpawner``: every user's
-single-user JupyterLab is a local process of the same OS user, with its own HOME under a temp folder;
+single-user JupyterLab is a local process of the same OS user, with its own HOME under a temp folder
+and one ``XDG_RUNTIME_DIR`` common to all (the harder case: only the hub user's name then tells their
+livewidget runtime folders apart, ``livewidget._embedded.runtime_dir``);
 everything binds 127.0.0.1 on free ports; the hub's database and cookie secret live in the temp folder.
 The pages open the hub at ``http://lab.test:PORT`` (Chromium maps the name to 127.0.0.1), not on
 loopback, as users reach any hub. No ``LIVEWIDGET_URL``: each user's kernel starts that user's own
-embedded Pusher server, registered in their HOME's runtime folder.
+embedded Pusher server, registered in their own runtime folder.
 
 1. alice and bob log in through the hub's login form (two browser contexts), each opens a notebook in
    their own JupyterLab (``/user/NAME/lab/...``) and runs a cell that creates a Feed and publishes into
@@ -91,15 +93,20 @@ class UserLab:
     name: str
     home: Path
     page_url: str
+    xdg_runtime: Path  # common to every user
 
     @property
     def runtime(self) -> Path:
-        """livewidget's runtime folder in this user's HOME (no XDG_RUNTIME_DIR reaches the server)."""
-        return self.home / ".cache" / "livewidget" / "run"
+        """livewidget's runtime folder of this user: on a hub, ``hub-NAME`` in the common one."""
+        return self.xdg_runtime / "livewidget" / f"hub-{self.name}"
 
     def embedded(self) -> dict[str, Any]:
         """The user's embedded server record (``server.json``: pid, port, app id, key, secret)."""
-        return dict(json.loads((self.runtime / "server.json").read_text()))
+        path = self.runtime / "server.json"
+        if not path.is_file():
+            found = sorted(str(p) for p in self.xdg_runtime.rglob("server.json"))
+            raise AssertionError(f"{self.name}'s embedded server is not recorded in {path}; found: {found}")
+        return dict(json.loads(path.read_text()))
 
 
 @dataclass
@@ -116,6 +123,10 @@ class Hub:
     @property
     def url(self) -> str:
         return f"http://{PAGE_HOST}:{self.port}"
+
+    @property
+    def xdg_runtime(self) -> Path:
+        return self.base / "xdg-runtime"
 
     def config(self, node: str) -> str:
         homes = self.base / "home"
@@ -140,6 +151,7 @@ class Hub:
             "db": f"sqlite:///{self.base / 'jupyterhub.sqlite'}",
             "cookie_secret": str(self.base / "jupyterhub_cookie_secret"),
             "proxy_pid": str(self.base / "proxy.pid"),
+            "xdg": str(self.xdg_runtime),
         }
         return f"""
 s = {settings!r}
@@ -162,7 +174,7 @@ c.SimpleLocalProcessSpawner.home_dir_template = s["homes"]
 c.Spawner.cmd = s["cmd"]
 c.Spawner.args = s["args"]
 c.Spawner.default_url = "/lab"
-c.Spawner.environment = {{"PYTHONUNBUFFERED": "1"}}
+c.Spawner.environment = {{"PYTHONUNBUFFERED": "1", "XDG_RUNTIME_DIR": s["xdg"]}}  # one for all users
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.Spawner.interrupt_timeout = 5
@@ -171,6 +183,7 @@ c.Spawner.term_timeout = 5
 
     def start(self) -> Hub:
         node = _node()
+        self.xdg_runtime.mkdir(mode=0o700)
         for name in USERS:
             home = self.base / "home" / name
             home.mkdir(parents=True)
@@ -179,7 +192,7 @@ c.Spawner.term_timeout = 5
                 target = home / ".jupyter" / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(values))
-            self.users[name] = UserLab(name, home, "")
+            self.users[name] = UserLab(name, home, "", self.xdg_runtime)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -237,9 +250,9 @@ c.Spawner.term_timeout = 5
             return []
         self.proc = None
         pids = [proc.pid, *_children(proc.pid)]  # proxy, single-user servers, kernels, embedded servers
-        for user in self.users.values():  # the embedded servers run in their own session (setsid)
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                pids.append(int(user.embedded()["pid"]))
+        for record in self.base.rglob("server.json"):  # embedded servers: in their own session (setsid)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pids.append(int(json.loads(record.read_text())["pid"]))
         with contextlib.suppress(OSError, ValueError):
             pids.append(int((self.base / "proxy.pid").read_text().strip()))
         if proc.poll() is None:
@@ -473,7 +486,7 @@ def _check_isolation(
     status = _request(hub, "GET", ws_path, cookies(ws_path), upgrade="True")
     assert status in refused, f"bob's WebSocket upgrade to alice's server got {status}"
 
-    # bob's own extension: it knows bob's server, never alice's (same OS user, another HOME)
+    # bob's own extension: it knows bob's server, never alice's (same OS user, same XDG_RUNTIME_DIR)
     servers = bob_page.page.evaluate(
         "async (url) => (await (await fetch(url)).json()).servers", "/user/bob/livewidget/info"
     )
