@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,17 @@ START_TIMEOUT = 20.0
 
 
 def runtime_dir() -> Path:
-    """``$LIVEWIDGET_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/livewidget``, else ``~/.cache/livewidget/run``."""
+    """``$LIVEWIDGET_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/livewidget``, else ``~/.cache/livewidget/run``;
+    under JupyterHub (``$JUPYTERHUB_USER`` set) the folder ``hub-NAME`` inside it.
+
+    The folder is the user's: their embedded server, its credentials and the registry the Jupyter
+    extension forwards to (:mod:`livewidget._routes`). Where several hub users share one OS account
+    (``SimpleLocalProcessSpawner``) the owner check cannot tell them apart, and a folder common to
+    them (a ``XDG_RUNTIME_DIR`` or ``LIVEWIDGET_RUNTIME_DIR`` the spawner passes to everyone, or one
+    HOME) would give them one server and let each one's extension forward to the other's: the hub
+    user's name keeps them apart. Kernels, terminals and the extension of a single-user server all
+    have ``JUPYTERHUB_USER``, so they agree on the folder.
+    """
     base = os.environ.get("LIVEWIDGET_RUNTIME_DIR")
     if base:
         path = Path(base)
@@ -50,9 +62,20 @@ def runtime_dir() -> Path:
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "livewidget"
     else:
         path = Path.home() / ".cache" / "livewidget" / "run"
+    hub_user = os.environ.get("JUPYTERHUB_USER")
+    if hub_user:
+        path = path / _hub_folder(hub_user)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+def _hub_folder(user: str) -> str:
+    """``hub-NAME``: NAME percent-encoded (no ``/``; distinct names stay distinct), hashed if long."""
+    name = urllib.parse.quote(user, safe="")
+    if len(name) > 100:
+        name = hashlib.sha256(user.encode()).hexdigest()[:40]
+    return f"hub-{name}"
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -169,7 +192,7 @@ def cached_info(start: bool = True) -> dict[str, Any]:
     ``CHECK_EVERY`` seconds one ``stat``. A daemon that dies without removing its file is noticed by
     whoever fails to reach it (the publisher and receivers call :func:`revive`).
     """
-    where = (os.environ.get("LIVEWIDGET_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR"))
+    where = tuple(os.environ.get(k) for k in ("LIVEWIDGET_RUNTIME_DIR", "XDG_RUNTIME_DIR", "JUPYTERHUB_USER"))
     now = time.monotonic()
     c = _cache
     if c.get("where") == where and c.get("pid") == os.getpid():

@@ -25,7 +25,8 @@ belong to the user the Jupyter server runs as):
   A kernel registering a new server first removes the files of servers that no longer listen.
 
 Kernels are children of the Jupyter server, so they share its ``LIVEWIDGET_RUNTIME_DIR`` (or
-``XDG_RUNTIME_DIR``/home): the kernel writes where the extension reads.
+``XDG_RUNTIME_DIR``/home, and on JupyterHub its ``hub-{JUPYTERHUB_USER}`` folder, which keeps apart hub
+users who share one OS account): the kernel writes where the extension reads.
 
 The server id is ``sha256(app_id, key, host, port)`` cut to 20 hex digits: not a secret (it is made of
 what the browser already gets), the same in the kernel and the extension without any exchange, and

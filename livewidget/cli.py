@@ -125,7 +125,7 @@ def _serve_parser(sub: Any) -> None:
         help="read the app secret from PATH; if PATH does not exist, a new secret is written there "
         "(mode 0600) [LIVEWIDGET_SECRET_FILE; else LIVEWIDGET_SECRET; else generated into "
         "RUNTIME/serve-APP_ID.secret, mode 0600, removed at exit; RUNTIME is $LIVEWIDGET_RUNTIME_DIR, "
-        "else $XDG_RUNTIME_DIR/livewidget, else ~/.cache/livewidget/run]",
+        "else $XDG_RUNTIME_DIR/livewidget, else ~/.cache/livewidget/run; its hub-$JUPYTERHUB_USER on a hub]",
     )
     p.add_argument(
         "--secret",

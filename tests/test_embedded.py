@@ -18,7 +18,7 @@ from livewidget import _config, _embedded
 @pytest.fixture
 def runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("LIVEWIDGET_RUNTIME_DIR", str(tmp_path / "rt"))
-    for name in ("LIVEWIDGET_URL", "PUSHER_KEY"):
+    for name in ("LIVEWIDGET_URL", "PUSHER_KEY", "JUPYTERHUB_USER"):  # on a hub the folder is hub-NAME inside
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_config, "_process_settings", None)
     yield tmp_path / "rt"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import livewidget
-from livewidget import _config, _routes
+from livewidget import _config, _embedded, _routes
 from livewidget.exceptions import ConfigurationError
 
 
@@ -17,7 +17,14 @@ from livewidget.exceptions import ConfigurationError
 def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in ("LIVEWIDGET_URL", "LIVEWIDGET_ROUTE", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_HOST"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("VSCODE_PID", "VSCODE_CWD", "CODESPACES", "SSH_CONNECTION", "REMOTE_CONTAINERS"):
+    for name in (
+        "VSCODE_PID",
+        "VSCODE_CWD",
+        "CODESPACES",
+        "SSH_CONNECTION",
+        "REMOTE_CONTAINERS",
+        "JUPYTERHUB_USER",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_config, "_process_settings", None)
     monkeypatch.setattr(_config, "_process_route", None)
@@ -98,6 +105,42 @@ def test_register_writes_a_private_file_the_extension_reads(clean: Path) -> None
     found = _routes.targets()
     assert list(found) == [sid] and found[sid].port == 6001 and found[sid].source == "kernel"
     assert _routes.register("42", "k1", "10.0.0.5", 6001) is None  # never a non-loopback target
+
+
+@pytest.mark.parametrize("common", ["LIVEWIDGET_RUNTIME_DIR", "XDG_RUNTIME_DIR", "HOME"])
+def test_hub_users_of_one_os_account_never_share_a_runtime_folder(
+    clean: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, common: str
+) -> None:
+    """JupyterHub's SimpleLocalProcessSpawner runs every user as one OS account, so the owner checks
+    cannot tell alice from bob: if the spawner passes them one runtime folder (a common
+    ``LIVEWIDGET_RUNTIME_DIR`` or ``XDG_RUNTIME_DIR``, or one HOME), bob's extension must still not
+    find alice's servers, nor his kernels her embedded server's record."""
+    for name in ("LIVEWIDGET_RUNTIME_DIR", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # one HOME, unless another folder comes first
+    monkeypatch.setenv(common, str(shared))
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    alice_dir = _embedded.runtime_dir()
+    sid = _routes.register("42", "alicekey", "127.0.0.1", 6001)
+    info = {"pid": os.getpid(), "host": "127.0.0.1", "port": 6100, "app_id": "7", "key": "ek", "secret": "x"}
+    _embedded.write_info(alice_dir / "server.json", info)
+    assert set(_routes.targets()) == {sid, _routes.server_id("7", "ek", "127.0.0.1", 6100)}
+
+    monkeypatch.setenv("JUPYTERHUB_USER", "bob")
+    bob_dir = _embedded.runtime_dir()
+    assert bob_dir != alice_dir and bob_dir.parent == alice_dir.parent
+    assert str(bob_dir).startswith(str(shared))
+    assert _routes.targets() == {}
+    assert not (bob_dir / "server.json").exists()
+    # odd hub names stay one folder inside the shared one, distinct from each other
+    folders = set()
+    for name in ("..", "a/b", "a b", "a%20b", "x" * 300):
+        monkeypatch.setenv("JUPYTERHUB_USER", name)
+        folder = _embedded.runtime_dir()
+        assert folder.parent == alice_dir.parent and folder.name.startswith("hub-") and len(folder.name) < 120
+        folders.add(folder)
+    assert len(folders) == 5
 
 
 def test_targets_trust_only_the_users_own_private_loopback_files(clean: Path) -> None:
