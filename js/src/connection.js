@@ -897,7 +897,8 @@ export class Connection extends Emitter {
   /** A relay part for this model: kept (bounded) while pusher-js's route is in use, never shown. */
   _onStandby(part) {
     const standby = this._standby;
-    if (!standby || this.relay || this._closed) return; // on the relay: its own listener shows it
+    // on the relay its own listener shows it; before a route is confirmed there is nothing to fall back from
+    if (!standby || this.relay || !this.route || this._closed) return;
     const now = this.now();
     if (part.state && typeof part.state === "object") standby.state = { at: now, value: part.state };
     for (const row of Array.isArray(part.rows) ? part.rows : []) {

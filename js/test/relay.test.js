@@ -323,6 +323,11 @@ describe("standby relay: falling back while a cell runs (the kernel cannot hear 
     model.receive(...relayMessage(1, [{ id: "r1", rows, standby: true }]));
     assert.equal(conn.standbyRows, 2, "1 MB of text at most");
     conn.close();
+    // no route confirmed yet (still trying): nothing to fall back from, nothing kept
+    const trying = open("r3", { channels: ["news"] }, { location: local, document: null });
+    trying.model.receive(...relayMessage(1, [{ id: "r3", rows: rowsOf(1), standby: true }]));
+    assert.equal(trying.conn.standbyRows, 0);
+    trying.conn.close();
     const forced = open("r2", { _connection: { route: "direct" } }, { location: local, document: null });
     assert.equal(relayHub(scope).listeners.has("r2"), false);
     forced.conn.close();
