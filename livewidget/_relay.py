@@ -69,7 +69,7 @@ MAX_ROWS_PER_MESSAGE = 50_000  # the rest waits for the next message (bounded me
 STATE_EVERY = 2.0  # seconds between full states of every relayed widget (a view opened later, a heartbeat)
 STANDBY_ROWS = 2_000  # standby rows queued per widget between two messages (20,000 events/s); oldest dropped
 STANDBY_BYTES = 256 * 1024  # their payload text per widget between two messages (2.5 MB/s at most)
-STANDBY_GRACE = 5.0  # s standby goes on after a cell ends: the browser's queued relay request lands first
+STANDBY_GRACE = 2.0  # s standby goes on after a cell ends: the browser's queued relay request lands first
 
 
 class RelaySession:
