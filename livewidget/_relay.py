@@ -16,7 +16,7 @@ end of every livewidget model hands it to a page-wide hub, which routes each par
     content  {"type": "relay", "seq": n, "ids": [relayId, ...]}
     buffers  [UTF-8 JSON: [{"id": relayId,
                             "rows": [[t_ms, channel, event, data_text, user_id, serial?, stream_id?]],
-                            "lost"?: n, "acks"?: [[action id, error]],
+                            "lost"?: n, "acks"?: [[action id, error]], "standby"?: true,
                             "state"?: {"status", "detail"?, "error", "channels": {name: subscribed},
                                        "members": {channel: [{"id", "info"}]}}}, ...]]
 
