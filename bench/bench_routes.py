@@ -1,6 +1,6 @@
 """Routes (issue 12): the relay's kernel-to-browser message rate under a flood.
 
-    .venv/bin/python bench/bench_routes.py [--seconds 5] [--rate 10000] [--widgets 4]
+    .venv/bin/python bench/bench_routes.py [--seconds 5] [--rate 10000] [--widgets 4] [--mode relay]
 
 Kernel-to-browser comm messages per second while ``--rate`` events/s arrive spread over ``--widgets``
 Feeds, all relayed (``route="relay"``): the relay stream alone (target: at most 30/s; by design at most
@@ -8,6 +8,12 @@ Feeds, all relayed (``route="relay"``): the relay stream alone (target: at most 
 updates), counted at the comm (what Jupyter's iopub rate limit sees), and whether every event reached
 the stream (nothing dropped: the stream's rows are decoded and counted per widget). Real parts: the
 embedded server in-process, real Feeds and receivers; only the comm is a recording one (no Jupyter).
+
+``--mode standby``: the cost of the standby relay when nothing fails. The Feeds are on ``auto`` and
+their browser reported ``jupyter`` (so the kernel relays them no more), and a cell runs meanwhile
+(``RelaySession.busy``, as IPython's pre_run_cell does): every event is relayed once more, marked
+standby, for a fallback that never comes. ``--mode idle``: the same with no cell running (nothing
+should be sent). Also prints the relay's bytes per second (the binary buffers).
 
 Publish-to-DOM latency per route and the highest rate a Feed keeps up with per route need a browser
 per route (tests/e2e's JupyterLab harness); not measured here yet.
@@ -46,14 +52,15 @@ def _is_relay(data: Any) -> bool:
     return isinstance(content, dict) and content.get("type") == "relay"
 
 
-def bench_relay(seconds: float, rate: int, widgets: int) -> dict[str, Any]:
+def bench_relay(seconds: float, rate: int, widgets: int, mode: str = "relay") -> dict[str, Any]:
     import livewidget
+    from livewidget import _relay
     from livewidget.server import LocalServer
 
     comm.create_comm = lambda *a, **k: _Recording(*a, **k)  # type: ignore[assignment]
     with LocalServer() as server:
         creds = {"host": server.host, "port": server.port, "app_id": server.app_id, "key": server.key}
-        livewidget.connect(route="relay")
+        livewidget.connect(route="relay" if mode == "relay" else "auto")
         try:
             feeds = [livewidget.Feed(f"flood-{i}", secret=server.secret, **creds) for i in range(widgets)]
         finally:
@@ -61,6 +68,11 @@ def bench_relay(seconds: float, rate: int, widgets: int) -> dict[str, Any]:
         for feed in feeds:
             while feed._receiver.state != "connected" or not all(feed._receiver.protocol.channels.values()):
                 time.sleep(0.01)
+            if mode != "relay":
+                feed.route = "jupyter"  # as the browser reports it: relayed no more (standby only)
+        if mode == "standby":
+            _relay.session().busy(True)  # a cell runs (pre_run_cell)
+        time.sleep(0.3)
         hub = server.server.apps.by_key[server.key]
         payload = json.dumps({"x": 1, "y": 2.5, "tag": "abc"})
         _Recording.sent.clear()
@@ -85,7 +97,7 @@ def bench_relay(seconds: float, rate: int, widgets: int) -> dict[str, Any]:
                 time.sleep(0.002)
         for i, feed in enumerate(feeds):
             feed.wait(len(range(i, sent, widgets)), timeout=60)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + (30 if mode != "idle" else 1)
         relayed = 0
         while time.monotonic() < deadline:
             relayed = sum(len(p["rows"]) for p in _parts())
@@ -97,9 +109,15 @@ def bench_relay(seconds: float, rate: int, widgets: int) -> dict[str, Any]:
         spans = range(int(seconds))
         per_s_relay = [sum(1 for t, d in window if _is_relay(d) and s <= t - start < s + 1) for s in spans]
         per_s_all = [sum(1 for t, _ in window if s <= t - start < s + 1) for s in spans]
+        relay_bytes = sum(
+            len(b[0]) for t, d, b in _Recording.sent if start <= t <= start + seconds and _is_relay(d)
+        )
+        if mode == "standby":
+            _relay.session().busy(False)
         for feed in feeds:
             feed.close()
     return {
+        "relay_bytes_per_s": relay_bytes / seconds,
         "events_sent": sent,
         "offered_rate": sent / seconds,
         "relayed": relayed,
@@ -116,9 +134,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--widgets", type=int, default=4)
+    ap.add_argument("--mode", choices=("relay", "standby", "idle"), default="relay")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-    m = bench_relay(args.seconds, args.rate, args.widgets)
+    m = bench_relay(args.seconds, args.rate, args.widgets, args.mode)
+    if args.mode != "relay":
+        print(
+            f"{args.mode}, {args.widgets} Feeds on jupyter, {m['offered_rate']:.0f} events/s for "
+            f"{args.seconds:.0f} s: relayed {m['relayed']}/{m['events_sent']} (lost {m['lost']}); relay "
+            f"messages/s median {m['relay_per_s_median']}, max {m['relay_per_s_max']}; relay bytes/s "
+            f"{m['relay_bytes_per_s']:.0f} ({m['relay_bytes_per_s'] / max(m['offered_rate'], 1):.0f}/event); "
+            f"all comm messages/s median {m['all_per_s_median']}, max {m['all_per_s_max']}"
+        )
+        return
     print(
         f"relay, {args.widgets} Feeds, flood {m['offered_rate']:.0f} events/s for {args.seconds:.0f} s: "
         f"relayed {m['relayed']}/{m['events_sent']} (lost {m['lost']}); kernel->browser comm messages/s: "

@@ -30,6 +30,15 @@
 // channel subscribed again, the relay is dropped. No event is shown twice across either switch: each
 // side remembers the last position (`serial` per `stream_id`, README "Channel history") it showed per
 // channel, and the other side skips what is not newer. A forced route never falls back.
+// A confirmed route counts as failed when pusher-js says `unavailable` (after its 10 s), or once it has
+// been away from `connected` for FALLBACK_AFTER_MS: the relay stands in meanwhile.
+// Standby (falling back while a cell runs): the browser's `{type: "relay", on: true}` waits in the
+// kernel's shell queue until the cell ends, so the kernel also relays, while a cell runs, the widgets
+// whose browser took another route, marked `standby` (livewidget/_relay.py). While its own route is
+// healthy a connection keeps only the newest of those rows (`_onStandby`: STANDBY_KEEP rows,
+// STANDBY_BYTES of text, STANDBY_MS old at most; rows pusher-js showed already are not kept) and shows
+// none; when it falls back it shows those pusher-js did not show (by position; rows without one only
+// if relayed after pusher-js lost its connection), then the live relay rows.
 // The route taken is `conn.route`, reported to the kernel as the `route` trait.
 //
 // Channel history (issue 13; README "Channel history"). pusher-js stays unmodified: its
@@ -52,6 +61,10 @@ const AUTH_TIMEOUT_MS = 30_000; // waiting for the kernel's comm answer (it come
 const FETCH_TIMEOUT_MS = 10_000; // waiting for the kernel's HTTP endpoint before trying the comm
 const ROUTE_TRIAL_MS = 8_000; // a candidate route that is not confirmed by then gives way to the next
 const REWIND_WAIT_MS = 3_000; // no pusher:rewind_complete by then after subscribing: no history there
+const FALLBACK_AFTER_MS = 3_000; // a confirmed route away from "connected" that long: the relay stands in
+const STANDBY_KEEP = 1_000; // standby rows kept per model while its own route is healthy (the newest)
+const STANDBY_MS = 30_000; // ... received at most this long ago (longer than pusher-js's 10 s unavailable)
+const STANDBY_BYTES = 1_000_000; // ... and at most this much payload text
 const POSITION_TAIL = /,"serial":(\d{1,15}),"stream_id":"([^"\\]{1,64})"\}$/;
 const HUB_KEY = Symbol.for("livewidget.relay.hub"); // page-wide: each widget class has its own bundle
 
@@ -269,6 +282,11 @@ export class Connection extends Emitter {
     this._fallback = null; // {from, channels}: the relay stands in for a confirmed route that failed
     this._pusherMax = new Map(); // channel -> {stream, serial}: the last position shown from pusher-js
     this._relayMax = new Map(); // the same from the relay
+    // standby relay rows while pusher-js's route is healthy: {listener, id, rows: [{at, row}], bytes,
+    // state: {at, value}?}; null when this model cannot fall back to the relay
+    this._standby = null;
+    this._downTimer = null; // FALLBACK_AFTER_MS after pusher-js left "connected" on a confirmed route
+    this._pusherDownAt = null; // when pusher-js left "connected" (rows without positions after it are new)
   }
 
   /** Choose a route, create the pusher-js client and subscribe. Never throws: failures are the state. */
@@ -280,6 +298,9 @@ export class Connection extends Emitter {
     this._page = pageInfo(this.deps.location ?? globalThis.location, this.deps.document ?? globalThis.document);
     this._plan = planRoutes(conn, this._page);
     if (!this._plan.length) return this._fail(noRouteReason(conn, this._page));
+    if (this._plan.some((c) => c.route === "relay") && this._plan.some((c) => c.route !== "relay")) {
+      this._listenStandby(conn.relayId);
+    }
     this._next();
     return this;
   }
@@ -358,8 +379,15 @@ export class Connection extends Emitter {
     this._hookRewind(this.pusher);
     const connection = this.pusher.connection;
     this._bound = {
-      state_change: ({ current }) => {
+      state_change: ({ previous, current }) => {
         if (current !== "connected") this._flushHeld();
+        if (current === "connected") {
+          this._clearDown();
+          this._pusherDownAt = null;
+        } else if (previous === "connected") {
+          this._pusherDownAt = this.now();
+          if (this.route && !this._fallback && this._mayFallBack()) this._armFallback(candidate);
+        }
         if (this._fallback) {
           // on the relay meanwhile: pusher-js keeps retrying its route; back once it is subscribed again
           if (current === "connected") {
@@ -562,6 +590,7 @@ export class Connection extends Emitter {
       const [t, channel, event, text, userId, serial, stream] = row;
       if (!this.channels.has(channel) || typeof event !== "string" || isInternal(event)) continue;
       const position = Number.isInteger(serial) ? serial : null;
+      if (position !== null && this._shown(this._relayMax, channel, position, stream)) continue; // relayed twice
       if (this._seen(this._relayMax, this._pusherMax, channel, position, stream)) continue; // pusher-js showed it
       let data = text;
       try {
@@ -802,8 +831,27 @@ export class Connection extends Emitter {
     return Boolean(this.route) && this.route !== "relay" && this._plan.some((c) => c.route === "relay");
   }
 
+  /** pusher-js left "connected" on a confirmed route: fall back if it is not back soon. */
+  _armFallback(candidate) {
+    this._clearDown();
+    const setT = this.deps.setTimeout || setTimeout;
+    this._downTimer = setT(() => {
+      this._downTimer = null;
+      const state = this.pusher?.connection?.state;
+      if (this._closed || this._fallback || state === "connected" || !this._mayFallBack()) return;
+      this._startFallback(candidate);
+    }, this.deps.fallbackAfterMs ?? FALLBACK_AFTER_MS);
+  }
+
+  _clearDown() {
+    if (this._downTimer !== null) (this.deps.clearTimeout || clearTimeout)(this._downTimer);
+    this._downTimer = null;
+  }
+
   /** Show the relay meanwhile; pusher-js keeps retrying the better route in the background. */
   _startFallback(candidate) {
+    this._clearDown();
+    if (this._pusherDownAt === null) this._pusherDownAt = this.now();
     const channels = this.channels;
     for (const info of channels.values()) if (info.state === "subscribed") info.state = "subscribing";
     this._fallback = { from: candidate, channels };
@@ -812,6 +860,7 @@ export class Connection extends Emitter {
     this.via = "";
     this.trying = "relay";
     this._openRelay(this._plan.find((c) => c.route === "relay"));
+    this._replayStandby();
   }
 
   /** pusher-js is connected and subscribed again: back to its route, the relay dropped. */
@@ -821,11 +870,102 @@ export class Connection extends Emitter {
     for (const info of fallback.channels.values()) if (info.state !== "subscribed") return;
     this._fallback = null;
     this._dropRelay();
+    this._clearStandby();
     this.channels = fallback.channels;
     this.note = "";
     this.error = "";
     this._confirm(fallback.from);
     this._setState("connected");
+  }
+
+  // ------------------------------------------------------------------ standby relay (a cell runs)
+
+  /** Standby rows kept for a fallback (0 when none, or on the relay). */
+  get standbyRows() {
+    return this._standby ? this._standby.rows.length : 0;
+  }
+
+  /** Hear the kernel's relay stream for this model while on another route (see the header). */
+  _listenStandby(relayId) {
+    const listener = (part) => this._onStandby(part);
+    this._standby = { listener, id: relayId, rows: [], bytes: 0, state: null };
+    const listeners = relayHub(this.deps.scope).listeners;
+    if (!listeners.has(relayId)) listeners.set(relayId, new Set());
+    listeners.get(relayId).add(listener);
+  }
+
+  /** A relay part for this model: kept (bounded) while pusher-js's route is in use, never shown. */
+  _onStandby(part) {
+    const standby = this._standby;
+    // on the relay its own listener shows it; before a route is confirmed there is nothing to fall back from
+    if (!standby || this.relay || !this.route || this._closed) return;
+    const now = this.now();
+    if (part.state && typeof part.state === "object") standby.state = { at: now, value: part.state };
+    for (const row of Array.isArray(part.rows) ? part.rows : []) {
+      if (!Array.isArray(row) || typeof row[1] !== "string") continue;
+      const [, channel, , text, , serial, stream] = row;
+      if (Number.isInteger(serial) && this._shown(this._pusherMax, channel, serial, stream)) continue;
+      standby.rows.push({ at: now, row });
+      standby.bytes += typeof text === "string" ? text.length : 0;
+    }
+    this._trimStandby(now);
+  }
+
+  /** Keep the newest STANDBY_KEEP rows, STANDBY_BYTES of text, none older than STANDBY_MS. */
+  _trimStandby(now) {
+    const standby = this._standby;
+    let drop = 0;
+    let bytes = standby.bytes;
+    const rows = standby.rows;
+    while (
+      drop < rows.length &&
+      (rows.length - drop > STANDBY_KEEP || bytes > STANDBY_BYTES || rows[drop].at < now - STANDBY_MS)
+    ) {
+      const text = rows[drop].row[3];
+      bytes -= typeof text === "string" ? text.length : 0;
+      drop += 1;
+    }
+    if (drop) rows.splice(0, drop);
+    standby.bytes = bytes;
+  }
+
+  /** Falling back: show the kept standby rows pusher-js did not show, as a relay part would. */
+  _replayStandby() {
+    const standby = this._standby;
+    if (!standby || !this.relay) return;
+    const now = this.now();
+    this._trimStandby(now);
+    const since = this._pusherDownAt ?? now;
+    const rows = standby.rows
+      .filter(({ at, row }) => Number.isInteger(row[5]) || at >= since) // no position: only after the drop
+      .map(({ row }) => row);
+    const state = standby.state && standby.state.at >= now - STANDBY_MS ? standby.state.value : null;
+    this._clearStandby();
+    if (!rows.length && !state) return;
+    this._onRelayPart({ id: standby.id, rows, ...(state ? { state } : {}) });
+  }
+
+  _clearStandby() {
+    if (!this._standby) return;
+    this._standby.rows = [];
+    this._standby.bytes = 0;
+    this._standby.state = null;
+  }
+
+  _dropStandby() {
+    const standby = this._standby;
+    this._standby = null;
+    if (!standby) return;
+    const listeners = relayHub(this.deps.scope).listeners;
+    const set = listeners.get(standby.id);
+    set?.delete(standby.listener);
+    if (set && !set.size) listeners.delete(standby.id);
+  }
+
+  /** Whether `serial` on `channel` is at or before the last position `side` showed. */
+  _shown(side, channel, serial, stream) {
+    const shown = side.get(channel);
+    return Boolean(shown) && shown.stream === stream && serial <= shown.serial;
   }
 
   /** Note `serial` as shown from one side (`mine`); whether the other side showed it already. */
@@ -1026,6 +1166,8 @@ export class Connection extends Emitter {
     this._pending.clear();
     this._late.clear();
     this._clearTrial();
+    this._clearDown();
+    this._dropStandby();
     if (this._fallback) this.channels = this._fallback.channels; // pusher-js's, to unbind
     this._fallback = null;
     this._dropPusher();

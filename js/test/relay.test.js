@@ -210,7 +210,8 @@ describe("falling back to the relay when a confirmed route fails", () => {
     assert.equal(conn.route, "direct");
     assert.equal(model.get("route"), "direct");
     assert.equal(conn.channels.get("news").state, "subscribed");
-    assert.equal(relayHub(scope).listeners.size, 0);
+    assert.equal(conn.relay, null);
+    assert.equal(relayHub(scope).listeners.get("r1").size, 1, "only the standby listener is left");
     deliverAt(pusher, "news", "tick", { n: 4 }, 4); // the relay showed it
     deliverAt(pusher, "news", "tick", { n: 5 }, 5);
     model.receive(...relayMessage(2, [{ id: "r1", rows: rowsOf(5, 6) }])); // late relay traffic: ignored
@@ -220,6 +221,7 @@ describe("falling back to the relay when a confirmed route fails", () => {
     assert.deepEqual(rows, [1, 2, 3, 4, 5, 6]);
     conn.close();
     assert.equal(pusher.disconnected, true);
+    assert.equal(relayHub(scope).listeners.size, 0);
   });
 
   test("a route forced to direct or jupyter never falls back", () => {
@@ -232,5 +234,102 @@ describe("falling back to the relay when a confirmed route fails", () => {
     assert.equal(conn.state, "unavailable");
     assert.deepEqual(model.sent, []);
     conn.close();
+  });
+});
+
+describe("standby relay: falling back while a cell runs (the kernel cannot hear the browser)", () => {
+  const local = { hostname: "127.0.0.1", port: "8888", protocol: "http:" };
+  const rowsOf = (...ns) => ns.map((n) => [1000 + n, "news", "tick", JSON.stringify({ n }), null, n, "s1"]);
+  const standby = (seq, ns, extra = {}) => relayMessage(seq, [{ id: "r1", rows: rowsOf(...ns), standby: true, ...extra }]);
+
+  function onDirect() {
+    const opened = open("r1", { channels: ["news"] }, { location: local, document: null });
+    const pusher = FakePusher.last();
+    pusher.connect();
+    const shown = [];
+    opened.conn.on("event", (row) => shown.push(row.data.n));
+    return { ...opened, pusher, shown };
+  }
+
+  test("kept unseen while the route is healthy; on a fallback the rows pusher-js missed, then live ones, once", () => {
+    const { model, conn, timers, pusher, shown } = onDirect();
+    assert.equal(conn.route, "direct");
+    deliverAt(pusher, "news", "tick", { n: 1 }, 1);
+    deliverAt(pusher, "news", "tick", { n: 2 }, 2);
+    // the kernel is busy: it relays this model on standby, while pusher-js's route is fine
+    model.receive(...standby(1, [1, 2, 3], { state: CONNECTED({ news: true }) }));
+    assert.deepEqual(shown, [1, 2], "standby rows are not shown while the route is healthy");
+    assert.equal(conn.route, "direct");
+    assert.equal(conn.standbyRows, 1, "what pusher-js showed already is not kept");
+    deliverAt(pusher, "news", "tick", { n: 3 }, 3);
+    pusher.connection.setState("connecting"); // the route's socket closed: pusher-js retries
+    model.receive(...standby(2, [4, 5])); // pusher-js never gets these
+    assert.deepEqual(shown, [1, 2, 3]);
+    timers.advance(2999);
+    assert.equal(conn.route, "direct", "a short drop is no failure");
+    timers.advance(1); // FALLBACK_AFTER_MS away from connected: the relay stands in, at once
+    assert.equal(conn.route, "relay");
+    assert.equal(model.get("route"), "relay");
+    assert.equal(conn.state, "connected", "the kept kernel state: no wait for the next one");
+    assert.equal(conn.channels.get("news").state, "subscribed");
+    assert.deepEqual(shown, [1, 2, 3, 4, 5], "kept rows pusher-js did not show: 3 was, 4 and 5 were not");
+    assert.deepEqual(model.sent, [{ type: "relay", on: true }], "asked anyway (handled once the cell ends)");
+    model.receive(...standby(3, [5, 6, 7])); // still standby for the kernel until it hears the browser
+    model.receive(...relayMessage(4, [{ id: "r1", rows: rowsOf(8) }])); // relayed for good after the cell
+    assert.deepEqual(shown, [1, 2, 3, 4, 5, 6, 7, 8]);
+    pusher.connect(); // the route is back: the relay is dropped, nothing twice
+    assert.equal(conn.route, "direct");
+    deliverAt(pusher, "news", "tick", { n: 8 }, 8);
+    deliverAt(pusher, "news", "tick", { n: 9 }, 9);
+    assert.deepEqual(shown, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(conn.standbyRows, 0);
+    conn.close();
+    assert.equal(relayHub(scope).listeners.size, 0);
+  });
+
+  test("pusher-js's own 'unavailable' falls back too, with the kept rows", () => {
+    const { model, conn, pusher, shown } = onDirect();
+    deliverAt(pusher, "news", "tick", { n: 1 }, 1);
+    model.receive(...standby(1, [1, 2]));
+    pusher.connection.setState("unavailable");
+    assert.equal(conn.route, "relay");
+    assert.deepEqual(shown, [1, 2]);
+    conn.close();
+  });
+
+  test("bounded: the newest STANDBY_KEEP rows, none older than STANDBY_MS; rows without positions only after the drop", () => {
+    const { model, conn, timers, pusher, shown } = onDirect();
+    const many = Array.from({ length: 1500 }, (_, i) => i + 10);
+    model.receive(...standby(1, many));
+    assert.equal(conn.standbyRows, 1000, "the newest 1,000");
+    timers.advance(31_000); // all of them too old now
+    model.receive(...standby(2, [2000]));
+    assert.equal(conn.standbyRows, 1);
+    // a row without a position (a server without history) cannot be matched against pusher-js's rows
+    model.receive(...relayMessage(3, [{ id: "r1", rows: [[1, "news", "tick", '{"n":-1}', null]], standby: true }]));
+    timers.advance(10);
+    pusher.connection.setState("connecting");
+    model.receive(...relayMessage(4, [{ id: "r1", rows: [[2, "news", "tick", '{"n":-2}', null]], standby: true }]));
+    timers.advance(3000);
+    assert.equal(conn.route, "relay");
+    assert.deepEqual(shown, [2000, -2], "-1 came before pusher-js lost its connection: it may have shown it");
+    conn.close();
+  });
+
+  test("huge payloads are bounded by size too; a forced route or no relay keeps nothing", () => {
+    const { model, conn } = onDirect();
+    const big = "x".repeat(400_000);
+    const rows = [1, 2, 3].map((n) => [n, "news", "tick", big, null, 100 + n, "s1"]);
+    model.receive(...relayMessage(1, [{ id: "r1", rows, standby: true }]));
+    assert.equal(conn.standbyRows, 2, "1 MB of text at most");
+    conn.close();
+    // no route confirmed yet (still trying): nothing to fall back from, nothing kept
+    const trying = open("r3", { channels: ["news"] }, { location: local, document: null });
+    trying.model.receive(...relayMessage(1, [{ id: "r3", rows: rowsOf(1), standby: true }]));
+    assert.equal(trying.conn.standbyRows, 0);
+    trying.conn.close();
+    const forced = open("r2", { _connection: { route: "direct" } }, { location: local, document: null });
+    assert.equal(relayHub(scope).listeners.has("r2"), false);
+    forced.conn.close();
   });
 });

@@ -56,7 +56,8 @@ Custom messages
     ``{"type": "relay_trigger", "id", "channel", "event", "data"}``: a client event the kernel's own
     connection sends (it arrives once the running cell ends; acknowledged in the stream's ``acks``).
     The kernel relays a widget whose route is ``relay``, or ``auto`` until the browser reports
-    ``direct`` or ``jupyter`` (it cannot wait to be asked: the request would wait for the cell).
+    ``direct`` or ``jupyter`` (it cannot wait to be asked: the request would wait for the cell), and
+    then, while a cell runs, on standby (parts marked ``"standby": true``), for a fallback.
 
 Kernel → browser traffic is coalesced: traits change at most ``FLUSH_EVERY`` seconds apart (a few
 messages per second per widget whatever the event rate; with more than a few live widgets each
@@ -90,7 +91,7 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
-from .._relay import data_text, session as relay_session
+from .._relay import data_text, session as relay_session, watch_cells
 from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
@@ -300,6 +301,8 @@ class LiveWidget(anywidget.AnyWidget):
             if self._settings.route in ("auto", "relay"):
                 # with auto too: the browser's request would wait for the running cell (see _relay)
                 self._relay_on()
+            if self._settings.route == "auto":
+                watch_cells()  # standby relay while a cell runs, should its other route fail (_relay)
         else:
             self.status = "disabled"
         io_loop().call_soon_threadsafe(self._schedule_flush)
@@ -363,8 +366,14 @@ class LiveWidget(anywidget.AnyWidget):
         relay_session().state(self._relay_id, self._relay_state())
 
     def _relay_off(self) -> None:
+        """Neither relayed nor spare (closed)."""
         self._relaying = False
         relay_session().remove(self._relay_id)
+
+    def _relay_spare(self) -> None:
+        """The browser took another route: relayed only on standby while a cell runs (_relay)."""
+        self._relaying = False
+        relay_session().spare(self._relay_id, self)
 
     def _relay_state(self) -> dict[str, Any]:
         """What the browser's relay connection shows: the kernel receiver's state, channels, members."""
@@ -387,9 +396,10 @@ class LiveWidget(anywidget.AnyWidget):
 
     @traitlets.observe("route")
     def _route_reported(self, change: Any) -> None:
-        # the browser took another route: stop relaying (unless forced); it asks again if it falls back
+        # the browser took another route: stop relaying (unless forced), but for standby while a cell
+        # runs (its request to be relayed again, should the route fail, waits for the cell; see _relay)
         if change["new"] in ("direct", "jupyter") and self._settings.route == "auto" and self._relaying:
-            self._relay_off()
+            self._relay_spare()
 
     def _on_relay_msg(self, content: dict[str, Any]) -> None:
         """From the browser's relay connection (they arrive once the running cell ends)."""
@@ -439,12 +449,12 @@ class LiveWidget(anywidget.AnyWidget):
                 members[str(data["user_id"])] = data.get("user_info")
             elif event.event == "pusher:member_removed" and data.get("user_id") is not None:
                 members.pop(str(data["user_id"]), None)
-            if self._relaying:
+            if relay_session().relays(self._relay_id):
                 relay_session().state(self._relay_id, self._relay_state())
         self._on_internal(event)
 
     def _on_status(self, state: str, detail: str) -> None:
-        if self._relaying:
+        if relay_session().relays(self._relay_id):
             relay_session().state(self._relay_id, {**self._relay_state(), "status": state, "detail": detail})
         if state in ("error", "warning"):  # warning: an undecodable event (the receiver says it once)
             self._set_error(detail)
@@ -473,7 +483,7 @@ class LiveWidget(anywidget.AnyWidget):
         row, in ``df``, ``events``, the history and the callbacks, as if published one by one.
         """
         now = time.time()
-        if self._relaying:  # every event, as the browser's own connection would get them
+        if relay_session().relays(self._relay_id):  # every event, as the browser's connection gets them
             text = data_text(event.raw, event.data)
             relayed = [int(now * 1000), event.channel, event.event, text, event.user_id]
             if event.serial is not None:  # the browser dedupes by it across a route switch
@@ -609,8 +619,7 @@ class LiveWidget(anywidget.AnyWidget):
             return
         self._closed = True
         _live.discard(self)
-        if self._relaying:
-            self._relay_off()
+        self._relay_off()  # relayed or spare
         if self._receiver is not None:
             self._receiver.stop()
         if self._token:

@@ -14,6 +14,7 @@ route is taken, unless the kernel forces ``jupyter`` with ``livewidget.connect(r
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import pytest
 from livewidget.server import LocalServer
 
 from .conftest import PAGE_HOST, JupyterLab, NotebookPage, hub_like_lab, wait_until, write_notebook
-from .test_feed_e2e import subscribers, wait_row
+from .test_feed_e2e import rows, subscribers, wait_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -180,3 +181,128 @@ def test_a_loopback_page_goes_direct_unless_the_kernel_forces_the_jupyter_route(
             context.close()
         with contextlib.suppress(Exception):
             alice_lab.shutdown_notebook_kernel(name)
+
+
+BUSY_EVENTS = 300  # published by the busy cell at ~20 a second: ~15 s
+LIVEWIDGET_SOCKET = re.compile(r"/user/alice/livewidget/[^/]+/app/")
+
+
+def test_a_route_failing_while_a_cell_runs_falls_back_to_the_relay_and_stays_live(
+    alice_lab: JupyterLab, browser: Any, pusher_server: LocalServer, frontend: str
+) -> None:
+    """The Feed is on ``jupyter`` and the kernel knows it (so it no longer relays it); then a cell
+    publishes ~20 events/s for ~15 s and, midway, the page's livewidget WebSocket breaks (closed, and
+    every reconnection refused, by Playwright's WebSocket routing). The browser's request to be relayed
+    waits for the cell, so the view must go on from the kernel's standby relay: it says ``relay`` and
+    keeps updating before the cell ends, and at the end it shows every event exactly once."""
+    mark = f"busy-{uuid.uuid4().hex[:8]}"
+    channel = f"busy-news-{mark}"
+    name = write_notebook(
+        alice_lab.root,
+        "route_busy.ipynb",
+        [
+            f'import json, time\nimport livewidget\nfeed = livewidget.Feed("{channel}", max_log=1000)\nfeed',
+            'print("PUBLISHING", flush=True)\n'
+            f"for n in range({BUSY_EVENTS}):\n"
+            f'    feed.send("tick", {{"marker": "{mark}", "n": n}})\n'
+            "    time.sleep(0.05)\n"
+            'print("DONE")',
+        ],
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    routed: list[Any] = []  # the page's livewidget WebSockets (through the Jupyter extension)
+    seen: set[int] = set()  # every event the Feed showed at some point (its DOM keeps the newest 200)
+    broken = False
+
+    def route(ws: Any) -> None:
+        if broken:  # the route is down: every reconnection is closed at once
+            ws.close()
+            return
+        ws.connect_to_server()  # forwarded both ways, untouched
+        routed.append(ws)
+
+    try:
+        page = context.new_page()
+        page.route_web_socket(LIVEWIDGET_SOCKET, route)
+        nb = NotebookPage(alice_lab, page, name)
+        try:
+            nb.open()
+            _run_cell(nb, 0)
+            nb.widget(".lw-feed", timeout=30)
+            label = nb.page.locator(f"{FEED} .lw-route").first
+            wait_until(lambda: label.get_attribute("data-route") == "jupyter", 20, "the jupyter route")
+            wait_until(
+                lambda: nb.kernel_json("print(json.dumps(feed.route))") == "jupyter",
+                15,
+                "the kernel to learn the route (it relays the Feed no more)",
+            )
+            assert routed, "the Feed's socket was not routed through the test"
+
+            _run_cell(nb, 1)
+            nb.wait_output(1, "PUBLISHING", timeout=30)
+            wait_until(lambda: len(_shown(nb, mark, seen)) >= 60, 15, "events through the jupyter route")
+            assert label.get_attribute("data-route") == "jupyter"
+            broken = True
+            for ws in routed:
+                ws.close()  # the page's side: pusher-js sees its socket closed, and retries in vain
+            broke_at = max(_shown(nb, mark, seen))
+
+            wait_until(lambda: label.get_attribute("data-route") == "relay", 10, "the fallback to relay")
+            assert nb.is_running(1), "the fallback came only after the cell"
+            wait_until(
+                lambda: max(_shown(nb, mark, seen)) >= broke_at + 40, 8, "the Feed to update on the relay"
+            )
+            assert nb.is_running(1), f"the Feed updated only once the cell ended: {nb.cell_state(1)}"
+            nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(
+                state="visible", timeout=5000
+            )
+            nb.screenshot("route-busy-fallback", FEED)
+
+            # until the cell ends, watch every row go by (seen)
+            wait_until(lambda: _shown(nb, mark, seen) and not nb.is_running(1), 60, "the cell's end")
+            nb.wait_cell_done(1, timeout=30)
+            count = nb.page.locator(f"{FEED} .lw-count").first
+            wait_until(lambda: int(count.inner_text()) >= BUSY_EVENTS, 20, "every event shown")
+            nb.page.wait_for_timeout(2500)  # a late duplicate (relay, kernel history) would show by now
+            shown = _shown(nb, mark, seen)
+            # the view keeps its newest MAX_DOM_ROWS (200) rows in the DOM; `seen` gathered the earlier
+            # ones while they were there, and the view's own count says no row came twice
+            assert shown == list(range(BUSY_EVENTS - len(shown), BUSY_EVENTS)), shown
+            missing = sorted(set(range(BUSY_EVENTS)) - seen)
+            assert not missing, f"never shown: {missing[:40]} (broke after {broke_at})"
+            assert int(count.inner_text()) == BUSY_EVENTS, "an event was shown twice"
+            wait_until(
+                lambda: nb.kernel_json("print(json.dumps(feed.route))") == "relay",
+                15,
+                "the kernel to learn the fallback",
+            )
+        except BaseException:
+            nb.save_failure_artifacts("route-busy")
+            raise
+    finally:
+        with contextlib.suppress(Exception):
+            context.close()
+        with contextlib.suppress(Exception):
+            alice_lab.shutdown_notebook_kernel(name)
+
+
+def _run_cell(nb: NotebookPage, index: int) -> None:
+    """Run cell ``index`` alone (JupyterLab's run-cell on it), returning at once."""
+    nb.evaluate_panel("panel.activate(); panel.content.activeCellIndex = arg;", index)
+    nb.command("notebook:run-cell")
+
+
+def _shown(nb: NotebookPage, mark: str, seen: set[int]) -> list[int]:
+    """The ``n`` of every row of this test's events the Feed shows, oldest first; added to ``seen``.
+    No snapshot may show an event twice."""
+    found = [
+        int(m.group(1))
+        for row in rows(nb)
+        if mark in row["data"]
+        for m in [re.search(r'"n":\s*(\d+)', row["data"])]
+        if m
+    ]
+    assert len(found) == len(set(found)), f"shown twice: {sorted(n for n in found if found.count(n) > 1)}"
+    seen.update(found)
+    return sorted(found)

@@ -214,3 +214,138 @@ def test_bad_relay_messages_from_the_browser_are_refused_not_fatal(make_feed, co
     assert [a[0] for a in acks()] == ["b1", "b2", "b3", "x" * 64]
     assert all("cannot send" in a[1] for a in acks())
     assert feed._relaying and feed._receiver.state == "connected"
+
+
+def test_an_idle_relay_wakes_at_most_ten_times_a_second(make_feed):
+    """Regression: with a widget relayed and nothing to send, the session re-armed its timer with no
+    delay (it measured from the last message sent), spinning the kernel's I/O loop (~190,000 wakeups a
+    second, a whole core). Now an idle tick is spaced like a message."""
+    feed = make_feed("relay-idle")
+    assert feed._relaying
+    s = _relay.session()
+    time.sleep(0.3)
+    before, start = s.ticks, time.monotonic()
+    time.sleep(1.0)
+    per_second = (s.ticks - before) / (time.monotonic() - start)
+    assert per_second <= 1 / _relay.RELAY_EVERY + 2, per_second
+
+
+@pytest.fixture
+def shell(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real IPython shell (as in ipykernel, which subclasses it): its cells fire pre/post_run_cell."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.setattr(_relay, "_watching", None)
+    monkeypatch.setattr(_relay, "STANDBY_GRACE", 0.5)
+    sh = InteractiveShell.instance()
+    yield sh
+    for event, fn in (("pre_run_cell", _relay._cell_starts), ("post_run_cell", _relay._cell_ends)):
+        if fn in sh.events.callbacks[event]:
+            sh.events.unregister(event, fn)
+    monkeypatch.setattr(_relay, "STANDBY_GRACE", 0.0)
+    _relay.session().busy(False)  # no standby left over for the next tests
+    InteractiveShell.clear_instance()
+
+
+def standby_of(comms: list[Any], relay_id: str) -> list[tuple[int, bool]]:
+    """``(i, standby)`` of each row relayed for ``relay_id``, in order."""
+    return [
+        (json.loads(row[3])["i"], bool(p.get("standby")))
+        for _, _, parts in relay_messages(comms)
+        for p in parts
+        if p["id"] == relay_id
+        for row in p["rows"]
+    ]
+
+
+def test_a_widget_on_another_route_is_relayed_on_standby_while_a_cell_runs(make_feed, comms, shell):
+    """The browser took ``jupyter``: not relayed while idle; relayed on standby (marked) from
+    pre_run_cell to post_run_cell plus the grace; the browser's request to be relayed (it fell back,
+    the request waited for the cell) takes over with nothing lost or twice."""
+    feed = make_feed("relay-standby")
+    shell.user_ns["feed"] = feed
+    feed.route = "jupyter"  # reported by the browser: relayed no more (but on standby)
+    assert not feed._relaying and feed._relay_id in _relay.session()._spare
+    rid = feed._relay_id
+
+    feed.send("tick", {"i": 0})
+    feed.wait(1, timeout=10)
+    time.sleep(0.4)
+    assert standby_of(comms, rid) == [], "idle: nothing relayed"
+
+    cell = (
+        "import time\n"
+        "for i in range(1, 6):\n"
+        "    feed.send('tick', {'i': i})\n"
+        "feed.wait(6, timeout=10)\n"
+        "time.sleep(0.4)\n"  # a relay message goes out while the cell still runs
+        "sent_in_cell = time.monotonic()\n"
+    )
+    assert shell.run_cell(cell).success
+    ended = shell.user_ns["sent_in_cell"]
+    assert standby_of(comms, rid) == [(i, True) for i in range(1, 6)]
+    during = [at for at, _, parts in relay_messages(comms) if any(p["id"] == rid for p in parts)]
+    assert during and during[0] < ended, "relayed while the cell ran"
+    states = [p for _, _, ps in relay_messages(comms) for p in ps if p["id"] == rid and "state" in p]
+    assert states and states[0]["state"]["channels"] == {"relay-standby": True} and states[0]["standby"]
+
+    time.sleep(_relay.STANDBY_GRACE + 0.2)  # the cell ended a grace ago: standby is over
+    feed.send("tick", {"i": 6})
+    feed.wait(7, timeout=10)
+    time.sleep(0.4)
+    assert [i for i, _ in standby_of(comms, rid)] == [1, 2, 3, 4, 5]
+
+    cell = "for i in range(7, 10):\n    feed.send('tick', {'i': i})\nfeed.wait(10, timeout=10)\n"
+    assert shell.run_cell(cell).success
+    # right after the cell, its queued messages: the browser fell back and asks to be relayed
+    simulate_custom(feed, {"type": "relay", "on": True})
+    assert feed._relaying
+    feed.send("tick", {"i": 10})
+    feed.wait(11, timeout=10)
+    wait_for(lambda: len(standby_of(comms, rid)) >= 9, timeout=5)
+    time.sleep(0.3)
+    rows = standby_of(comms, rid)
+    assert [i for i, _ in rows] == [1, 2, 3, 4, 5, 7, 8, 9, 10], "each once, in order"
+    assert rows[-1] == (10, False), "relayed for good now"
+
+
+def test_standby_is_bounded_per_widget_by_rows_and_bytes(make_feed, comms, monkeypatch):
+    """Between two messages a spare widget queues at most STANDBY_ROWS rows and STANDBY_BYTES of
+    payload (the oldest beyond are dropped and counted in ``lost``); nothing once the cell is over."""
+    monkeypatch.setattr(_relay, "STANDBY_ROWS", 100)
+    monkeypatch.setattr(_relay, "STANDBY_BYTES", 5000)
+    monkeypatch.setattr(_relay, "STANDBY_GRACE", 0.0)
+    feed = make_feed("relay-standby-bounds")
+    feed.route = "direct"
+    s = _relay.RelaySession(every=3600)  # its own session: after its first tick, nothing is sent by itself
+    s.spare(feed._relay_id, feed)
+    s.busy(True)
+    time.sleep(0.3)
+    sent = s.messages
+    rid = feed._relay_id
+    for i in range(150):
+        s.row(rid, [i, "relay-standby-bounds", "tick", json.dumps({"i": i}), None, i + 1, "s"])
+    assert s.flush()
+    parts = relay_messages(comms)[-1][2]
+    part = next(p for p in parts if p["id"] == rid)
+    assert [json.loads(r[3])["i"] for r in part["rows"]] == list(range(50, 150)), "the newest 100"
+    assert part["standby"] is True and part["lost"] == 50
+    for i in range(10):
+        s.row(rid, [i, "relay-standby-bounds", "tick", json.dumps({"i": i, "pad": "x" * 980}), None, None])
+    assert s.flush()
+    part = next(p for p in relay_messages(comms)[-1][2] if p["id"] == rid)
+    assert [json.loads(r[3])["i"] for r in part["rows"]] == [5, 6, 7, 8, 9], "5,000 bytes of text"
+    assert part["lost"] == 5
+    assert s.standby_rows == 105 and s.messages == sent + 2
+    s.busy(False)  # the cell is over (no grace here): a spare widget's events are not wanted
+    assert not s.relays(rid)
+    s.row(rid, [0, "relay-standby-bounds", "tick", "{}", None])
+    assert not s._standby_rows
+
+
+def test_outside_ipython_nothing_is_relayed_on_standby(make_feed):
+    """No IPython shell (a script): the cells cannot be followed, spare widgets are never relayed."""
+    feed = make_feed("relay-no-shell")
+    feed.route = "direct"
+    assert _relay.watch_cells() is False
+    assert not _relay.session().relays(feed._relay_id)
