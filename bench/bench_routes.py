@@ -200,8 +200,8 @@ PAGE_PROBE = """
         if (!(n instanceof Element)) continue;
         for (const row of n.matches(".lw-row") ? [n] : n.querySelectorAll(".lw-row")) {
           const d = data(row);
-          if (!d || d.p !== B.phase || B.seen[name].has(d.i)) continue;
-          B.seen[name].add(d.i);
+          if (!d || d.p !== B.phase || B.seen[name].has(d.p + ":" + d.i)) continue;
+          B.seen[name].add(d.p + ":" + d.i);
           B.lat[name].push(now - d.ts);
         }
       }
@@ -539,10 +539,10 @@ def print_browser_table(res: dict[str, Any], latency_seconds: float, repeats: in
         ("max rate kept up with", max_rate),
         ("  lag at that rate, late (median)", lambda r: at_max(r, "late_lag")),
         (
-            "first rate missed",
+            "first step missed: offered, shown, lag late",
             lambda r: next(
                 (
-                    f"{s['rate']:,} ev/s ({s['shown']}/{s['sent']} shown, late lag {s['late_lag']:.2f} s)"
+                    f"{s['offered']:,.0f}/s, {s['shown']}/{s['sent']} shown, {s['late_lag']:.2f} s"
                     for s in res[r]["steps"]
                     if not s["kept"]
                 ),
