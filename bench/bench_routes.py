@@ -96,11 +96,14 @@ def bench_relay(seconds: float, rate: int, widgets: int) -> dict[str, Any]:
     comm.create_comm = lambda *a, **k: _Recording(*a, **k)  # type: ignore[assignment]
     with LocalServer() as server:
         creds = {"host": server.host, "port": server.port, "app_id": server.app_id, "key": server.key}
-        livewidget.connect(route="relay")
+        # the URL too: connect(route=...) alone resolves the settings, which starts the user's embedded
+        # daemon (and leaves it running) when nothing else is configured
+        url = f"http://{server.key}:{server.secret}@{server.host}:{server.port}/apps/{server.app_id}"
+        livewidget.connect(url, route="relay")
         try:
             feeds = [livewidget.Feed(f"flood-{i}", secret=server.secret, **creds) for i in range(widgets)]
         finally:
-            livewidget.connect(route="auto")
+            livewidget.connect(url, route="auto")
         for feed in feeds:
             while feed._receiver.state != "connected" or not all(feed._receiver.protocol.channels.values()):
                 time.sleep(0.01)
