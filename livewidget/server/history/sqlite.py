@@ -14,13 +14,13 @@ What a commit costs is kept to SQLite's minimum:
 - ``synchronous=OFF`` while publishing: a commit hands the WAL frames to the operating system and
   returns, so a committed event survives the server process being killed (SIGKILL) or crashing, which
   is what a 2xx promises. An OS crash or power loss may lose the last seconds and, without a sync, can
-  damage the file; so checkpoints (WAL into the database) run on the loop, twice a second and without
-  a sync while busy, and with a full sync (``synchronous=FULL`` for that checkpoint) once the history
-  has been quiet for ``_QUIET`` seconds or at least every ``_SYNC_EVERY`` seconds; a thread flushes the
-  files just before (``fdatasync``), so the loop's own syncs are short. A file that
-  fails SQLite's check at start-up is set aside (``.damaged-<time>``) and the app's history starts again
-  with new stream ids, so clients are told their positions are gone (``stream_reset``), never handed
-  a made-up past.
+  damage the file; so checkpoints (WAL into the database) run on the loop, ten times a second (each
+  one short) and without a sync while busy, and with a full sync (``synchronous=FULL`` for that
+  checkpoint) once the history has been quiet for ``_QUIET`` seconds or at least every ``_SYNC_EVERY``
+  seconds; a thread flushes the files just before (``fdatasync``), so the loop's own syncs are short.
+  A file that fails SQLite's check at start-up is set aside (``.damaged-<time>``) and the app's
+  history starts again with new stream ids, so clients are told their positions are gone
+  (``stream_reset``), never handed a made-up past.
 
 Events are appended to one table in arrival order (see ``_SCHEMA``); what the history drops is deleted
 later, a window of the oldest rows at a time (``_compact``).
@@ -53,10 +53,12 @@ __all__ = ["SQLiteHistory"]
 
 log = logging.getLogger("livewidget.server.history")
 
-_CHECKPOINT_EVERY = 0.5  # seconds between checkpoints while events are being written (each one short)
+_CHECKPOINT_EVERY = 0.1  # seconds between checkpoints while events are being written: each one short
 _QUIET = 2.0  # seconds without a commit after which a synced checkpoint makes the file durable
 _SYNC_EVERY = 30.0  # seconds: a synced checkpoint at least this often, however busy
-_COMPACT_MIN = 1000  # dead rows before a compaction pass is worth it
+_COMPACT_MIN = 200  # dead rows before a compaction pass is worth it
+_COMPACT_WINDOW = 500  # rowids looked at per pass, more with a backlog: passes stay short (they stall the
+# loop) and come often
 
 # Events are appended to ``log`` (a rowid table with no index): a commit writes the last page or two
 # of one B-tree, whichever channels its events are on, instead of a leaf per channel (with 1,000 busy
@@ -505,7 +507,9 @@ class SQLiteHistory(HistoryDriver):
         file stays near the history's size however long the server runs; one statement per app."""
         if not everything and self._dead < _COMPACT_MIN:
             return
-        window = (1 << 62) if everything else min(2 * self._dead, 20_000)
+        window = min(2 * self._dead, max(_COMPACT_WINDOW, self._dead // 4), 20_000)
+        if everything:
+            window = 1 << 62
         for app_id, app in self._apps.items():
             start = 0 if everything else self._compact_from.get(app_id, 0)
             try:
