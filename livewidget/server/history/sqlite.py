@@ -57,7 +57,7 @@ _CHECKPOINT_EVERY = 0.1  # seconds between checkpoints while events are being wr
 _QUIET = 2.0  # seconds without a commit after which a synced checkpoint makes the file durable
 _SYNC_EVERY = 30.0  # seconds: a synced checkpoint at least this often, however busy
 _COMPACT_MIN = 200  # dead rows before a compaction pass is worth it
-_COMPACT_WINDOW = 500  # rowids looked at per pass, more with a backlog: passes stay short (they stall the
+_COMPACT_WINDOW = 500  # rowids looked at per pass, up to 4x with a backlog: passes stay short (they stall the
 # loop) and come often
 
 # Events are appended to ``log`` (a rowid table with no index): a commit writes the last page or two
@@ -507,19 +507,21 @@ class SQLiteHistory(HistoryDriver):
         file stays near the history's size however long the server runs; one statement per app."""
         if not everything and self._dead < _COMPACT_MIN:
             return
-        window = min(2 * self._dead, max(_COMPACT_WINDOW, self._dead // 4), 20_000)
+        window = min(2 * self._dead, max(_COMPACT_WINDOW, self._dead // 4), 4 * _COMPACT_WINDOW)
         if everything:
             window = 1 << 62
         for app_id, app in self._apps.items():
             start = 0 if everything else self._compact_from.get(app_id, 0)
             try:
-                with_rows = app.db.execute(
-                    "SELECT min(rowid), max(rowid) FROM log WHERE rowid >= ?", (start,)
+                # Two lookups, each one B-tree descent (min and max in one SELECT would scan the range).
+                first = app.db.execute(
+                    "SELECT rowid FROM log WHERE rowid >= ? ORDER BY rowid LIMIT 1", (start,)
                 ).fetchone()
-                if with_rows[0] is None:
+                if first is None:
                     self._compact_from[app_id] = 0  # past the end: the next round starts over
                     continue
-                lo = with_rows[0]
+                lo = first[0]
+                end = app.db.execute("SELECT max(rowid) FROM log").fetchone()[0]
                 hi = lo + window
                 cur = app.db.execute(
                     "DELETE FROM log WHERE rowid >= ? AND rowid < ? AND NOT EXISTS (SELECT 1 FROM streams s "
@@ -528,7 +530,7 @@ class SQLiteHistory(HistoryDriver):
                 )
                 self.compacted += max(cur.rowcount, 0)
                 self._dead = max(self._dead - max(cur.rowcount, 0), 0)
-                self._compact_from[app_id] = hi if hi <= with_rows[1] else 0
+                self._compact_from[app_id] = hi if hi <= end else 0
             except sqlite3.Error:  # the next round tries again
                 log.debug("history compaction skipped", exc_info=True)
 
