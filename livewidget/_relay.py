@@ -33,19 +33,18 @@ until its browser reports another route (``route`` trait): the kernel cannot wai
 the browser's request would wait for the running cell. The cost when unused is at most 10 small
 messages a second.
 
-**Standby while a cell runs.** A widget whose browser reported ``direct`` or ``jupyter`` (``spare``)
-is not relayed; if that route fails later, the browser falls back to the relay, but its
-``{"type": "relay", "on": true}`` waits in the shell queue until the running cell ends. So from
-IPython's ``pre_run_cell`` to ``post_run_cell`` (:func:`watch_cells`), and ``STANDBY_GRACE`` seconds
-more (for that queued request to be handled), spare widgets are relayed too, their parts marked
-``"standby": true``. The browser keeps only the newest standby rows (bounded by count and age) while
-its own route is healthy, and shows them only when it falls back: those newer than what pusher-js
-showed (by position), then the live stream. Standby rows wait in a bounded queue per widget
-(``STANDBY_ROWS`` rows and ``STANDBY_BYTES`` of payload text between two messages; beyond, the oldest
-are dropped and counted in ``lost``) and travel in the same messages (still at most 10 a second).
-Outside IPython nothing is relayed on standby. The cost when nothing fails: each spare widget's events
-sent once more over iopub while a cell runs (README "Routes"; ``standby_rows``/``standby_bytes``).
-"""
+**Standby while a cell runs.** A widget whose browser reported ``direct`` or ``jupyter`` (``spare``) is
+not relayed; if that route fails later, the browser falls back to the relay, but its ``{"type": "relay",
+"on": true}`` waits in the shell queue until the running cell ends. So from IPython's ``pre_run_cell``
+to ``post_run_cell`` (followed by ``livewidget.widgets._cells``), and ``STANDBY_GRACE`` seconds more
+(for that queued request to be handled), spare widgets are relayed too, their parts marked ``"standby":
+true``. The browser keeps only the newest standby rows (bounded by count and age) while its own route is
+healthy, and shows them only when it falls back: those newer than what pusher-js showed (by position),
+then the live stream. Standby rows wait in a bounded queue per widget (``STANDBY_ROWS`` rows and
+``STANDBY_BYTES`` of payload text between two messages; beyond, the oldest are dropped and counted in
+``lost``) and travel in the same messages (still at most 10 a second). Outside IPython nothing is
+relayed on standby. The cost when nothing fails: each spare widget's events sent once more over iopub
+while a cell runs (README "Routes"; ``standby_rows``/``standby_bytes``). """
 
 from __future__ import annotations
 
@@ -59,7 +58,7 @@ from typing import Any
 
 from ._loop import io_loop
 
-__all__ = ["RELAY_EVERY", "RelaySession", "session", "watch_cells"]
+__all__ = ["RELAY_EVERY", "RelaySession", "session"]
 
 log = logging.getLogger("livewidget.relay")
 
@@ -87,7 +86,7 @@ class RelaySession:
         self._lost: dict[str, int] = {}
         self._state: dict[str, dict[str, Any]] = {}  # relayId -> state not sent yet
         self._acks: dict[str, list[list[str]]] = {}  # relayId -> [[id, error]] of browser actions done
-        self._busy = False  # a cell runs (IPython's pre_run_cell .. post_run_cell, watch_cells)
+        self._busy = False  # a cell runs (IPython's pre_run_cell .. post_run_cell, widgets/_cells.py)
         self._busy_until = 0.0  # monotonic: standby goes on until then after the cell (STANDBY_GRACE)
         self._last_full = 0.0
         self._scheduled = False
@@ -302,41 +301,6 @@ def session() -> RelaySession:
         if _session is None:
             _session = RelaySession()
         return _session
-
-
-_watching: Any = None  # the IPython shell whose cells we watch
-
-
-def _cell_starts(*_args: Any) -> None:
-    session().busy(True)
-
-
-def _cell_ends(*_args: Any) -> None:
-    session().busy(False)
-
-
-def watch_cells() -> bool:
-    """Follow the IPython shell's cells (``pre_run_cell``/``post_run_cell``) for standby; once per shell.
-
-    Whether there is a shell: outside IPython (a script, a plain Python process) nothing is relayed on
-    standby, and nothing else changes.
-    """
-    global _watching
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - ipywidgets depends on IPython
-        return False
-    shell = get_ipython()
-    events = getattr(shell, "events", None)
-    if shell is None or events is None:
-        return False
-    with _session_lock:
-        if _watching is shell:
-            return True
-        _watching = shell
-    events.register("pre_run_cell", _cell_starts)
-    events.register("post_run_cell", _cell_ends)
-    return True
 
 
 def data_text(raw: str | None, data: Any) -> str:

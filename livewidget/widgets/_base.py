@@ -91,13 +91,14 @@ from .._authserver import endpoint
 from .._config import Settings, resolve
 from .._frames import EventStore
 from .._loop import io_loop
-from .._relay import data_text, session as relay_session, watch_cells
+from .._relay import data_text, session as relay_session
 from .._routes import register
 from ..exceptions import ConfigurationError, LivewidgetError
 from ..protocol import signatures
 from ..protocol.channels import ChannelKind, channel_kind, is_valid_channel_name, is_valid_socket_id
 from ..protocol.client import ClientEvent
 from ..receiver import Receiver
+from ._cells import watch_cells
 
 __all__ = ["LiveWidget"]
 

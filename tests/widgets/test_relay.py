@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from livewidget import _relay
+from livewidget.widgets import _cells
 
 from .conftest import simulate_custom, wait_for
 
@@ -235,11 +236,11 @@ def shell(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A real IPython shell (as in ipykernel, which subclasses it): its cells fire pre/post_run_cell."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    monkeypatch.setattr(_relay, "_watching", None)
+    monkeypatch.setattr(_cells, "_watching", None)
     monkeypatch.setattr(_relay, "STANDBY_GRACE", 0.5)
     sh = InteractiveShell.instance()
     yield sh
-    for event, fn in (("pre_run_cell", _relay._cell_starts), ("post_run_cell", _relay._cell_ends)):
+    for event, fn in (("pre_run_cell", _cells._cell_starts), ("post_run_cell", _cells._cell_ends)):
         if fn in sh.events.callbacks[event]:
             sh.events.unregister(event, fn)
     monkeypatch.setattr(_relay, "STANDBY_GRACE", 0.0)
@@ -347,5 +348,5 @@ def test_outside_ipython_nothing_is_relayed_on_standby(make_feed):
     """No IPython shell (a script): the cells cannot be followed, spare widgets are never relayed."""
     feed = make_feed("relay-no-shell")
     feed.route = "direct"
-    assert _relay.watch_cells() is False
+    assert _cells.watch_cells() is False
     assert not _relay.session().relays(feed._relay_id)
