@@ -44,7 +44,7 @@ then the live stream. Standby rows wait in a bounded queue per widget (``STANDBY
 ``STANDBY_BYTES`` of payload text between two messages; beyond, the oldest are dropped and counted in
 ``lost``) and travel in the same messages (still at most 10 a second). Outside IPython nothing is
 relayed on standby. The cost when nothing fails: each spare widget's events sent once more over iopub
-while a cell runs (README "Routes"; ``standby_rows``/``standby_bytes``). """
+while a cell runs (README "Routes"; ``standby_rows``/``standby_bytes``)."""
 
 from __future__ import annotations
 
