@@ -161,7 +161,8 @@ class _App:
             db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: SQLiteHistory._checkpoint
             ok = db.execute("PRAGMA quick_check").fetchone()
             if not ok or ok[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {ok[0] if ok else 'no answer'}")
+                found = str(ok[0]).replace("\n", "; ")[:200] if ok else "no answer"  # one log line
+                raise sqlite3.DatabaseError(f"quick_check: {found}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if version == 0 and "events" in tables:
