@@ -117,9 +117,9 @@ def test_hub_users_of_one_os_account_never_share_a_runtime_folder(
     find alice's servers, nor his kernels her embedded server's record."""
     for name in ("LIVEWIDGET_RUNTIME_DIR", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(name, raising=False)
-    shared = tmp_path / "shared"
+    common_dir = tmp_path / "common"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # one HOME, unless another folder comes first
-    monkeypatch.setenv(common, str(shared))
+    monkeypatch.setenv(common, str(common_dir))
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     alice_dir = _embedded.runtime_dir()
     sid = _routes.register("42", "alicekey", "127.0.0.1", 6001)
@@ -130,7 +130,7 @@ def test_hub_users_of_one_os_account_never_share_a_runtime_folder(
     monkeypatch.setenv("JUPYTERHUB_USER", "bob")
     bob_dir = _embedded.runtime_dir()
     assert bob_dir != alice_dir and bob_dir.parent == alice_dir.parent
-    assert str(bob_dir).startswith(str(shared))
+    assert str(bob_dir).startswith(str(common_dir))
     assert _routes.targets() == {}
     assert not (bob_dir / "server.json").exists()
     # odd hub names stay one folder inside the shared one, distinct from each other

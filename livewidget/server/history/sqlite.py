@@ -191,6 +191,34 @@ class _App:
             os.close(self.lock_fd)
 
 
+class _Stream:
+    """What the writer knows of a channel's stream in the file: its ``sid`` (the rows' key) and the
+    serials of its live rows, ``first`` to ``last`` (for the count of dead rows)."""
+
+    __slots__ = ("first", "last", "sid", "stream_id")
+
+    def __init__(self, stream_id: str, sid: int, first: int, last: int) -> None:
+        self.stream_id = stream_id
+        self.sid = sid
+        self.first = first
+        self.last = last
+
+    @property
+    def live(self) -> int:
+        """Rows of this stream not dropped yet (dead once the stream is)."""
+        return max(self.last - self.first + 1, 0)
+
+
+def _read_streams(db: sqlite3.Connection) -> dict[str, _Stream]:
+    """The file's streams by channel."""
+    return {
+        ch: _Stream(stream_id, sid, first, last)
+        for sid, ch, stream_id, first, last in db.execute(
+            "SELECT sid, channel, stream_id, first, last FROM streams"
+        )
+    }
+
+
 class SQLiteHistory(HistoryDriver):
     """History kept in ``folder/history-<app_id>.sqlite3``, loaded back at start-up."""
 
@@ -214,10 +242,8 @@ class SQLiteHistory(HistoryDriver):
         self._stored = 0  # the last ticket committed (or failed)
         self._waiters: deque[tuple[int, Callable[[str | None], None]]] = deque()
         self._error: str | None = None  # the last write error, until a write succeeds
-        # app id -> channel -> (stream_id, sid): the stream each channel's rows are appended to
-        # app id -> channel -> [stream_id, sid, first, last]: the stream each channel's rows are appended
-        # to, and the serials of its live rows (for the count of dead ones)
-        self._sids: dict[str, dict[str, list[Any]]] = {}
+        # app id -> channel -> the stream its rows are appended to
+        self._streams: dict[str, dict[str, _Stream]] = {}
         self._compact_from: dict[str, int] = {}  # app id -> the rowid the next compaction starts at
         self._dead = 0  # rows the history dropped that are still in the files (what _compact deletes)
         self.commits = 0
@@ -226,6 +252,7 @@ class SQLiteHistory(HistoryDriver):
         self.synced_checkpoints = 0
         self.events_written = 0
         self.failures = 0
+        self.maintenance_failures = 0  # checkpoints and compactions that failed (retried next round)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,29 +281,23 @@ class SQLiteHistory(HistoryDriver):
     def _load(self, app_id: str, app: _App, hub: Hub, now: float) -> None:
         history = hub.history
         assert history is not None
-        streams = {
-            sid: (ch, stream_id, first, last)
-            for sid, ch, stream_id, first, last in app.db.execute(
-                "SELECT sid, channel, stream_id, first, last FROM streams"
-            )
-        }
-        rows: dict[int, list[Entry]] = {sid: [] for sid in streams}
+        streams = self._streams[app_id] = _read_streams(app.db)
+        by_sid = {stream.sid: stream for stream in streams.values()}
+        rows: dict[int, list[Entry]] = {sid: [] for sid in by_sid}
         for sid, serial, t, event, data, user_id in app.db.execute(
             "SELECT sid, serial, time, event, data, user_id FROM log ORDER BY rowid"
         ):
             out = rows.get(sid)
             # Dead rows (dropped by the history, not compacted yet) are skipped; appended in order, so a
             # stream's rows come oldest first (a repeat, which nothing writes, would be skipped too).
-            if out is not None and serial >= streams[sid][2] and (not out or serial > out[-1].serial):
+            if out is not None and serial >= by_sid[sid].first and (not out or serial > out[-1].serial):
                 out.append(Entry(serial, t, event, data, user_id))
             else:
                 self._dead += 1
-        sids = self._sids.setdefault(app_id, {})
-        for sid, (ch, stream_id, first, last) in streams.items():
-            entries = rows[sid]
-            last = max(last, entries[-1].serial if entries else 0)
-            history.restore(ch, stream_id, last, entries, now)
-            sids[ch] = [stream_id, sid, first, last]
+        for ch, stream in streams.items():
+            entries = rows[stream.sid]
+            stream.last = max(stream.last, entries[-1].serial if entries else 0)
+            history.restore(ch, stream.stream_id, stream.last, entries, now)
         log.info("history of app %s: %d streams loaded from %s", hub.config.app_id, len(streams), app.path)
 
     async def stop(self) -> None:
@@ -362,7 +383,8 @@ class SQLiteHistory(HistoryDriver):
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self) -> None:
-        """On the loop, about once a second: copy the WAL into the database (module docstring)."""
+        """On the loop, every ``_CHECKPOINT_EVERY``: compact, copy the WAL into the database, and now and
+        then sync (module docstring)."""
         self._checkpoint_timer = None
         if not self._apps or self._loop is None:
             return
@@ -390,7 +412,7 @@ class SQLiteHistory(HistoryDriver):
                         app.db.execute("PRAGMA synchronous=FULL")
                     app.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:  # the next round tries again
-                    log.debug("history checkpoint skipped", exc_info=True)
+                    self._maintenance_failed("checkpoint")
                 finally:
                     if synced:
                         with contextlib.suppress(sqlite3.Error):
@@ -427,14 +449,9 @@ class SQLiteHistory(HistoryDriver):
             for app_id, app in touched.items():
                 with contextlib.suppress(sqlite3.Error):
                     app.db.execute("ROLLBACK")
-                # Streams started in the rolled-back transaction are not in the file: ask it again.
+                # Streams started or trimmed in the rolled-back transaction: as the file has them.
                 with contextlib.suppress(sqlite3.Error):
-                    self._sids[app_id] = {
-                        ch: [stream_id, sid, first, last]
-                        for sid, ch, stream_id, first, last in app.db.execute(
-                            "SELECT sid, channel, stream_id, first, last FROM streams"
-                        )
-                    }
+                    self._streams[app_id] = _read_streams(app.db)
             raise
         for app in touched.values():
             app.db.execute("COMMIT")
@@ -460,25 +477,25 @@ class SQLiteHistory(HistoryDriver):
             if app_id not in touched:
                 touched[app_id] = app
                 app.db.execute("BEGIN")
-            sids = self._sids.setdefault(app_id, {})
+            streams = self._streams.setdefault(app_id, {})
             if type(action) is Store:
                 out = rows.setdefault(app_id, [])
                 for ch, stream_id, e in action.entries:
-                    known = sids.get(ch)
-                    if known is None or known[0] != stream_id:
+                    known = streams.get(ch)
+                    if known is None or known.stream_id != stream_id:
                         # A new stream (its first event, or the channel's history was lost): its row
                         # replaces the channel's old one, whose rows are then dead.
                         if known is not None:
-                            self._dead += max(known[3] - known[2] + 1, 0)
+                            self._dead += known.live
                         sid = app.db.execute(
                             "INSERT OR REPLACE INTO streams (channel, stream_id, first, last) "
                             "VALUES (?, ?, ?, ?)",
                             (ch, stream_id, e.serial, e.serial - 1),
                         ).lastrowid
                         assert sid is not None
-                        known = sids[ch] = [stream_id, sid, e.serial, e.serial - 1]
-                    known[3] = e.serial
-                    out.append((known[1], e.serial, e.time, e.event, e.data, e.user_id))
+                        known = streams[ch] = _Stream(stream_id, sid, e.serial, e.serial - 1)
+                    known.last = e.serial
+                    out.append((known.sid, e.serial, e.time, e.event, e.data, e.user_id))
                 continue
             assert isinstance(action, Forget)
             flush(app_id)
@@ -487,15 +504,15 @@ class SQLiteHistory(HistoryDriver):
             if whole:
                 db.executemany("DELETE FROM streams WHERE channel = ?", [(ch,) for ch in whole])
                 for ch in whole:
-                    gone = sids.pop(ch, None)
+                    gone = streams.pop(ch, None)
                     if gone is not None:
-                        self._dead += max(gone[3] - gone[2] + 1, 0)
+                        self._dead += gone.live
             upto = [(n + 1, n, ch) for ch, n in action.upto.items() if n >= 0]
             for _, n, ch in upto:
-                known = sids.get(ch)
-                if known is not None and n >= known[2]:
-                    self._dead += min(n, known[3]) - known[2] + 1
-                    known[2] = n + 1
+                known = streams.get(ch)
+                if known is not None and n >= known.first:
+                    self._dead += min(n, known.last) - known.first + 1
+                    known.first = n + 1
             db.executemany(
                 "UPDATE streams SET first = max(first, ?), last = max(last, ?) WHERE channel = ?", upto
             )
@@ -533,7 +550,13 @@ class SQLiteHistory(HistoryDriver):
                 self._dead = max(self._dead - max(cur.rowcount, 0), 0)
                 self._compact_from[app_id] = hi if hi <= end else 0
             except sqlite3.Error:  # the next round tries again
-                log.debug("history compaction skipped", exc_info=True)
+                self._maintenance_failed("compaction")
+
+    def _maintenance_failed(self, what: str) -> None:
+        """Counted in ``/stats``; logged with its cause the first time (it runs ten times a second)."""
+        self.maintenance_failures += 1
+        if self.maintenance_failures == 1:
+            log.warning("history %s failed (retried; counted in /stats)", what, exc_info=True)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -546,5 +569,6 @@ class SQLiteHistory(HistoryDriver):
             "synced_checkpoints": self.synced_checkpoints,
             "events_written": self.events_written,
             "write_failures": self.failures,
+            "maintenance_failures": self.maintenance_failures,
             **self.budget.stats(),
         }
