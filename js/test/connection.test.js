@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 
 import { Connection, isLoopback, jupyterBaseUrl, planRoutes, pusherOptions } from "../src/connection.js";
-import { FakeModel, FakePusher, jsonResponse, ManualTimers, settle } from "./helpers.js";
+import { configDoc, FakeModel, FakePusher, jsonResponse, LOOP, ManualTimers, settle } from "./helpers.js";
 
 let realFetch;
 beforeEach(() => {
@@ -275,16 +275,6 @@ describe("close", () => {
 
 // ------------------------------------------------------------------------------------ routes (issue 12)
 
-const LOOP = {
-  key: "k",
-  cluster: "mt1",
-  forceTLS: false,
-  wsHost: "127.0.0.1",
-  wsPort: 6001,
-  wssPort: 6001,
-  serverId: "0123456789abcdef0123",
-  route: "auto",
-};
 const REMOTE_PAGE = { hostname: "lab.test", port: 8888, https: false, baseUrl: "/user/alice/" };
 const LOCAL_PAGE = { hostname: "127.0.0.1", port: 8888, https: false, baseUrl: "/" };
 
@@ -292,9 +282,6 @@ function openAt(loc, doc, connection = LOOP, extra = {}) {
   return open({ _connection: connection, route: "" }, { location: loc, document: doc, ...extra });
 }
 
-function configDoc(config) {
-  return { getElementById: (id) => (id === "jupyter-config-data" ? { textContent: JSON.stringify(config) } : null) };
-}
 
 describe("routes", () => {
   test("planRoutes: direct for hosted and non-loopback servers, whatever the page", () => {

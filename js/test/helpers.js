@@ -353,3 +353,20 @@ export function jsonResponse(status, body) {
     json: async () => body,
   };
 }
+
+/** A connection config (the `_connection` trait) for an embedded server on the kernel's loopback. */
+export const LOOP = {
+  key: "k",
+  cluster: "mt1",
+  forceTLS: false,
+  wsHost: "127.0.0.1",
+  wsPort: 6001,
+  wssPort: 6001,
+  serverId: "0123456789abcdef0123",
+  route: "auto",
+};
+
+/** A page document whose Jupyter configuration (`#jupyter-config-data`) is `config`. */
+export function configDoc(config) {
+  return { getElementById: (id) => (id === "jupyter-config-data" ? { textContent: JSON.stringify(config) } : null) };
+}

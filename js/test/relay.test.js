@@ -4,23 +4,9 @@ import assert from "node:assert/strict";
 import { beforeEach, describe, test } from "node:test";
 
 import { Connection, planRoutes, relayHub } from "../src/connection.js";
-import { FakeModel, FakePusher, jsonResponse, ManualTimers, settle } from "./helpers.js";
+import { configDoc, FakeModel, FakePusher, jsonResponse, LOOP, ManualTimers, settle } from "./helpers.js";
 
-const LOOP = {
-  key: "k",
-  cluster: "mt1",
-  forceTLS: false,
-  wsHost: "127.0.0.1",
-  wsPort: 6001,
-  wssPort: 6001,
-  serverId: "0123456789abcdef0123",
-  route: "auto",
-};
 const REMOTE = { hostname: "lab.test", port: "8888", protocol: "http:" };
-
-function configDoc(config) {
-  return { getElementById: (id) => (id === "jupyter-config-data" ? { textContent: JSON.stringify(config) } : null) };
-}
 
 let scope;
 beforeEach(() => {
