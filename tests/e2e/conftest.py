@@ -173,6 +173,19 @@ def _kill_by_pid(pids: list[int], timeout: float = 5.0) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def sleeping_cell(seconds: float) -> str:
+    """A notebook cell that keeps the kernel busy for ``seconds``, printing SLEEPING first and WOKE after
+    (what the tests wait for: widgets must be live in between)."""
+    return f'print("SLEEPING", flush=True)\ntime.sleep({seconds})\nprint("WOKE")'
+
+
+def new_context(browser: Any) -> Any:
+    """A fresh browser context as every e2e test uses it: a 1280x900 window, 30 s default timeout."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    return context
+
+
 def write_notebook(folder: Path, name: str, cells: list[str]) -> str:
     """Write ``name`` (code cells, Python 3 kernel) under ``folder``; returns its path for the lab URL."""
     nb = nbformat.v4.new_notebook(
@@ -705,8 +718,7 @@ def notebooks(
     def open_notebook(name: str, cells: list[str] | None = None) -> NotebookPage:
         if cells is not None:
             write_notebook(lab.root, name, cells)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
+        context = new_context(browser)
         contexts.append(context)
         nb = NotebookPage(lab, context.new_page(), name)
         pages.append(nb)

@@ -17,7 +17,7 @@ from typing import Any
 import pusher
 import pytest
 
-from .conftest import NotebookPage, wait_until
+from .conftest import NotebookPage, sleeping_cell, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -89,7 +89,7 @@ def test_two_people_chat_while_a_cell_runs(notebooks: Any, sdk: pusher.Pusher, f
         "chat_ann.ipynb",
         [
             user_cell(room, "ann", "Ann Example", "#e5484d"),
-            f'print("SLEEPING", flush=True)\ntime.sleep({SLEEP})\nprint("WOKE")',
+            sleeping_cell(SLEEP),
         ],
     )
     bob = notebooks("chat_bob.ipynb", [user_cell(room, "bob", "Bob Builder", "#0090ff")])

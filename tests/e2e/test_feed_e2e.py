@@ -22,7 +22,7 @@ import pytest
 
 from livewidget.server import LocalServer
 
-from .conftest import BUNDLE, NotebookPage, free_port, wait_until
+from .conftest import BUNDLE, NotebookPage, free_port, sleeping_cell, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -80,7 +80,7 @@ def test_feed_is_live_while_a_cell_runs_then_recorded_and_replayed(
         "feed_live.ipynb",
         [
             'import json, time\nimport livewidget\nfeed = livewidget.Feed(["news", "private-ops"])\nfeed',
-            f'print("SLEEPING", flush=True)\ntime.sleep({SLEEP})\nprint("WOKE")',
+            sleeping_cell(SLEEP),
         ],
     )
     nb.run_all()

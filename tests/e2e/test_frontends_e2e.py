@@ -42,6 +42,7 @@ from .conftest import (
     JupyterLab,
     NotebookPage,
     free_port,
+    new_context,
     wait_until,
     write_notebook,
 )
@@ -149,8 +150,7 @@ def notebook_server(
 
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     try:
         yield context
     finally:

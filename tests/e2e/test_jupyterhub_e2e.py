@@ -58,6 +58,7 @@ from .conftest import (
     _children,
     _kill_by_pid,
     free_port,
+    new_context,
     wait_until,
     write_notebook,
 )
@@ -374,8 +375,7 @@ def test_two_users_live_through_the_hub_and_isolated(hub: Hub, browser: Any) -> 
     try:
         # 1. Both log in (their servers spawn side by side), then each runs a busy cell in their own lab.
         for name in USERS:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(30_000)
+            context = new_context(browser)
             contexts[name] = context
             page = context.new_page()
             page.on("websocket", lambda ws, name=name: sockets[name].append(ws.url))

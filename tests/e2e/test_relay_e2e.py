@@ -23,7 +23,16 @@ import pytest
 
 from livewidget.server import LocalServer
 
-from .conftest import PAGE_HOST, JupyterLab, NotebookPage, hub_like_lab, wait_until, write_notebook
+from .conftest import (
+    PAGE_HOST,
+    JupyterLab,
+    NotebookPage,
+    hub_like_lab,
+    new_context,
+    sleeping_cell,
+    wait_until,
+    write_notebook,
+)
 from .test_feed_e2e import subscribers, wait_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -66,11 +75,10 @@ def test_without_the_extension_the_feed_goes_relay_and_is_live_while_a_cell_runs
         [
             "import json, time\nimport livewidget\n"
             f'feed = livewidget.Feed(["{channel}", "private-{channel}"])\nfeed',
-            f'print("SLEEPING", flush=True)\ntime.sleep({SLEEP})\nprint("WOKE")',
+            sleeping_cell(SLEEP),
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     sockets: list[str] = []
     try:
         page = context.new_page()
@@ -135,8 +143,7 @@ def test_a_forced_relay_is_taken_even_where_direct_would_work(
             'print("SLEEPING", flush=True)\ntime.sleep(10)\nprint("WOKE")',
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     sockets: list[str] = []
     page_url = bare_lab.page_url
     bare_lab.page_url = bare_lab.url  # http://127.0.0.1:PORT/user/alice: a local page
@@ -200,8 +207,7 @@ def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
             'print("SLEEPING", flush=True)\ntime.sleep(20)\nprint("WOKE")',
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     chat = ".jp-NotebookPanel:visible .lw-chat"
     try:
         nb = NotebookPage(bare_lab, context.new_page(), name)

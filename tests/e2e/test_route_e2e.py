@@ -25,7 +25,16 @@ import pytest
 
 from livewidget.server import LocalServer
 
-from .conftest import PAGE_HOST, JupyterLab, NotebookPage, hub_like_lab, wait_until, write_notebook
+from .conftest import (
+    PAGE_HOST,
+    JupyterLab,
+    NotebookPage,
+    hub_like_lab,
+    new_context,
+    sleeping_cell,
+    wait_until,
+    write_notebook,
+)
 from .test_feed_e2e import rows, subscribers, wait_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -55,11 +64,10 @@ def test_feed_is_live_through_the_jupyter_route_from_a_remote_hostname(
         [
             "import json, time\nimport livewidget\n"
             f'feed = livewidget.Feed(["{channel}", "private-{channel}"])\nfeed',
-            f'print("SLEEPING", flush=True)\ntime.sleep({SLEEP})\nprint("WOKE")',
+            sleeping_cell(SLEEP),
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     sockets: list[str] = []
     try:
         page = context.new_page()
@@ -139,8 +147,7 @@ def test_a_loopback_page_goes_direct_unless_the_kernel_forces_the_jupyter_route(
             f'livewidget.connect(route="jupyter")\nfeed_b = livewidget.Feed("local-b-{mark}")\nfeed_b',
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     sockets: list[str] = []
     page_url = alice_lab.page_url
     alice_lab.page_url = alice_lab.url  # http://127.0.0.1:PORT/user/alice
@@ -209,8 +216,7 @@ def test_a_route_failing_while_a_cell_runs_falls_back_to_the_relay_and_stays_liv
             'print("DONE")',
         ],
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
+    context = new_context(browser)
     routed: list[Any] = []  # the page's livewidget WebSockets (through the Jupyter extension)
     seen: set[int] = set()  # every event the Feed showed at some point (its DOM keeps the newest 200)
     broken = False
