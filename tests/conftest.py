@@ -36,6 +36,34 @@ if "LIVEWIDGET_DATA_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _data, ignore_errors=True)
 
 
+def _stop_embedded_servers(folder: str) -> None:
+    """Stop every embedded server whose record is in ``folder`` (or a hub user's folder in it)."""
+    from livewidget import _embedded
+
+    saved = {k: os.environ.get(k) for k in ("LIVEWIDGET_RUNTIME_DIR", "JUPYTERHUB_USER")}
+    try:
+        os.environ.pop("JUPYTERHUB_USER", None)
+        for record in Path(folder).rglob("server.json"):
+            os.environ["LIVEWIDGET_RUNTIME_DIR"] = str(record.parent)
+            _embedded.stop_embedded()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# Likewise the embedded server: a test that lets the kernel side start it (publish() with nothing
+# configured, connect(embedded=True) to reset settings) starts it in a runtime folder of this run, not
+# in the user's own (~/.cache/livewidget/run), and it is stopped at exit instead of outliving the run.
+if "LIVEWIDGET_RUNTIME_DIR" not in os.environ:
+    _run = tempfile.mkdtemp(prefix="livewidget-test-run-")
+    os.environ["LIVEWIDGET_RUNTIME_DIR"] = _run
+    atexit.register(_stop_embedded_servers, _run)  # runs before the data folder's removal (LIFO)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the browser end-to-end tests last.
 
