@@ -184,6 +184,21 @@ export function relayHub(scope = globalThis) {
   return scope[HUB_KEY];
 }
 
+/** Hand `listener` the relay parts for model `id` (the page-wide hub of `scope`). */
+function listenRelay(scope, id, listener) {
+  const listeners = relayHub(scope).listeners;
+  if (!listeners.has(id)) listeners.set(id, new Set());
+  listeners.get(id).add(listener);
+}
+
+/** Undo listenRelay. */
+function unlistenRelay(scope, id, listener) {
+  const listeners = relayHub(scope).listeners;
+  const set = listeners.get(id);
+  set?.delete(listener);
+  if (set && !set.size) listeners.delete(id);
+}
+
 /** A relay message's parts (`[{id, rows, state?, lost?, acks?}]`, livewidget/_relay.py), or []. */
 function relayParts(buffers) {
   try {
@@ -471,10 +486,7 @@ export class Connection extends Emitter {
     const relay = this.relay;
     this.relay = null;
     if (!relay) return;
-    const listeners = relayHub(this.deps.scope).listeners;
-    const set = listeners.get(relay.id);
-    set?.delete(relay.listener);
-    if (set && !set.size) listeners.delete(relay.id);
+    unlistenRelay(this.deps.scope, relay.id, relay.listener);
   }
 
   _dropPusher() {
@@ -537,9 +549,7 @@ export class Connection extends Emitter {
     const conn = this.model.get("_connection") || {};
     const listener = (part) => this._onRelayPart(part);
     this.relay = { id: conn.relayId, candidate, pending: new Map(), listener };
-    const listeners = relayHub(this.deps.scope).listeners;
-    if (!listeners.has(conn.relayId)) listeners.set(conn.relayId, new Set());
-    listeners.get(conn.relayId).add(listener);
+    listenRelay(this.deps.scope, conn.relayId, listener);
     // The kernel relays unasked unless it heard of another route; ask anyway (arrives when idle).
     this.model.send({ type: "relay", on: true });
     const status = this.model.get("status");
@@ -889,9 +899,7 @@ export class Connection extends Emitter {
   _listenStandby(relayId) {
     const listener = (part) => this._onStandby(part);
     this._standby = { listener, id: relayId, rows: [], bytes: 0, state: null };
-    const listeners = relayHub(this.deps.scope).listeners;
-    if (!listeners.has(relayId)) listeners.set(relayId, new Set());
-    listeners.get(relayId).add(listener);
+    listenRelay(this.deps.scope, relayId, listener);
   }
 
   /** A relay part for this model: kept (bounded) while pusher-js's route is in use, never shown. */
@@ -956,10 +964,7 @@ export class Connection extends Emitter {
     const standby = this._standby;
     this._standby = null;
     if (!standby) return;
-    const listeners = relayHub(this.deps.scope).listeners;
-    const set = listeners.get(standby.id);
-    set?.delete(standby.listener);
-    if (set && !set.size) listeners.delete(standby.id);
+    unlistenRelay(this.deps.scope, standby.id, standby.listener);
   }
 
   /** Whether `serial` on `channel` is at or before the last position `side` showed. */
@@ -973,8 +978,7 @@ export class Connection extends Emitter {
     if (serial === null) return false;
     const last = mine.get(channel);
     if (!last || last.stream !== stream || serial > last.serial) mine.set(channel, { stream, serial });
-    const shown = other.get(channel);
-    return Boolean(shown) && shown.stream === stream && serial <= shown.serial;
+    return this._shown(other, channel, serial, stream);
   }
 
   _onInternal(info, event, data) {
