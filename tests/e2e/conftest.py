@@ -749,6 +749,36 @@ def notebooks(
 
 
 @contextlib.contextmanager
+def notebook_page(
+    lab: JupyterLab, browser: Any, name: str, artifact: str, local: bool = False
+) -> Iterator[tuple[NotebookPage, list[str]]]:
+    """A new page (its own browser context) for notebook ``name`` of ``lab``, not opened yet, and the URLs
+    of the WebSockets it opens. ``local``: opened at the lab's loopback URL rather than its page URL.
+    If the test fails, the page's artifacts are saved as ``artifact``. At the end the context is closed
+    and the notebook's kernel shut down."""
+    context = new_context(browser)
+    sockets: list[str] = []
+    page_url = lab.page_url
+    if local:
+        lab.page_url = lab.url
+    try:
+        page = context.new_page()
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        nb = NotebookPage(lab, page, name)
+        try:
+            yield nb, sockets
+        except BaseException:
+            nb.save_failure_artifacts(artifact)
+            raise
+    finally:
+        lab.page_url = page_url
+        with contextlib.suppress(Exception):
+            context.close()
+        with contextlib.suppress(Exception):
+            lab.shutdown_notebook_kernel(name)
+
+
+@contextlib.contextmanager
 def hub_like_lab(
     pusher_server: LocalServer, base: Path, extensions: dict[str, bool], base_url: str = "/user/alice/"
 ) -> Iterator[JupyterLab]:

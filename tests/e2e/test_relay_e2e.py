@@ -12,7 +12,6 @@ kernel that forces ``livewidget.connect(route="relay")`` gets the relay all the 
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from .conftest import (
     JupyterLab,
     NotebookPage,
     hub_like_lab,
-    new_context,
+    notebook_page,
     sleeping_cell,
     wait_until,
     write_notebook,
@@ -78,55 +77,39 @@ def test_without_the_extension_the_feed_goes_relay_and_is_live_while_a_cell_runs
             sleeping_cell(SLEEP),
         ],
     )
-    context = new_context(browser)
-    sockets: list[str] = []
-    try:
-        page = context.new_page()
-        page.on("websocket", lambda ws: sockets.append(ws.url))
-        nb = NotebookPage(bare_lab, page, name)
-        try:
-            nb.open()
-            assert nb.page.url.startswith(f"http://{PAGE_HOST}:{bare_lab.port}{BASE_URL}"), nb.page.url
-            nb.run_all()
-            nb.widget(".lw-feed", timeout=30)
-            nb.wait_output(1, "SLEEPING", timeout=30)
-            slept_at = time.monotonic()
-            # the kernel's receiver is the only subscriber: the browser reaches nothing but Jupyter
-            wait_until(lambda: subscribers(sdk, channel) >= 1, 10, "the kernel's subscription")
-            label = nb.page.locator(f'{FEED} .lw-route[data-route="relay"]').first
-            label.wait_for(state="visible", timeout=(SLEEP - 8) * 1000)
-            assert label.inner_text().strip() == "relay"
-            nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(
-                state="visible", timeout=5000
-            )
-            assert subscribers(sdk, channel) == 1
-            for n in range(3):
-                sdk.trigger([channel], "headline", {"marker": mark, "n": n})
-            sdk.trigger([f"private-{channel}"], "deploy", {"marker": mark, "n": 9})
-            for n in range(3):
-                wait_row(nb, channel, "headline", f'"n":{n}', timeout=5)
-            wait_row(nb, f"private-{channel}", "deploy", '"n":9', timeout=5)
-            assert nb.is_running(1), f"the cell should still run: {nb.cell_state(1)}"
-            assert time.monotonic() - slept_at < SLEEP
-            nb.screenshot("relay-feed", FEED)
+    with notebook_page(bare_lab, browser, name, "relay-auto") as (nb, sockets):
+        nb.open()
+        assert nb.page.url.startswith(f"http://{PAGE_HOST}:{bare_lab.port}{BASE_URL}"), nb.page.url
+        nb.run_all()
+        nb.widget(".lw-feed", timeout=30)
+        nb.wait_output(1, "SLEEPING", timeout=30)
+        slept_at = time.monotonic()
+        # the kernel's receiver is the only subscriber: the browser reaches nothing but Jupyter
+        wait_until(lambda: subscribers(sdk, channel) >= 1, 10, "the kernel's subscription")
+        label = nb.page.locator(f'{FEED} .lw-route[data-route="relay"]').first
+        label.wait_for(state="visible", timeout=(SLEEP - 8) * 1000)
+        assert label.inner_text().strip() == "relay"
+        nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(state="visible", timeout=5000)
+        assert subscribers(sdk, channel) == 1
+        for n in range(3):
+            sdk.trigger([channel], "headline", {"marker": mark, "n": n})
+        sdk.trigger([f"private-{channel}"], "deploy", {"marker": mark, "n": 9})
+        for n in range(3):
+            wait_row(nb, channel, "headline", f'"n":{n}', timeout=5)
+        wait_row(nb, f"private-{channel}", "deploy", '"n":9', timeout=5)
+        assert nb.is_running(1), f"the cell should still run: {nb.cell_state(1)}"
+        assert time.monotonic() - slept_at < SLEEP
+        nb.screenshot("relay-feed", FEED)
 
-            nb.wait_cell_done(1, timeout=SLEEP + 30)
-            route = wait_until(
-                lambda: nb.kernel_json("print(json.dumps(feed.route))") or None,
-                15,
-                "feed.route in the kernel",
-            )
-            assert route == "relay"
-            # jupyter-server-proxy's route was tried (same origin) and failed: no proxy on this server
-            _kernel_sockets_only(nb, sockets, pusher_server, tried="proxy/")
-        except BaseException:
-            nb.save_failure_artifacts("relay-auto")
-            raise
-    finally:
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            bare_lab.shutdown_notebook_kernel(name)
+        nb.wait_cell_done(1, timeout=SLEEP + 30)
+        route = wait_until(
+            lambda: nb.kernel_json("print(json.dumps(feed.route))") or None,
+            15,
+            "feed.route in the kernel",
+        )
+        assert route == "relay"
+        # jupyter-server-proxy's route was tried (same origin) and failed: no proxy on this server
+        _kernel_sockets_only(nb, sockets, pusher_server, tried="proxy/")
 
 
 def test_a_forced_relay_is_taken_even_where_direct_would_work(
@@ -143,41 +126,24 @@ def test_a_forced_relay_is_taken_even_where_direct_would_work(
             'print("SLEEPING", flush=True)\ntime.sleep(10)\nprint("WOKE")',
         ],
     )
-    context = new_context(browser)
-    sockets: list[str] = []
-    page_url = bare_lab.page_url
-    bare_lab.page_url = bare_lab.url  # http://127.0.0.1:PORT/user/alice: a local page
-    try:
-        page = context.new_page()
-        page.on("websocket", lambda ws: sockets.append(ws.url))
-        nb = NotebookPage(bare_lab, page, name)
-        try:
-            nb.open()
-            nb.run_all()
-            nb.widget(".lw-feed", timeout=30)
-            nb.wait_output(1, "SLEEPING", timeout=30)
-            label = nb.page.locator(f'{FEED} .lw-route[data-route="relay"]').first
-            label.wait_for(state="visible", timeout=6000)  # no other route tried first
-            sdk.trigger([channel], "ping", {"mark": mark})
-            wait_row(nb, channel, "ping", mark, timeout=5)
-            assert nb.is_running(1), f"the cell should still run: {nb.cell_state(1)}"
-            assert subscribers(sdk, channel) == 1
-            nb.wait_cell_done(1, timeout=40)
-            wait_until(
-                lambda: nb.kernel_json("print(json.dumps(feed.route))") == "relay",
-                15,
-                "feed.route in the kernel",
-            )
-            _kernel_sockets_only(nb, sockets, pusher_server)
-        except BaseException:
-            nb.save_failure_artifacts("relay-forced")
-            raise
-    finally:
-        bare_lab.page_url = page_url
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            bare_lab.shutdown_notebook_kernel(name)
+    with notebook_page(bare_lab, browser, name, "relay-forced", local=True) as (nb, sockets):
+        nb.open()
+        nb.run_all()
+        nb.widget(".lw-feed", timeout=30)
+        nb.wait_output(1, "SLEEPING", timeout=30)
+        label = nb.page.locator(f'{FEED} .lw-route[data-route="relay"]').first
+        label.wait_for(state="visible", timeout=6000)  # no other route tried first
+        sdk.trigger([channel], "ping", {"mark": mark})
+        wait_row(nb, channel, "ping", mark, timeout=5)
+        assert nb.is_running(1), f"the cell should still run: {nb.cell_state(1)}"
+        assert subscribers(sdk, channel) == 1
+        nb.wait_cell_done(1, timeout=40)
+        wait_until(
+            lambda: nb.kernel_json("print(json.dumps(feed.route))") == "relay",
+            15,
+            "feed.route in the kernel",
+        )
+        _kernel_sockets_only(nb, sockets, pusher_server)
 
 
 def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
@@ -207,11 +173,9 @@ def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
             'print("SLEEPING", flush=True)\ntime.sleep(20)\nprint("WOKE")',
         ],
     )
-    context = new_context(browser)
     chat = ".jp-NotebookPanel:visible .lw-chat"
     try:
-        nb = NotebookPage(bare_lab, context.new_page(), name)
-        try:
+        with notebook_page(bare_lab, browser, name, "relay-chat") as (nb, _):
             nb.open()
             nb.run_all()
             nb.widget(".lw-chat", timeout=30)
@@ -247,12 +211,5 @@ def test_chat_on_the_relay_waits_for_the_kernel_with_a_note_and_loses_nothing(
             assert said == ["first through the kernel", "second through the kernel"], said
             assert {e.user_id for e in heard if e.event == "client-chat-message"} == {"ann:kernel"}
             note.wait_for(state="hidden", timeout=10_000)
-        except BaseException:
-            nb.save_failure_artifacts("relay-chat")
-            raise
     finally:
         other.stop()
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            bare_lab.shutdown_notebook_kernel(name)

@@ -13,7 +13,6 @@ route is taken, unless the kernel forces ``jupyter`` with ``livewidget.connect(r
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import uuid
@@ -30,7 +29,7 @@ from .conftest import (
     JupyterLab,
     NotebookPage,
     hub_like_lab,
-    new_context,
+    notebook_page,
     sleeping_cell,
     wait_until,
     write_notebook,
@@ -67,22 +66,8 @@ def test_feed_is_live_through_the_jupyter_route_from_a_remote_hostname(
             sleeping_cell(SLEEP),
         ],
     )
-    context = new_context(browser)
-    sockets: list[str] = []
-    try:
-        page = context.new_page()
-        page.on("websocket", lambda ws: sockets.append(ws.url))
-        nb = NotebookPage(alice_lab, page, name)
-        try:
-            _check_live_through_jupyter(nb, sdk, pusher_server, channel, mark, sockets)
-        except BaseException:
-            nb.save_failure_artifacts("route-jupyter")
-            raise
-    finally:
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            alice_lab.shutdown_notebook_kernel(name)
+    with notebook_page(alice_lab, browser, name, "route-jupyter") as (nb, sockets):
+        _check_live_through_jupyter(nb, sdk, pusher_server, channel, mark, sockets)
 
 
 def _check_live_through_jupyter(
@@ -147,47 +132,30 @@ def test_a_loopback_page_goes_direct_unless_the_kernel_forces_the_jupyter_route(
             f'livewidget.connect(route="jupyter")\nfeed_b = livewidget.Feed("local-b-{mark}")\nfeed_b',
         ],
     )
-    context = new_context(browser)
-    sockets: list[str] = []
-    page_url = alice_lab.page_url
-    alice_lab.page_url = alice_lab.url  # http://127.0.0.1:PORT/user/alice
-    try:
-        page = context.new_page()
-        page.on("websocket", lambda ws: sockets.append(ws.url))
-        nb = NotebookPage(alice_lab, page, name)
-        try:
-            nb.open()
-            nb.run_all()
-            routes = nb.page.locator(".jp-NotebookPanel:visible .lw-feed .lw-route")
-            wait_until(
-                lambda: routes.count() == 2 and routes.nth(1).inner_text().strip() == "jupyter",
-                30,
-                "2 routes",
-            )
-            assert routes.nth(0).inner_text().strip() == "direct"
-            assert routes.nth(0).get_attribute("data-route") == "direct"
-            for channel in (f"local-a-{mark}", f"local-b-{mark}"):
-                wait_until(lambda ch=channel: subscribers(sdk, ch) >= 2, 10, f"the browser on {channel}")
-                sdk.trigger([channel], "ping", {"mark": mark})
-                wait_row(nb, channel, "ping", mark)
-            wait_until(
-                lambda: (
-                    nb.kernel_json("print(json.dumps([feed_a.route, feed_b.route]))") == ["direct", "jupyter"]
-                ),
-                15,
-                "the kernel to learn both routes",
-            )
-            assert any(f"127.0.0.1:{pusher_server.port}/app/" in url for url in sockets), sockets
-            assert any(f"{BASE_URL}livewidget/" in url for url in sockets), sockets
-        except BaseException:
-            nb.save_failure_artifacts("route-local")
-            raise
-    finally:
-        alice_lab.page_url = page_url
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            alice_lab.shutdown_notebook_kernel(name)
+    with notebook_page(alice_lab, browser, name, "route-local", local=True) as (nb, sockets):
+        nb.open()
+        nb.run_all()
+        routes = nb.page.locator(".jp-NotebookPanel:visible .lw-feed .lw-route")
+        wait_until(
+            lambda: routes.count() == 2 and routes.nth(1).inner_text().strip() == "jupyter",
+            30,
+            "2 routes",
+        )
+        assert routes.nth(0).inner_text().strip() == "direct"
+        assert routes.nth(0).get_attribute("data-route") == "direct"
+        for channel in (f"local-a-{mark}", f"local-b-{mark}"):
+            wait_until(lambda ch=channel: subscribers(sdk, ch) >= 2, 10, f"the browser on {channel}")
+            sdk.trigger([channel], "ping", {"mark": mark})
+            wait_row(nb, channel, "ping", mark)
+        wait_until(
+            lambda: (
+                nb.kernel_json("print(json.dumps([feed_a.route, feed_b.route]))") == ["direct", "jupyter"]
+            ),
+            15,
+            "the kernel to learn both routes",
+        )
+        assert any(f"127.0.0.1:{pusher_server.port}/app/" in url for url in sockets), sockets
+        assert any(f"{BASE_URL}livewidget/" in url for url in sockets), sockets
 
 
 BUSY_EVENTS = 300  # published by the busy cell at ~20 a second: ~15 s
@@ -216,7 +184,6 @@ def test_a_route_failing_while_a_cell_runs_falls_back_to_the_relay_and_stays_liv
             'print("DONE")',
         ],
     )
-    context = new_context(browser)
     routed: list[Any] = []  # the page's livewidget WebSockets (through the Jupyter extension)
     seen: set[int] = set()  # every event the Feed showed at some point (its DOM keeps the newest 200)
     broken = False
@@ -228,69 +195,54 @@ def test_a_route_failing_while_a_cell_runs_falls_back_to_the_relay_and_stays_liv
         ws.connect_to_server()  # forwarded both ways, untouched
         routed.append(ws)
 
-    try:
-        page = context.new_page()
-        page.route_web_socket(LIVEWIDGET_SOCKET, route)
-        nb = NotebookPage(alice_lab, page, name)
-        try:
-            nb.open()
-            _run_cell(nb, 0)
-            nb.widget(".lw-feed", timeout=30)
-            label = nb.page.locator(f"{FEED} .lw-route").first
-            wait_until(lambda: label.get_attribute("data-route") == "jupyter", 20, "the jupyter route")
-            wait_until(
-                lambda: nb.kernel_json("print(json.dumps(feed.route))") == "jupyter",
-                15,
-                "the kernel to learn the route (it relays the Feed no more)",
-            )
-            assert routed, "the Feed's socket was not routed through the test"
+    with notebook_page(alice_lab, browser, name, "route-busy") as (nb, _):
+        nb.page.route_web_socket(LIVEWIDGET_SOCKET, route)
+        nb.open()
+        _run_cell(nb, 0)
+        nb.widget(".lw-feed", timeout=30)
+        label = nb.page.locator(f"{FEED} .lw-route").first
+        wait_until(lambda: label.get_attribute("data-route") == "jupyter", 20, "the jupyter route")
+        wait_until(
+            lambda: nb.kernel_json("print(json.dumps(feed.route))") == "jupyter",
+            15,
+            "the kernel to learn the route (it relays the Feed no more)",
+        )
+        assert routed, "the Feed's socket was not routed through the test"
 
-            _run_cell(nb, 1)
-            nb.wait_output(1, "PUBLISHING", timeout=30)
-            wait_until(lambda: len(_shown(nb, mark, seen)) >= 60, 15, "events through the jupyter route")
-            assert label.get_attribute("data-route") == "jupyter"
-            broken = True
-            for ws in routed:
-                ws.close()  # the page's side: pusher-js sees its socket closed, and retries in vain
-            broke_at = max(_shown(nb, mark, seen))
+        _run_cell(nb, 1)
+        nb.wait_output(1, "PUBLISHING", timeout=30)
+        wait_until(lambda: len(_shown(nb, mark, seen)) >= 60, 15, "events through the jupyter route")
+        assert label.get_attribute("data-route") == "jupyter"
+        broken = True
+        for ws in routed:
+            ws.close()  # the page's side: pusher-js sees its socket closed, and retries in vain
+        broke_at = max(_shown(nb, mark, seen))
 
-            wait_until(lambda: label.get_attribute("data-route") == "relay", 10, "the fallback to relay")
-            assert nb.is_running(1), "the fallback came only after the cell"
-            wait_until(
-                lambda: max(_shown(nb, mark, seen)) >= broke_at + 40, 8, "the Feed to update on the relay"
-            )
-            assert nb.is_running(1), f"the Feed updated only once the cell ended: {nb.cell_state(1)}"
-            nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(
-                state="visible", timeout=5000
-            )
-            nb.screenshot("route-busy-fallback", FEED)
+        wait_until(lambda: label.get_attribute("data-route") == "relay", 10, "the fallback to relay")
+        assert nb.is_running(1), "the fallback came only after the cell"
+        wait_until(lambda: max(_shown(nb, mark, seen)) >= broke_at + 40, 8, "the Feed to update on the relay")
+        assert nb.is_running(1), f"the Feed updated only once the cell ended: {nb.cell_state(1)}"
+        nb.page.locator(f'{FEED} .lw-state[data-state="connected"]').wait_for(state="visible", timeout=5000)
+        nb.screenshot("route-busy-fallback", FEED)
 
-            # until the cell ends, watch every row go by (seen)
-            wait_until(lambda: _shown(nb, mark, seen) and not nb.is_running(1), 60, "the cell's end")
-            nb.wait_cell_done(1, timeout=30)
-            count = nb.page.locator(f"{FEED} .lw-count").first
-            wait_until(lambda: int(count.inner_text()) >= BUSY_EVENTS, 20, "every event shown")
-            nb.page.wait_for_timeout(2500)  # a late duplicate (relay, kernel history) would show by now
-            shown = _shown(nb, mark, seen)
-            # the view keeps its newest MAX_DOM_ROWS (200) rows in the DOM; `seen` gathered the earlier
-            # ones while they were there, and the view's own count says no row came twice
-            assert shown == list(range(BUSY_EVENTS - len(shown), BUSY_EVENTS)), shown
-            missing = sorted(set(range(BUSY_EVENTS)) - seen)
-            assert not missing, f"never shown: {missing[:40]} (broke after {broke_at})"
-            assert int(count.inner_text()) == BUSY_EVENTS, "an event was shown twice"
-            wait_until(
-                lambda: nb.kernel_json("print(json.dumps(feed.route))") == "relay",
-                15,
-                "the kernel to learn the fallback",
-            )
-        except BaseException:
-            nb.save_failure_artifacts("route-busy")
-            raise
-    finally:
-        with contextlib.suppress(Exception):
-            context.close()
-        with contextlib.suppress(Exception):
-            alice_lab.shutdown_notebook_kernel(name)
+        # until the cell ends, watch every row go by (seen)
+        wait_until(lambda: _shown(nb, mark, seen) and not nb.is_running(1), 60, "the cell's end")
+        nb.wait_cell_done(1, timeout=30)
+        count = nb.page.locator(f"{FEED} .lw-count").first
+        wait_until(lambda: int(count.inner_text()) >= BUSY_EVENTS, 20, "every event shown")
+        nb.page.wait_for_timeout(2500)  # a late duplicate (relay, kernel history) would show by now
+        shown = _shown(nb, mark, seen)
+        # the view keeps its newest MAX_DOM_ROWS (200) rows in the DOM; `seen` gathered the earlier
+        # ones while they were there, and the view's own count says no row came twice
+        assert shown == list(range(BUSY_EVENTS - len(shown), BUSY_EVENTS)), shown
+        missing = sorted(set(range(BUSY_EVENTS)) - seen)
+        assert not missing, f"never shown: {missing[:40]} (broke after {broke_at})"
+        assert int(count.inner_text()) == BUSY_EVENTS, "an event was shown twice"
+        wait_until(
+            lambda: nb.kernel_json("print(json.dumps(feed.route))") == "relay",
+            15,
+            "the kernel to learn the fallback",
+        )
 
 
 def _run_cell(nb: NotebookPage, index: int) -> None:
