@@ -98,6 +98,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, what: str) -> str:
+    """Poll ``ready`` (a failed connection counts as not yet) until it holds: "" then; else why not,
+    ``proc`` having exited or ``timeout`` seconds gone by, ``what`` naming what did not answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if ready():
+                return ""
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        return f"exited with {proc.returncode}"
+    return f"{what} did not answer in {timeout} s"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
     with socket.socket() as s:
@@ -282,19 +296,22 @@ class JupyterLab:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + LAB_START_TIMEOUT
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    if self.api("GET", "/api/status", timeout=2)[0] == 200:
-                        return self
-                time.sleep(0.2)
-            last_error = (
-                f"exited with {self.proc.returncode}"
-                if self.proc.poll() is not None
-                else f"/api/status did not answer in {LAB_START_TIMEOUT} s"
-            )
+            last_error = self._wait_started()
+            if not last_error:
+                return self
             self.stop()
         raise RuntimeError(f"JupyterLab did not start: {last_error}; see {self.log_path}")
+
+    def _wait_started(self) -> str:
+        """Wait for ``/api/status`` to answer: "" once it does, else why not (the process exited, or
+        the time ran out)."""
+        assert self.proc is not None
+        return wait_started(
+            self.proc,
+            lambda: self.api("GET", "/api/status", timeout=2)[0] == 200,
+            LAB_START_TIMEOUT,
+            "/api/status",
+        )
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
         """One REST call to the server; (status, decoded JSON or None)."""

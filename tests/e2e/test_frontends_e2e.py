@@ -24,7 +24,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -87,17 +86,9 @@ class NotebookServer(JupyterLab):
                 cmd, env=self.env, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
-            deadline = time.monotonic() + LAB_START_TIMEOUT
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    if self.api("GET", "/api/status", timeout=2)[0] == 200:
-                        return self
-                time.sleep(0.2)
-            last_error = (
-                f"exited with {self.proc.returncode}"
-                if self.proc.poll() is not None
-                else f"/api/status did not answer in {LAB_START_TIMEOUT} s"
-            )
+            last_error = self._wait_started()
+            if not last_error:
+                return self
             self.stop()
         raise RuntimeError(f"jupyter notebook did not start: {last_error}; see {self.log_path}")
 

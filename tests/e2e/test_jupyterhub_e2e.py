@@ -35,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +58,7 @@ from .conftest import (
     _kill_by_pid,
     free_port,
     new_context,
+    wait_started,
     wait_until,
     write_notebook,
 )
@@ -219,16 +219,12 @@ c.Spawner.term_timeout = 5
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + HUB_START_TIMEOUT
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if self.status("/hub/api/") == 200:  # through the proxy: both are up
-                    return self
-                time.sleep(0.2)
-            last_error = (
-                f"exited with {self.proc.returncode}"
-                if self.proc.poll() is not None
-                else f"/hub/api/ did not answer in {HUB_START_TIMEOUT} s"
+            # through the proxy: both are up
+            last_error = wait_started(
+                self.proc, lambda: self.status("/hub/api/") == 200, HUB_START_TIMEOUT, "/hub/api/"
             )
+            if not last_error:
+                return self
             self.stop()
         raise RuntimeError(f"JupyterHub did not start: {last_error}; see {self.log_path}")
 
