@@ -22,6 +22,7 @@ import pusher
 import pytest
 from pusher.http import Request
 
+from livewidget.protocol.history import Entry, Forget, Store
 from livewidget.protocol.signatures import channel_auth
 from livewidget.server import LocalServer
 from livewidget.server.history import MemoryHistory, SQLiteHistory
@@ -740,9 +741,7 @@ def test_a_history_file_of_the_previous_format_is_migrated(tmp_path: Path):
     their streams, positions and events."""
     import sqlite3
 
-    from livewidget.server import LocalServer as _LS
-
-    probe = _LS(history=MemoryHistory())  # only for its generated app credentials
+    probe = LocalServer(history=MemoryHistory())  # only for its generated app credentials
     path = tmp_path / f"history-{probe.app_id}.sqlite3"
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(
@@ -789,3 +788,65 @@ def test_a_history_file_from_a_newer_livewidget_is_refused_by_name(tmp_path: Pat
     path.rename(tmp_path / "kept.sqlite3")
     with LocalServer(apps=probe.apps, history=SQLiteHistory(tmp_path)) as server:
         assert history_get(sdk(server), "jobs")["events"] == []
+
+
+def test_a_failed_write_is_answered_507_logged_once_and_loses_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """The disk fills up (SQLite's ``max_page_count`` stands in for it: the same SQLITE_FULL). Each
+    publish meanwhile is still delivered, answered 507 naming the problem and counted, and the failure is
+    logged once; its transaction is rolled back (no transaction left open, the dead-row count as the file
+    has it). With room again, writes go on, and a restart loads every committed event."""
+    port = free_port()
+    history = SQLiteHistory(tmp_path)
+    first = LocalServer(port=port, history=history, history_max_events=2).start()
+    try:
+        client = sdk(first)
+        for i in range(3):
+            client.trigger("jobs", "ev", str(i))
+            client.trigger("kept", "ev", str(i))
+        before = history_get(client, "jobs")
+        db = history._apps[first.app_id].db
+
+        def full() -> None:
+            db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+
+        first.call(full)
+        dead = first.call(first.server.stats)["history"]["dead_rows"]
+        with caplog.at_level("INFO", logger="livewidget.server.history"):
+            for _ in range(3):
+                with pytest.raises(pusher.errors.PusherBadStatus, match=r"507.*not stored in history.*full"):
+                    client.trigger("jobs", "big", "x" * 9_000)
+            # a trim and a store committed together (one turn of the loop), the store failing: the
+            # trim is rolled back with it, and its rows count as live again
+            hub = first.server.apps.by_id[first.app_id]
+
+            def trim_then_fail() -> None:
+                history.forget(Forget(first.app_id, {"jobs": 2}))
+                entry = Entry(1, time.time(), "big", "x" * 9_000, None)
+                history.store(hub, Store(first.app_id, [("other", "s-other", entry)]))
+
+            first.call(trim_then_fail)
+            stats = first.call(first.server.stats)["history"]
+            assert stats["write_failures"] == 4 and stats["dead_rows"] == dead, stats
+            first.call(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
+            client.trigger("jobs", "ev", "after")
+            # what the writer knows of the file's streams was reloaded after each rollback: trimming
+            # "kept" (untouched since) now counts its three rows as dead, for compaction
+            first.call(lambda: history.forget(Forget(first.app_id, {"kept": 3})))
+            assert first.call(first.server.stats)["history"]["dead_rows"] == dead + 3
+        failed = [r for r in caplog.records if "writing history failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info, [r.getMessage() for r in caplog.records]
+        assert any("succeed again after 4 failed" in r.getMessage() for r in caplog.records)
+        assert first.call(first.server.stats)["history"]["write_failures"] == 4
+    finally:
+        first.stop()
+    second = LocalServer(port=port, apps=first.apps, history=SQLiteHistory(tmp_path)).start()
+    try:
+        after = history_get(sdk(second), "jobs", direction="oldest_first")
+        assert after["stream_id"] == before["stream_id"]
+        # the newest two stored (history_max_events=2): the failed three were delivered live, so their
+        # serials are taken, and the file has a gap where they would be, not a made-up event
+        assert [(e["serial"], e["data"]) for e in after["events"]] == [(3, "2"), (7, "after")]
+    finally:
+        second.stop()

@@ -209,14 +209,25 @@ class _Stream:
         return max(self.last - self.first + 1, 0)
 
 
-def _read_streams(db: sqlite3.Connection) -> dict[str, _Stream]:
-    """The file's streams by channel."""
-    return {
+def _read_streams(db: sqlite3.Connection, scan: bool = False) -> dict[str, _Stream]:
+    """The file's streams by channel.
+
+    A row's ``last`` is written when the stream starts and by a Forget, not by each append (that is the
+    point of the log): with ``scan`` it is brought up to the stream's newest row in the log, in one pass
+    over the log (after a rollback, never on the publishing path; ``_load`` does it as it reads)."""
+    streams = {
         ch: _Stream(stream_id, sid, first, last)
         for sid, ch, stream_id, first, last in db.execute(
             "SELECT sid, channel, stream_id, first, last FROM streams"
         )
     }
+    if scan:
+        by_sid = {stream.sid: stream for stream in streams.values()}
+        for sid, newest in db.execute("SELECT sid, max(serial) FROM log GROUP BY sid"):
+            stream = by_sid.get(sid)
+            if stream is not None and newest > stream.last:
+                stream.last = newest
+    return streams
 
 
 class SQLiteHistory(HistoryDriver):
@@ -242,6 +253,7 @@ class SQLiteHistory(HistoryDriver):
         self._stored = 0  # the last ticket committed (or failed)
         self._waiters: deque[tuple[int, Callable[[str | None], None]]] = deque()
         self._error: str | None = None  # the last write error, until a write succeeds
+        self._failing = 0  # writes failed in a row (logged at the first)
         # app id -> channel -> the stream its rows are appended to
         self._streams: dict[str, dict[str, _Stream]] = {}
         self._compact_from: dict[str, int] = {}  # app id -> the rowid the next compaction starts at
@@ -347,8 +359,16 @@ class SQLiteHistory(HistoryDriver):
             self._last_commit = time.monotonic()
         except Exception as exc:
             self.failures += 1
-            log.exception("writing history failed")
+            self._failing += 1
+            # Once per run of failures (a full disk fails every commit until it has room again): each
+            # publisher meanwhile gets its 507, and /stats counts them (write_failures).
+            if self._failing == 1:
+                log.exception("writing history failed (publishers get 507 until a write succeeds)")
             error = f"the event was delivered but not stored in history: {exc}"
+        else:
+            if self._failing:
+                log.warning("history writes succeed again after %d failed", self._failing)
+            self._failing = 0
         self._done(batch, error)
 
     def when_stored(self, ticket: int, callback: Callable[[str | None], None]) -> None:
@@ -443,18 +463,23 @@ class SQLiteHistory(HistoryDriver):
     def _write(self, batch: list[tuple[Hub | None, Store | Forget, int]]) -> None:
         """One transaction per app file touched, in queue order."""
         touched: dict[str, _App] = {}
+        dead = self._dead
         try:
             self._write_all(batch, touched)
+            # Inside the try: a COMMIT can fail too (SQLITE_FULL while writing the WAL), and a
+            # transaction left open would make every later BEGIN fail.
+            for app in touched.values():
+                app.db.execute("COMMIT")
         except BaseException:
+            self._dead = dead  # the rows the rolled-back transaction dropped are still live
             for app_id, app in touched.items():
+                # SQLite may have rolled back by itself already; then this fails, harmlessly
                 with contextlib.suppress(sqlite3.Error):
                     app.db.execute("ROLLBACK")
                 # Streams started or trimmed in the rolled-back transaction: as the file has them.
                 with contextlib.suppress(sqlite3.Error):
-                    self._streams[app_id] = _read_streams(app.db)
+                    self._streams[app_id] = _read_streams(app.db, scan=True)
             raise
-        for app in touched.values():
-            app.db.execute("COMMIT")
 
     def _write_all(
         self, batch: list[tuple[Hub | None, Store | Forget, int]], touched: dict[str, _App]
